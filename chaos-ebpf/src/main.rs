@@ -1,0 +1,17 @@
+//! Kernel programs of the chaos fault injector. One fault family per module; the ABI they share
+//! with user space lives in `chaos-common`.
+#![no_std]
+#![no_main]
+
+mod net;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible: `bpf_send_signal`, `bpf_override_return` and friends are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

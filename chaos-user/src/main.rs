@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", chaos_user::EBPF_OBJECT.len());
+}

@@ -1,0 +1,227 @@
+//! Loop devices backed by a file in a temporary directory, optionally formatted and mounted.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use super::{retry, unique_name};
+
+// From <linux/loop.h>.
+const LOOP_SET_FD: libc::c_ulong = 0x4C00;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_NAME_SIZE: usize = 64;
+
+/// `struct loop_info64`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; LO_NAME_SIZE],
+    lo_crypt_name: [u8; LO_NAME_SIZE],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// A loop device attached (through the `LOOP_CTL_GET_FREE` / `LOOP_SET_FD` ioctls, so no
+/// `losetup` is needed) to a sparse file in a temporary directory `chaos-t-<pid>-<n>`. Drop
+/// unmounts it if mounted, detaches it and removes the directory.
+///
+/// The device is attached with autoclear: if the test process dies, the kernel detaches it once
+/// it is no longer open or mounted.
+#[derive(Debug)]
+pub struct LoopDevice {
+    dir: PathBuf,
+    backing: PathBuf,
+    device: PathBuf,
+    dev_file: Option<File>,
+    mount_point: Option<PathBuf>,
+}
+
+impl LoopDevice {
+    /// Attaches a loop device to a new sparse file of `size` bytes.
+    pub fn new(size: u64) -> io::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name());
+        std::fs::create_dir(&dir)?;
+        let mut dev = LoopDevice {
+            backing: dir.join("backing.img"),
+            dir,
+            device: PathBuf::new(),
+            dev_file: None,
+            mount_point: None,
+        };
+        File::create(&dev.backing)?.set_len(size)?;
+        dev.attach()?;
+        Ok(dev)
+    }
+
+    /// A loop device of `size` bytes formatted ext4 and mounted on a temporary directory. Fails
+    /// with [`io::ErrorKind::NotFound`] where `mkfs.ext4` is absent (e.g. a busybox VM).
+    pub fn with_ext4(size: u64) -> io::Result<Self> {
+        let mut dev = Self::new(size)?;
+        dev.format_ext4()?;
+        dev.mount("ext4")?;
+        Ok(dev)
+    }
+
+    fn attach(&mut self) -> io::Result<()> {
+        let ctl = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/loop-control")?;
+        let backing = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.backing)?;
+        // Another process may take the free device between the two ioctls: try again.
+        let (device, file) = retry(Duration::from_secs(5), Duration::from_millis(20), || {
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+            let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let device = PathBuf::from(format!("/dev/loop{n}"));
+            ensure_node(&device, n as u32)?;
+            let file = OpenOptions::new().read(true).write(true).open(&device)?;
+            // SAFETY: LOOP_SET_FD takes a file descriptor by value.
+            if unsafe { libc::ioctl(file.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((device, file))
+        })?;
+        self.device = device;
+        self.dev_file = Some(file);
+        // SAFETY: all-zero is a valid loop_info64.
+        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+        info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        let name = self.backing.as_os_str().as_encoded_bytes();
+        let len = name.len().min(LO_NAME_SIZE - 1);
+        info.lo_file_name[..len].copy_from_slice(&name[..len]);
+        let fd = self.dev_file.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+        // SAFETY: LOOP_SET_STATUS64 reads a loop_info64 we own.
+        if unsafe { libc::ioctl(fd, LOOP_SET_STATUS64 as _, &info as *const LoopInfo64) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Formats the device ext4 with `mkfs.ext4 -q -F`.
+    pub fn format_ext4(&self) -> io::Result<()> {
+        let mut cmd = crate::cmd::command("mkfs.ext4", &["-q", "-F"]);
+        cmd.arg(&self.device);
+        crate::cmd::run(&mut cmd).map(drop)
+    }
+
+    /// Mounts the device (a filesystem of type `fstype`) on `<tempdir>/mnt` and returns that path.
+    pub fn mount(&mut self, fstype: &str) -> io::Result<&Path> {
+        let mnt = self.dir.join("mnt");
+        std::fs::create_dir_all(&mnt)?;
+        mount(
+            Some(&self.device),
+            &mnt,
+            Some(fstype),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| {
+            io::Error::other(format!(
+                "mount {} on {}: {e}",
+                self.device.display(),
+                mnt.display()
+            ))
+        })?;
+        Ok(self.mount_point.insert(mnt))
+    }
+
+    /// The device node, e.g. `/dev/loop3`.
+    pub fn device(&self) -> &Path {
+        &self.device
+    }
+
+    /// The backing file.
+    pub fn backing_file(&self) -> &Path {
+        &self.backing
+    }
+
+    /// Where the filesystem is mounted, if it is.
+    pub fn mount_point(&self) -> Option<&Path> {
+        self.mount_point.as_deref()
+    }
+
+    /// The device's `(major, minor)` numbers, as cgroup I/O limits name it (`MAJ:MIN`).
+    pub fn major_minor(&self) -> io::Result<(u32, u32)> {
+        let rdev = std::fs::metadata(&self.device)?.rdev();
+        Ok((libc::major(rdev), libc::minor(rdev)))
+    }
+
+    /// The block device name, e.g. `loop3` (its directory under `/sys/block`).
+    pub fn name(&self) -> &str {
+        self.device
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if let Some(mnt) = self.mount_point.take() {
+            unmount(&mnt);
+        }
+        if let Some(file) = self.dev_file.take() {
+            // SAFETY: LOOP_CLR_FD takes no argument.
+            unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CLR_FD as _) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Unmounts `path`, lazily if it stays busy.
+pub(crate) fn unmount(path: &Path) {
+    let done = retry(Duration::from_secs(1), Duration::from_millis(20), || {
+        umount2(path, MntFlags::empty())
+    });
+    if done.is_err() {
+        let _ = umount2(path, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Detaches loop device `device` if it is attached.
+pub(crate) fn detach(device: &Path) {
+    if let Ok(file) = OpenOptions::new().read(true).open(device) {
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CLR_FD as _) };
+    }
+}
+
+/// Makes `/dev/loopN` where no devtmpfs made it.
+fn ensure_node(device: &Path, n: u32) -> io::Result<()> {
+    match std::fs::metadata(device) {
+        Ok(m) if m.file_type().is_block_device() => Ok(()),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} is not a block device",
+            device.display()
+        ))),
+        Err(_) => nix::sys::stat::mknod(
+            device,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+            libc::makedev(7, n),
+        )
+        .map_err(io::Error::from),
+    }
+}

@@ -1,1 +1,88 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `setup`: install the toolchains and system packages the project needs (idempotent, fast when
+//!   everything is present).
+//! - `build`: build the `chaos` binary (and, through its build script, the eBPF object).
+//! - `vm-test`: boot Debian and test kernels in QEMU and run the `bpf-tests` binaries inside.
+//! - `test`: everything CI checks: fmt, clippy, unit, native and VM tests, with one summary line.
+//! - `demo`: build `chaos` and run `chaos demo`.
+//!
+//! Every command but `setup` runs setup first, quietly.
+mod cargo;
+mod cmd;
+mod setup;
+mod summary;
+mod test;
+mod vm;
+
+use std::{os::unix::process::CommandExt as _, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Project automation for chaos")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install system packages, the nightly toolchain and bpf-linker (idempotent).
+    Setup,
+    /// Build the `chaos` binary and print its path.
+    Build,
+    /// Boot kernels in QEMU and run the bpf-tests binaries inside them.
+    VmTest(vm::VmArgs),
+    /// Run fmt, clippy, unit, native and VM tests; print one summary line.
+    Test(test::TestArgs),
+    /// Build `chaos` and run `chaos demo`, passing the remaining arguments through.
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    cmd::ensure_cargo_bin_on_path();
+    match cli.command {
+        Command::Setup => {
+            setup::run(setup::Verbosity::Normal)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build => {
+            setup::run(setup::Verbosity::Quiet)?;
+            let chaos = cargo::build_chaos()?;
+            println!("{}", chaos.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VmTest(args) => {
+            setup::run(setup::Verbosity::Quiet)?;
+            vm::run_command(&args)
+        }
+        Command::Test(args) => {
+            setup::run(setup::Verbosity::Quiet)?;
+            test::run(&args)
+        }
+        Command::Demo { args } => {
+            setup::run(setup::Verbosity::Quiet)?;
+            let chaos = cargo::build_chaos()?;
+            let err = std::process::Command::new(&chaos)
+                .arg("demo")
+                .args(&args)
+                .exec();
+            Err(err).with_context(|| format!("exec {} demo", chaos.display()))
+        }
+    }
+}

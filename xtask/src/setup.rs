@@ -1,0 +1,218 @@
+//! `cargo xtask setup`: install what building and testing need on a fresh Debian 12, and do
+//! nothing (in well under a second) when it is all there.
+//!
+//! Checks use `dpkg-query`, `rustup ... --installed` and `PATH`, never the network; `apt-get
+//! update` runs only when a package is missing.
+use std::{collections::BTreeSet, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd;
+
+/// Debian packages: LLVM 22 for bpf-linker, the tools the tests and the VM initramfs use,
+/// QEMU, and the decompressors for kernel packages and modules.
+pub const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libclang-22-dev",
+    "clang-22",
+    "bpftool",
+    "iproute2",
+    "qemu-system-x86",
+    "busybox-static",
+    "fio",
+    "libelf-dev",
+    "zlib1g-dev",
+    "pkg-config",
+    "libzstd-dev",
+    "xz-utils",
+    "zstd",
+    "cpio",
+    "kmod",
+    "python3",
+    "binutils",
+];
+
+/// rustup components needed on each toolchain: fmt and clippy on the default (stable) one, and
+/// the eBPF crate needs nightly's `rust-src` (to build `core` for the BPF target) and clippy.
+const STABLE_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Say what is already installed, too.
+    Normal,
+    /// Print only what gets installed.
+    Quiet,
+}
+
+pub fn run(verbosity: Verbosity) -> Result<()> {
+    apt_packages(verbosity)?;
+    rust_toolchains(verbosity)?;
+    bpf_linker(verbosity)?;
+    if verbosity == Verbosity::Normal {
+        println!("setup: everything is installed");
+    }
+    Ok(())
+}
+
+/// Packages of `APT_PACKAGES` that dpkg does not report as installed.
+fn missing_apt_packages() -> Result<Vec<&'static str>> {
+    // dpkg-query exits 1 when a package is unknown but still prints the known ones.
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${db:Status-Status}\\n"])
+        .args(APT_PACKAGES)
+        .output()
+        .context("running dpkg-query (is this Debian?)")?;
+    let installed: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, status) = l.split_once(' ')?;
+            (status == "installed").then(|| name.split(':').next().unwrap_or(name).to_owned())
+        })
+        .collect();
+    Ok(APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(*p))
+        .collect())
+}
+
+fn apt_packages(verbosity: Verbosity) -> Result<()> {
+    let missing = missing_apt_packages()?;
+    if missing.is_empty() {
+        if verbosity == Verbosity::Normal {
+            println!("setup: apt packages installed");
+        }
+        return Ok(());
+    }
+    println!("setup: installing apt packages: {}", missing.join(" "));
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    cmd::run(&mut apt(&["update"]))?;
+    let mut install = apt(&["install", "-y", "--no-install-recommends"]);
+    install.args(&missing);
+    cmd::run(&mut install)?;
+    let still = missing_apt_packages()?;
+    if !still.is_empty() {
+        bail!(
+            "apt packages still missing after install: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn installed_components(toolchain: Option<&str>) -> Result<Option<BTreeSet<String>>> {
+    let mut c = Command::new("rustup");
+    if let Some(t) = toolchain {
+        c.arg(format!("+{t}"));
+    }
+    let out = c
+        .args(["component", "list", "--installed"])
+        .output()
+        .context("running rustup (install it from https://rustup.rs)")?;
+    if !out.status.success() {
+        return Ok(None); // toolchain not installed
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            // "clippy-x86_64-unknown-linux-gnu" -> "clippy"; "rust-src" stays.
+            .map(|l| {
+                l.trim()
+                    .trim_end_matches("-x86_64-unknown-linux-gnu")
+                    .to_owned()
+            })
+            .collect(),
+    ))
+}
+
+fn rust_toolchains(verbosity: Verbosity) -> Result<()> {
+    for (toolchain, wanted) in [
+        (None, STABLE_COMPONENTS),
+        (Some("nightly"), NIGHTLY_COMPONENTS),
+    ] {
+        let name = toolchain.unwrap_or("default");
+        let missing: Vec<&str> = match installed_components(toolchain)? {
+            Some(have) => wanted
+                .iter()
+                .copied()
+                .filter(|c| !have.contains(*c))
+                .collect(),
+            None => wanted.to_vec(),
+        };
+        if missing.is_empty() {
+            if verbosity == Verbosity::Normal {
+                println!("setup: {name} toolchain has {}", wanted.join(", "));
+            }
+            continue;
+        }
+        println!(
+            "setup: installing {} on the {name} toolchain",
+            missing.join(", ")
+        );
+        match toolchain {
+            Some(t) => {
+                let mut c = Command::new("rustup");
+                c.args(["toolchain", "install", t, "--profile", "minimal"]);
+                for comp in &missing {
+                    c.args(["--component", comp]);
+                }
+                cmd::run(&mut c)?;
+            }
+            None => {
+                let mut c = Command::new("rustup");
+                c.args(["component", "add"]).args(&missing);
+                cmd::run(&mut c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bpf_linker(verbosity: Verbosity) -> Result<()> {
+    // `main` put ~/.cargo/bin on PATH.
+    if cmd::have("bpf-linker") {
+        if verbosity == Verbosity::Normal {
+            println!("setup: bpf-linker installed");
+        }
+        return Ok(());
+    }
+    println!("setup: building bpf-linker against LLVM 22 (takes a few minutes)");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![std::path::PathBuf::from(format!("{LLVM_PREFIX}/bin"))];
+    dirs.extend(std::env::split_paths(&path));
+    cmd::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", std::env::join_paths(dirs)?)
+            .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+    )?;
+    if !cmd::have("bpf-linker") {
+        bail!("bpf-linker installed but not found on PATH");
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,66 @@
+#!/bin/sh
+# /init of the VM test initramfs (busybox sh). Written by xtask (xtask/src/vm/init.sh).
+# Prepares the file systems the tests expect, loads modules, runs every test binary with one
+# thread and --nocapture (so CHAOS-SKIP markers reach the console), then powers off.
+# Lines starting with CHAOS-VM- are read by xtask; keep them in sync with xtask/src/vm/mod.rs.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root RUST_BACKTRACE=1 CHAOS_BIN=/bin/chaos
+. /etc/chaos-vm.env
+export CHAOS_IN_VM
+
+echo "CHAOS-VM-INIT kernel $(uname -r) as $CHAOS_IN_VM"
+
+try() {
+    "$@" 2>/dev/null || echo "chaos-init: failed: $*"
+}
+
+mkdir -p /proc /sys /dev /run /tmp /root /mnt
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || try mount -t tmpfs dev /dev
+mkdir -p /dev/pts /dev/shm
+try mount -t devpts devpts /dev/pts
+try mount -t tmpfs tmpfs /dev/shm
+try mount -t tmpfs tmpfs /run
+try mount -t tmpfs tmpfs /tmp
+chmod 1777 /tmp
+try mount -t bpf bpffs /sys/fs/bpf
+try mount -t debugfs debugfs /sys/kernel/debug
+try mount -t tracefs tracefs /sys/kernel/tracing
+try mount -t securityfs securityfs /sys/kernel/security
+try mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# cgroup v1 blkio, for throttling tests, where the kernel still has it. sysfs allows no new
+# directories, so it lives under /run.
+mkdir -p /run/cgroup-v1/blkio
+if mount -t cgroup -o blkio cgroup-blkio /run/cgroup-v1/blkio 2>/dev/null; then
+    export CHAOS_CGROUP_V1_BLKIO=/run/cgroup-v1/blkio
+else
+    rmdir /run/cgroup-v1/blkio /run/cgroup-v1 2>/dev/null
+fi
+ln -sf /proc/self/fd /dev/fd 2>/dev/null
+ln -sf /proc/mounts /etc/mtab 2>/dev/null
+
+# Modules, dependencies first (the list is written by xtask from modules.dep).
+if [ -f /etc/chaos-modules ]; then
+    while read -r ko; do
+        [ -n "$ko" ] || continue
+        insmod "$ko" 2>/tmp/insmod.err || echo "chaos-init: insmod $ko failed: $(cat /tmp/insmod.err)"
+    done < /etc/chaos-modules
+fi
+
+try ip link set lo up
+hostname chaos-vm 2>/dev/null
+echo "CHAOS-VM-LSM $(cat /sys/kernel/security/lsm 2>/dev/null)"
+
+cd /tmp
+while read -r name; do
+    [ -n "$name" ] || continue
+    echo "CHAOS-VM-RUN $name"
+    "/tests/$name" --test-threads=1 --nocapture
+    echo "CHAOS-VM-EXIT $name $?"
+    cd /tmp
+done < /etc/chaos-tests
+
+sync
+echo "CHAOS-VM-END"
+poweroff -f

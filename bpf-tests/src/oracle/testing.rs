@@ -18,25 +18,28 @@ struct Insn {
     imm: i32,
 }
 
-/// `r0 = 0; exit`: a program that returns 0 (for a socket filter: drop; for TC: `TC_ACT_OK`).
-const RETURN_ZERO: [Insn; 2] = [
-    // BPF_ALU64 | BPF_MOV | BPF_K
-    Insn {
-        code: 0xb7,
-        regs: 0,
-        off: 0,
-        imm: 0,
-    },
-    // BPF_JMP | BPF_EXIT
-    Insn {
-        code: 0x95,
-        regs: 0,
-        off: 0,
-        imm: 0,
-    },
-];
+/// `r0 = ret; exit`.
+const fn return_const(ret: i32) -> [Insn; 2] {
+    [
+        // BPF_ALU64 | BPF_MOV | BPF_K
+        Insn {
+            code: 0xb7,
+            regs: 0,
+            off: 0,
+            imm: ret,
+        },
+        // BPF_JMP | BPF_EXIT
+        Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ]
+}
 
-fn load(prog_type: libbpf_sys::bpf_prog_type, name: &str) -> io::Result<OwnedFd> {
+fn load(prog_type: libbpf_sys::bpf_prog_type, name: &str, ret: i32) -> io::Result<OwnedFd> {
+    let insns = return_const(ret);
     let name = CString::new(name).map_err(io::Error::other)?;
     let license = c"GPL";
     // SAFETY: the instructions have `struct bpf_insn`'s layout (8 bytes: code, dst/src nibbles,
@@ -46,8 +49,8 @@ fn load(prog_type: libbpf_sys::bpf_prog_type, name: &str) -> io::Result<OwnedFd>
             prog_type,
             name.as_ptr(),
             license.as_ptr(),
-            RETURN_ZERO.as_ptr().cast(),
-            RETURN_ZERO.len() as _,
+            insns.as_ptr().cast(),
+            insns.len() as _,
             std::ptr::null_mut(),
         )
     };
@@ -61,12 +64,37 @@ fn load(prog_type: libbpf_sys::bpf_prog_type, name: &str) -> io::Result<OwnedFd>
 /// Loads a socket filter `r0 = 0; exit` named `name` (the kernel keeps 15 bytes of it). The
 /// program lives while the returned descriptor is open (and nothing else holds it).
 pub fn load_socket_filter(name: &str) -> io::Result<OwnedFd> {
-    load(libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER, name)
+    load(libbpf_sys::BPF_PROG_TYPE_SOCKET_FILTER, name, 0)
 }
 
 /// Loads a TC classifier `r0 = 0; exit` (`TC_ACT_OK`: lets every packet pass) named `name`.
 pub fn load_sched_cls(name: &str) -> io::Result<OwnedFd> {
-    load(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, name)
+    load(libbpf_sys::BPF_PROG_TYPE_SCHED_CLS, name, 0)
+}
+
+/// Loads a cgroup skb program `r0 = 1; exit` (lets every packet pass) named `name`.
+pub fn load_cgroup_skb(name: &str) -> io::Result<OwnedFd> {
+    load(libbpf_sys::BPF_PROG_TYPE_CGROUP_SKB, name, 1)
+}
+
+/// Attaches `prog` (a cgroup skb program) to the v2 cgroup at `cgroup` on ingress through a BPF
+/// link; the attachment lasts while the returned link descriptor is open.
+pub fn link_cgroup_ingress(prog: &OwnedFd, cgroup: &Path) -> io::Result<OwnedFd> {
+    let dir = std::fs::File::open(cgroup)?;
+    // SAFETY: both descriptors are valid; NULL options are allowed.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(
+            prog.as_raw_fd(),
+            dir.as_raw_fd(),
+            libbpf_sys::BPF_CGROUP_INET_INGRESS,
+            std::ptr::null(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: libbpf returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Creates a 1-entry array map (u32 -> u64) named `name`.

@@ -3,7 +3,7 @@
 //! Everything is named `chaos-t-<pid>-<n>` ([`unique_name`]) so that parallel test binaries do not
 //! collide and [`sweep_stale`] can find what crashed runs left behind.
 
-mod cgroup;
+pub(crate) mod cgroup;
 mod loopdev;
 mod netns;
 mod process;

@@ -1,5 +1,6 @@
-//! Network faults on TC: one classifier per direction, attached to each armed interface. Rules
-//! live in maps, so arming or disarming a fault is a map update, never a reload.
+//! Network faults on TC: one classifier instance per armed interface and direction (an
+//! "attachment"). Rules live in maps, so arming or disarming a fault is a map update, never a
+//! reload.
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -10,8 +11,14 @@ use aya_ebpf::{
 };
 use chaos_common::{
     PROBABILITY_ONE,
-    net::{MAX_NET_RULES, NetAction, NetCounters, NetRule, direction},
+    net::{MAX_NET_RULES, NetAction, NetCounters, NetRule},
 };
+
+/// Set by the loader to the attachment this program instance serves (see
+/// `chaos_common::net::ATTACH_ID_GLOBAL`). Read with a volatile load so the compiler cannot fold
+/// the default.
+#[unsafe(no_mangle)]
+static CHAOS_ATTACH_ID: u32 = 0;
 
 /// Rule slots, indexed by slot number. Pinned so every `chaos` process shares them.
 #[map(name = "CHAOS_NET_RULES")]
@@ -21,38 +28,37 @@ static CHAOS_NET_RULES: Array<NetRule> = Array::pinned(MAX_NET_RULES, 0);
 #[map(name = "CHAOS_NET_COUNT")]
 static CHAOS_NET_COUNT: PerCpuArray<NetCounters> = PerCpuArray::pinned(MAX_NET_RULES, 0);
 
-/// Interface index -> bitmask of the rule slots armed on it. Packets on interfaces without an
-/// entry cost one hash lookup.
-#[map(name = "CHAOS_NET_IFACE")]
-static CHAOS_NET_IFACE: HashMap<u32, u64> = HashMap::pinned(256, 0);
+/// Attachment id -> bitmask of the rule slots armed on it.
+#[map(name = "CHAOS_NET_ATTACH")]
+static CHAOS_NET_ATTACH: HashMap<u32, u64> = HashMap::pinned(1024, 0);
 
 /// TC egress hook.
 #[classifier]
-pub fn chaos_tc_egress(ctx: TcContext) -> i32 {
-    run(&ctx, direction::EGRESS)
+pub fn chaos_tc_egress(_ctx: TcContext) -> i32 {
+    run()
 }
 
 /// TC ingress hook.
 #[classifier]
-pub fn chaos_tc_ingress(ctx: TcContext) -> i32 {
-    run(&ctx, direction::INGRESS)
+pub fn chaos_tc_ingress(_ctx: TcContext) -> i32 {
+    run()
 }
 
 /// Returns `TC_ACT_SHOT` for a dropped packet and `TC_ACT_UNSPEC` otherwise, so the filters and
 /// qdiscs that were there before ours still see every packet we let through.
-fn run(ctx: &TcContext, dir: u32) -> i32 {
-    // SAFETY: `skb` is the valid context pointer handed to the program by the kernel.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: the value is a plain u64 and the map is only updated atomically by user space.
-    let Some(mask) = (unsafe { CHAOS_NET_IFACE.get(&ifindex) }) else {
+fn run() -> i32 {
+    // SAFETY: reading a plain static; volatile so the loader-set value is used.
+    let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
+    // SAFETY: the value is a plain u64 that user space replaces atomically.
+    let Some(mask) = (unsafe { CHAOS_NET_ATTACH.get(&attach_id) }) else {
         return TC_ACT_UNSPEC;
     };
     let mask = *mask;
-    // SAFETY: plain helper calls without arguments.
+    // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut slot = 0u32;
     while slot < MAX_NET_RULES {
-        if mask & (1u64 << slot) != 0 && apply(slot, ifindex, dir, now) {
+        if mask & (1u64 << slot) != 0 && apply(slot, now) {
             return TC_ACT_SHOT;
         }
         slot += 1;
@@ -61,20 +67,17 @@ fn run(ctx: &TcContext, dir: u32) -> i32 {
 }
 
 /// Evaluates rule `slot` for one packet; returns whether the packet must be dropped.
-fn apply(slot: u32, ifindex: u32, dir: u32, now: u64) -> bool {
+fn apply(slot: u32, now: u64) -> bool {
     let Some(rule) = CHAOS_NET_RULES.get(slot) else {
         return false;
     };
-    if rule.action == NetAction::None as u32
-        || rule.ifindex != ifindex
-        || rule.directions & dir == 0
-    {
+    if rule.action == NetAction::None as u32 {
         return false;
     }
     let counters = CHAOS_NET_COUNT.get_ptr_mut(slot);
     let count = |f: fn(&mut NetCounters)| {
         if let Some(c) = counters {
-            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+            // SAFETY: per-CPU slot; only this CPU writes it while the program runs.
             f(unsafe { &mut *c });
         }
     };

@@ -1,5 +1,26 @@
 //! The chaos fault injector's controller, as a library.
+//!
+//! Data flows one way: [`spec`] (what the user asked, serde) -> [`plan`] (validated and resolved)
+//! -> [`strategy`] (chosen from the [`probe`] of the running kernel) -> [`backend`] (BPF map
+//! entries, links, qdiscs, cgroup files) -> counters and status ([`injector`]). The [`store`]
+//! records every fault before it is armed, so recovery works after any crash.
 #![deny(missing_docs)]
 
-/// The embedded kernel object.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-ebpf"));
+pub mod backend;
+pub mod demo;
+pub mod ebpf;
+pub mod error;
+pub mod injector;
+pub mod mounts;
+pub mod netns;
+pub mod plan;
+pub mod privilege;
+pub mod probe;
+pub mod spec;
+pub mod store;
+pub mod strategy;
+pub mod testbed;
+
+pub use error::{Error, Result};
+pub use injector::{Armed, Counters, Injector, Recovered, Status};
+pub use spec::FaultSpec;

@@ -7,6 +7,12 @@ pub const MAX_NET_RULES: u32 = 64;
 pub const NET_RULES_MAP: &str = "CHAOS_NET_RULES";
 /// Name of the per-CPU array map holding [`NetCounters`], indexed by rule slot.
 pub const NET_COUNTERS_MAP: &str = "CHAOS_NET_COUNT";
+/// Name of the hash map from attachment id to the bitmask of rule slots armed on it.
+pub const NET_ATTACH_MAP: &str = "CHAOS_NET_ATTACH";
+/// Name of the global set, at load time, to the id of the attachment (interface + direction in
+/// one network namespace) that this instance of the program serves. Interface indexes repeat
+/// across namespaces, attachment ids do not.
+pub const ATTACH_ID_GLOBAL: &str = "CHAOS_ATTACH_ID";
 
 /// The TC program for egress traffic.
 pub const PROG_TC_EGRESS: &str = "chaos_tc_egress";
@@ -23,24 +29,12 @@ pub enum NetAction {
     Drop = 1,
 }
 
-/// Direction bits for [`NetRule::directions`].
-pub mod direction {
-    /// Packets leaving the interface.
-    pub const EGRESS: u32 = 1;
-    /// Packets entering the interface.
-    pub const INGRESS: u32 = 2;
-}
-
 /// One armed network fault: which packets it matches and what it does to them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetRule {
     /// [`NetAction`] as `u32`; [`NetAction::None`] marks a free slot.
     pub action: u32,
-    /// Interface the rule applies to (its index in the rule's network namespace).
-    pub ifindex: u32,
-    /// Bitmask of [`direction`] values.
-    pub directions: u32,
     /// Reserved; zero.
     pub _pad: u32,
     /// Probability threshold on the [`crate::PROBABILITY_ONE`] scale.
@@ -54,8 +48,6 @@ impl NetRule {
     /// A free slot.
     pub const EMPTY: NetRule = NetRule {
         action: NetAction::None as u32,
-        ifindex: 0,
-        directions: 0,
         _pad: 0,
         threshold: 0,
         deadline_ns: 0,
@@ -66,7 +58,7 @@ impl NetRule {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetCounters {
-    /// Packets the program examined for this rule (interface and direction matched).
+    /// Packets the program examined for this rule (on an interface and direction it is armed on).
     pub seen: u64,
     /// Packets inside the rule's deadline that matched its filters.
     pub matched: u64,

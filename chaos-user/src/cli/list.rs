@@ -1,0 +1,77 @@
+//! `chaos list` and `chaos status`.
+
+use std::process::ExitCode;
+
+use chaos_user::{Injector, Status};
+
+/// Arguments of `chaos list`.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `chaos status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Fault id, as printed by `chaos inject` or `chaos list`.
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Listing needs no probe: only the store and the pinned maps.
+fn injector() -> anyhow::Result<Injector> {
+    Ok(Injector::without_probe()?)
+}
+
+fn line(s: &Status) -> String {
+    let c = s.counters.unwrap_or_default();
+    format!(
+        "{:<11} {:<9} {:<8} {:<28} {:>9} {:>9} {:>9}  {}",
+        s.record.id,
+        s.record.spec.name(),
+        if s.expired { "expired" } else { "armed" },
+        s.record.strategy.describe(),
+        c.seen,
+        c.matched,
+        c.acted,
+        if s.expired {
+            "recover to remove".to_owned()
+        } else {
+            format!("{}s left", s.remaining_ms / 1000)
+        }
+    )
+}
+
+const HEADER: &str =
+    "id          fault     state    strategy                          seen   matched     acted";
+
+pub fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let statuses = injector()?.list()?;
+    if args.json {
+        super::print_json(&statuses)?;
+    } else if statuses.is_empty() {
+        println!("no faults armed");
+    } else {
+        println!("{HEADER}");
+        for s in &statuses {
+            println!("{}", line(s));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let s = injector()?.status(&args.id)?;
+    if args.json {
+        super::print_json(&s)?;
+    } else {
+        println!("{HEADER}\n{}", line(&s));
+        println!("spec: {}", serde_json::to_string(&s.record.spec)?);
+        println!("ends: {}", super::rfc3339(s.record.deadline_unix_ms));
+    }
+    Ok(ExitCode::SUCCESS)
+}

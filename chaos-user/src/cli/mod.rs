@@ -1,0 +1,61 @@
+//! Subcommands, one file each.
+
+mod demo;
+mod inject;
+mod list;
+mod probe;
+mod recover;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A fault injector for chaos drills: network, syscall and block I/O faults made with eBPF,
+/// precisely targeted, with in-kernel deadlines and full recovery.
+#[derive(Parser, Debug)]
+#[command(name = "chaos", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show what the running kernel allows and which strategy serves each fault kind.
+    Probe(probe::Args),
+    /// Arm a fault.
+    Inject(inject::Args),
+    /// List armed faults with their counters.
+    #[command(alias = "ls")]
+    List(list::ListArgs),
+    /// Show one fault with its counters.
+    Status(list::StatusArgs),
+    /// Recover a fault, or every trace of the injector with --all.
+    Recover(recover::Args),
+    /// Run the built-in demo: a real fault on a test network, measured and recovered.
+    Demo(demo::Args),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Probe(a) => probe::run(a),
+        Command::Inject(a) => inject::run(a),
+        Command::List(a) => list::run_list(a),
+        Command::Status(a) => list::run_status(a),
+        Command::Recover(a) => recover::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Prints `value` as pretty JSON.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Formats ms since the epoch as RFC 3339 (UTC, seconds).
+fn rfc3339(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

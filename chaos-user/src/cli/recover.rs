@@ -1,0 +1,45 @@
+//! `chaos recover`.
+
+use std::process::ExitCode;
+
+use chaos_user::Injector;
+
+/// Arguments of `chaos recover`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["id", "all"])))]
+pub struct Args {
+    /// Fault id to recover.
+    id: Option<String>,
+    /// Recover every fault and remove every trace of the injector (after a crash too).
+    #[arg(long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let injector = Injector::without_probe()?;
+    let out = match (&args.id, args.all) {
+        (_, true) => injector.recover_all()?,
+        (Some(id), false) => injector.recover(id)?,
+        (None, false) => unreachable!("clap requires an id or --all"),
+    };
+    if args.json {
+        super::print_json(&out)?;
+    } else if out.faults.is_empty() && out.attachments == 0 {
+        println!("nothing to recover");
+    } else {
+        println!(
+            "recovered {} fault(s){}, detached {} attachment(s)",
+            out.faults.len(),
+            if out.faults.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", out.faults.join(", "))
+            },
+            out.attachments
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

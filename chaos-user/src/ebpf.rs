@@ -1,0 +1,87 @@
+//! The embedded kernel object and where its maps and links are pinned.
+//!
+//! Every program instance is loaded from the same object with its maps pinned by name under
+//! [`MAP_PIN_DIR`], so all instances and every `chaos` process share one set of rule maps;
+//! arming a fault is a map update.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData},
+};
+use chaos_common::PIN_ROOT;
+
+use crate::{
+    error::{Error, IoContext, Result},
+    mounts,
+};
+
+/// The kernel programs, built by `build.rs` (empty in `AYA_BUILD_SKIP` builds).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/chaos-ebpf"));
+
+/// Directory of the pinned maps.
+pub const MAP_PIN_DIR: &str = "/sys/fs/bpf/chaos/maps";
+/// Directory of the pinned links.
+pub const LINK_PIN_DIR: &str = "/sys/fs/bpf/chaos/links";
+
+/// Whether this binary carries its kernel programs.
+pub fn has_object() -> bool {
+    !EBPF_OBJECT.is_empty()
+}
+
+/// Loads the object with its maps pinned (created on first use, reused after) and globals set.
+pub fn load(globals: &[(&str, u32)]) -> Result<Ebpf> {
+    if !has_object() {
+        return Err(Error::NoEbpfObject);
+    }
+    mounts::ensure_bpffs()?;
+    for dir in [MAP_PIN_DIR, LINK_PIN_DIR] {
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {dir}"))?;
+    }
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(MAP_PIN_DIR);
+    for (name, value) in globals {
+        loader.override_global(name, value, true);
+    }
+    loader
+        .load(EBPF_OBJECT)
+        .map_err(|e| Error::bpf("loading the chaos eBPF object", e))
+}
+
+/// The pinned map `name`, if it exists.
+pub fn pinned_map(name: &str) -> Result<Option<MapData>> {
+    let path = Path::new(MAP_PIN_DIR).join(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    MapData::from_pin(&path)
+        .map(Some)
+        .map_err(|e| Error::bpf(format!("opening pinned map {}", path.display()), e))
+}
+
+/// Opens pinned map `name` as a typed map `T` (e.g. `Array<MapData, NetRule>`), built with `wrap`
+/// from the generic [`Map`] variant.
+pub fn typed_map<T>(name: &str, wrap: fn(MapData) -> Map) -> Result<Option<T>>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    pinned_map(name)?
+        .map(|data| T::try_from(wrap(data)).map_err(|e| Error::bpf(format!("map {name}"), e)))
+        .transpose()
+}
+
+/// Path of the pin for link `name`.
+pub fn link_pin(name: &str) -> PathBuf {
+    Path::new(LINK_PIN_DIR).join(name)
+}
+
+/// Removes every pin of ours (maps and links) and the pin directory. Maps are freed once no
+/// program uses them; call only when nothing is attached any more.
+pub fn remove_all_pins() -> Result<()> {
+    let root = Path::new(PIN_ROOT);
+    if !root.exists() {
+        return Ok(());
+    }
+    std::fs::remove_dir_all(root).ctx(|| format!("removing {}", root.display()))
+}

@@ -1,0 +1,119 @@
+//! The library's error type. Every variant renders as one line that names the problem and, where
+//! there is one, the fix.
+
+use std::path::PathBuf;
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a fault spec and an armed (or recovered) fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field of the spec is wrong. Nothing was armed.
+    #[error("invalid {field}: {problem}; {fix}")]
+    Invalid {
+        /// The field, as spelled in the spec and on the command line (`percent`, `interface`...).
+        field: &'static str,
+        /// What is wrong with the value.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// The caller lacks a privilege the injector needs.
+    #[error("{0}")]
+    Privilege(String),
+    /// No strategy available on this kernel can serve the fault.
+    #[error("this kernel cannot {what}: {why}")]
+    Unsupported {
+        /// The fault or feature asked for.
+        what: String,
+        /// What the probe found missing.
+        why: String,
+    },
+    /// No fault with that id is known.
+    #[error("no fault with id {0}; `chaos list` shows the armed faults")]
+    NotFound(String),
+    /// This binary was built without the eBPF object (`AYA_BUILD_SKIP`).
+    #[error(
+        "this chaos binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
+    )]
+    NoEbpfObject,
+    /// Loading, attaching or updating a BPF object failed.
+    #[error("{context}: {source}")]
+    Bpf {
+        /// What the injector was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A system call or file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the injector was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state store holds something unreadable.
+    #[error("state file {path}: {problem}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(
+        field: &'static str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            field,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// Wraps any BPF-side error with what the injector was doing.
+    pub fn bpf(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Bpf {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps an I/O error with what the injector was doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds context to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    /// Turns the error into [`Error::Io`] with the context `f()` gives.
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::io(f(), e))
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn ctx<S: Into<String>>(self, f: impl FnOnce() -> S) -> Result<T> {
+        self.map_err(|e| Error::io(f(), std::io::Error::from(e)))
+    }
+}

@@ -1,0 +1,321 @@
+//! The injector: probes once, then arms, lists, reports on and recovers faults. The CLI, the
+//! daemon and library users all go through it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chaos_common::net::NetCounters;
+use nix::time::{ClockId, clock_gettime};
+use serde::Serialize;
+
+use crate::{
+    backend::net,
+    ebpf,
+    error::{Error, Result},
+    plan::{self, PlannedFault},
+    privilege,
+    probe::{self, Report},
+    spec::FaultSpec,
+    store::{FaultRecord, FaultState, Store},
+    strategy::{self, Strategy},
+};
+
+/// Arms and recovers faults.
+pub struct Injector {
+    probe: Report,
+    store: Store,
+}
+
+/// A fault just armed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Armed {
+    /// Its id.
+    pub id: String,
+    /// How it is made.
+    pub strategy: Strategy,
+    /// When it ends by itself, in the kernel, ms since the epoch.
+    pub deadline_unix_ms: u64,
+}
+
+/// A fault's state and counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// The record.
+    #[serde(flatten)]
+    pub record: FaultRecord,
+    /// Whether its in-kernel deadline has passed (it no longer acts; recovery removes the rest).
+    pub expired: bool,
+    /// Time left before the deadline.
+    pub remaining_ms: u64,
+    /// Network counters, for network faults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
+}
+
+/// Per-fault counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Packets examined by the rule.
+    pub seen: u64,
+    /// Packets within the deadline that matched.
+    pub matched: u64,
+    /// Packets the fault acted on (dropped...).
+    pub acted: u64,
+}
+
+impl From<NetCounters> for Counters {
+    fn from(c: NetCounters) -> Self {
+        Counters {
+            seen: c.seen,
+            matched: c.matched,
+            acted: c.acted,
+        }
+    }
+}
+
+/// What `recover` removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Recovered {
+    /// Fault ids recovered.
+    pub faults: Vec<String>,
+    /// Attachments detached.
+    pub attachments: usize,
+}
+
+/// `CLOCK_BOOTTIME` now, in ns: the clock the kernel programs check deadlines against.
+pub fn boot_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Injector {
+    /// Checks privileges, probes the kernel and opens the state store.
+    pub fn new() -> Result<Injector> {
+        privilege::check(privilege::INJECT)?;
+        Ok(Injector {
+            probe: probe::run(),
+            store: Store::open_default()?,
+        })
+    }
+
+    /// An injector for commands that only read or undo state (list, status, recover): checks
+    /// privileges and opens the store, without probing. It cannot arm faults.
+    pub fn without_probe() -> Result<Injector> {
+        privilege::check(privilege::INJECT)?;
+        Ok(Injector {
+            probe: Report::unprobed(),
+            store: Store::open_default()?,
+        })
+    }
+
+    /// An injector with a given probe report and store (tests, daemons that probe once).
+    pub fn with(probe: Report, store: Store) -> Injector {
+        Injector { probe, store }
+    }
+
+    /// What the kernel allows.
+    pub fn probe(&self) -> &Report {
+        &self.probe
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Validates, plans and arms `spec`. Either the fault is fully armed or nothing is left.
+    pub fn inject(&self, spec: &FaultSpec) -> Result<Armed> {
+        let plan = plan::plan(spec)?;
+        let strategy = strategy::choose(&plan, &self.probe)?;
+        if !ebpf::has_object() {
+            return Err(Error::NoEbpfObject);
+        }
+        let _lock = self.store.lock()?;
+        self.reap_expired_locked()?;
+        let faults = self.store.faults()?;
+        let now_boot = boot_ns();
+        let now_unix = unix_ms();
+        let mut record = FaultRecord {
+            id: crate::store::new_fault_id(),
+            spec: spec.clone(),
+            strategy,
+            state: FaultState::Arming,
+            created_unix_ms: now_unix,
+            deadline_unix_ms: now_unix + plan.duration.as_millis() as u64,
+            deadline_boot_ns: now_boot + plan.duration.as_nanos() as u64,
+            net: None,
+        };
+        // Recorded before the kernel is touched: a crash from here on leaves a record that
+        // `recover --all` undoes.
+        self.store.put_fault(&record)?;
+        let armed = match &plan.fault {
+            PlannedFault::NetLoss(p) => {
+                net::arm(&self.store, &faults, p, strategy, record.deadline_boot_ns)
+            }
+        };
+        match armed {
+            Ok(n) => {
+                record.net = Some(n);
+                record.state = FaultState::Armed;
+                if let Err(e) = self.store.put_fault(&record) {
+                    let _ = self.recover_locked(&record);
+                    return Err(e);
+                }
+            }
+            Err(e) => {
+                let _ = self.store.remove_fault(&record.id);
+                let _ = self.cleanup_unused_locked();
+                return Err(e);
+            }
+        }
+        Ok(Armed {
+            id: record.id,
+            strategy,
+            deadline_unix_ms: record.deadline_unix_ms,
+        })
+    }
+
+    /// Every known fault with its counters.
+    pub fn list(&self) -> Result<Vec<Status>> {
+        self.store
+            .faults()?
+            .into_iter()
+            .map(|r| self.status_of(r))
+            .collect()
+    }
+
+    /// One fault.
+    pub fn status(&self, id: &str) -> Result<Status> {
+        let r = self.store.fault(id)?;
+        self.status_of(r)
+    }
+
+    fn status_of(&self, record: FaultRecord) -> Result<Status> {
+        let now = boot_ns();
+        let counters = match &record.net {
+            Some(n) => Some(net::counters(n.slot)?.into()),
+            None => None,
+        };
+        Ok(Status {
+            expired: now >= record.deadline_boot_ns,
+            remaining_ms: record.deadline_boot_ns.saturating_sub(now) / 1_000_000,
+            counters,
+            record,
+        })
+    }
+
+    /// Recovers one fault.
+    pub fn recover(&self, id: &str) -> Result<Recovered> {
+        let _lock = self.store.lock()?;
+        let record = self.store.fault(id)?;
+        let mut out = self.recover_locked(&record)?;
+        out.attachments += self.cleanup_unused_locked()?;
+        Ok(out)
+    }
+
+    /// Recovers every fault and removes every trace: attachments, pins, the state directory.
+    pub fn recover_all(&self) -> Result<Recovered> {
+        let _lock = self.store.lock()?;
+        let mut out = Recovered::default();
+        let mut first_err = None;
+        for record in self.store.faults()? {
+            match self.recover_locked(&record) {
+                Ok(r) => out.faults.extend(r.faults),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match self.cleanup_unused_locked() {
+            Ok(n) => out.attachments += n,
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        // Nothing of ours should be left; remove pins the store did not know about.
+        ebpf::remove_all_pins()?;
+        Ok(out)
+    }
+
+    /// Recovers faults whose in-kernel deadline has passed.
+    pub fn reap_expired(&self) -> Result<Recovered> {
+        let _lock = self.store.lock()?;
+        self.reap_expired_locked()
+    }
+
+    fn reap_expired_locked(&self) -> Result<Recovered> {
+        let now = boot_ns();
+        let mut out = Recovered::default();
+        for record in self.store.faults()? {
+            if now >= record.deadline_boot_ns {
+                out.faults.extend(self.recover_locked(&record)?.faults);
+            }
+        }
+        out.attachments += self.cleanup_unused_locked()?;
+        Ok(out)
+    }
+
+    fn recover_locked(&self, record: &FaultRecord) -> Result<Recovered> {
+        if let Some(n) = &record.net {
+            net::clear_rule(n)?;
+        }
+        self.store.remove_fault(&record.id)?;
+        Ok(Recovered {
+            faults: vec![record.id.clone()],
+            attachments: 0,
+        })
+    }
+
+    /// Detaches attachments no fault uses; when nothing is left, removes pins and the state dir.
+    fn cleanup_unused_locked(&self) -> Result<usize> {
+        let faults = self.store.faults()?;
+        let mut n = 0;
+        for a in self.store.attachments()? {
+            let used = faults.iter().any(|f| {
+                f.net
+                    .as_ref()
+                    .is_some_and(|x| x.attachments.contains(&a.id))
+                    || (f.state == FaultState::Arming && f.net.is_none())
+            });
+            if !used {
+                net::detach(&a)?;
+                self.store.remove_attachment(a.id)?;
+                n += 1;
+            }
+        }
+        if self.store.faults()?.is_empty() && self.store.attachments()?.is_empty() {
+            ebpf::remove_all_pins()?;
+            self.store.remove_if_empty()?;
+        }
+        Ok(n)
+    }
+
+    /// Waits until fault `id`'s deadline passes (or `stop` returns true), calling `tick` about
+    /// every `every` with its status; then recovers it.
+    pub fn hold(
+        &self,
+        id: &str,
+        every: Duration,
+        mut tick: impl FnMut(&Status),
+        stop: impl Fn() -> bool,
+    ) -> Result<Status> {
+        let mut last = self.status(id)?;
+        while !last.expired && !stop() {
+            std::thread::sleep(every.min(Duration::from_millis(last.remaining_ms.max(1))));
+            last = self.status(id)?;
+            tick(&last);
+        }
+        self.recover(id)?;
+        Ok(last)
+    }
+}

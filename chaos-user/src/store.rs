@@ -1,0 +1,327 @@
+//! The state store: what is armed, written before anything touches the kernel and removed only
+//! once it is undone, so that `chaos recover --all` can clean up after any crash.
+//!
+//! One JSON file per fault and per attachment under the state directory (`/run/chaos`, or
+//! `$CHAOS_STATE_DIR`), written atomically (temp file + rename); an exclusive `flock` on
+//! `.lock` serialises every `chaos` process that changes state.
+
+use std::{
+    fs::{self, File},
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    error::{Error, IoContext, Result},
+    plan::Interface,
+    spec::{Direction, FaultSpec},
+    strategy::Strategy,
+};
+
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/run/chaos";
+
+/// Where a fault is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultState {
+    /// Recorded, being armed: a crash here leaves a record that recovery undoes.
+    Arming,
+    /// Fully armed.
+    Armed,
+}
+
+/// An armed (or arming) fault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// Fault id, as printed by `chaos inject`.
+    pub id: String,
+    /// What was asked.
+    pub spec: FaultSpec,
+    /// How it is made.
+    pub strategy: Strategy,
+    /// Arming or armed.
+    pub state: FaultState,
+    /// Wall-clock time it was armed, ms since the epoch.
+    pub created_unix_ms: u64,
+    /// Wall-clock deadline, ms since the epoch (for people).
+    pub deadline_unix_ms: u64,
+    /// `CLOCK_BOOTTIME` deadline in ns, as the kernel checks it.
+    pub deadline_boot_ns: u64,
+    /// The network backend's share of the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetArmed>,
+}
+
+/// Where a network fault lives in the BPF maps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetArmed {
+    /// Rule slot in `CHAOS_NET_RULES`.
+    pub slot: u32,
+    /// Attachments (interface + direction) whose slot mask has this rule's bit.
+    pub attachments: Vec<u32>,
+}
+
+/// One TC program instance attached to one interface and direction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Attachment id: the key of `CHAOS_NET_ATTACH`, and the program instance's global.
+    pub id: u32,
+    /// The interface.
+    pub interface: Interface,
+    /// Egress or ingress (never both).
+    pub direction: Direction,
+    /// How it is attached, to undo it.
+    pub link: AttachLink,
+}
+
+/// How a TC program is attached.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum AttachLink {
+    /// A TCX link pinned on bpffs.
+    Tcx {
+        /// The pin.
+        pin: PathBuf,
+    },
+    /// A filter on a clsact qdisc.
+    Clsact {
+        /// Filter priority.
+        priority: u16,
+        /// Filter handle.
+        handle: u32,
+        /// Whether we added the clsact qdisc (and so remove it when its last filter goes).
+        created_qdisc: bool,
+    },
+}
+
+/// The state directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Held while a process changes state; dropping it unlocks.
+pub struct StoreLock {
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// The store at `$CHAOS_STATE_DIR` or [`DEFAULT_STATE_DIR`].
+    pub fn open_default() -> Result<Store> {
+        let dir = std::env::var_os("CHAOS_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        Store::open(dir)
+    }
+
+    /// The store at `dir`. Directories are made when first written, and removed again by
+    /// [`Store::remove_if_empty`].
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
+        Ok(Store { dir: dir.into() })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the exclusive lock.
+    pub fn lock(&self) -> Result<StoreLock> {
+        fs::create_dir_all(&self.dir)
+            .ctx(|| format!("creating state directory {}", self.dir.display()))?;
+        let path = self.dir.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))?;
+        Ok(StoreLock { _lock: lock })
+    }
+
+    /// Every fault record.
+    pub fn faults(&self) -> Result<Vec<FaultRecord>> {
+        let mut v: Vec<FaultRecord> = self.read_all("faults")?;
+        v.sort_by(|a, b| {
+            a.created_unix_ms
+                .cmp(&b.created_unix_ms)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(v)
+    }
+
+    /// One fault record.
+    pub fn fault(&self, id: &str) -> Result<FaultRecord> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        let path = self.dir.join("faults").join(format!("{id}.json"));
+        if !path.exists() {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        read_json(&path)
+    }
+
+    /// Writes (creates or replaces) a fault record.
+    pub fn put_fault(&self, record: &FaultRecord) -> Result<()> {
+        self.write("faults", &record.id, record)
+    }
+
+    /// Removes a fault record.
+    pub fn remove_fault(&self, id: &str) -> Result<()> {
+        self.remove("faults", id)
+    }
+
+    /// Every attachment.
+    pub fn attachments(&self) -> Result<Vec<Attachment>> {
+        let mut v: Vec<Attachment> = self.read_all("attachments")?;
+        v.sort_by_key(|a| a.id);
+        Ok(v)
+    }
+
+    /// Writes an attachment.
+    pub fn put_attachment(&self, a: &Attachment) -> Result<()> {
+        self.write("attachments", &a.id.to_string(), a)
+    }
+
+    /// Removes an attachment.
+    pub fn remove_attachment(&self, id: u32) -> Result<()> {
+        self.remove("attachments", &id.to_string())
+    }
+
+    fn read_all<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
+        let dir = self.dir.join(sub);
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            r => r.ctx(|| format!("reading {}", dir.display()))?,
+        };
+        for entry in entries {
+            let path = entry.ctx(|| format!("reading {}", dir.display()))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                out.push(read_json(&path)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn write<T: Serialize>(&self, sub: &str, name: &str, value: &T) -> Result<()> {
+        let sub = self.dir.join(sub);
+        fs::create_dir_all(&sub).ctx(|| format!("creating state directory {}", sub.display()))?;
+        let path = sub.join(format!("{name}.json"));
+        let tmp = sub.join(format!(".{name}.tmp"));
+        let json = serde_json::to_vec_pretty(value).expect("state serialises");
+        let mut f = File::create(&tmp).ctx(|| format!("writing {}", tmp.display()))?;
+        f.write_all(&json)
+            .and_then(|()| f.sync_all())
+            .ctx(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).ctx(|| format!("renaming {} into place", tmp.display()))
+    }
+
+    fn remove(&self, sub: &str, name: &str) -> Result<()> {
+        let path = self.dir.join(sub).join(format!("{name}.json"));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("removing {}", path.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the state directory if it holds nothing but the lock, so a clean machine shows no
+    /// trace of the injector. Call with the lock held.
+    pub fn remove_if_empty(&self) -> Result<bool> {
+        if !self.faults()?.is_empty() || !self.attachments()?.is_empty() {
+            return Ok(false);
+        }
+        for sub in ["faults", "attachments"] {
+            let _ = fs::remove_dir(self.dir.join(sub));
+        }
+        let _ = fs::remove_file(self.dir.join(".lock"));
+        let _ = fs::remove_dir(&self.dir);
+        Ok(true)
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Store {
+        path: path.to_owned(),
+        problem: e.to_string(),
+    })
+}
+
+/// A fresh fault id: `f-` and 8 hex digits from the kernel's random pool.
+pub fn new_fault_id() -> String {
+    let mut buf = [0u8; 4];
+    // getrandom(2) on 4 bytes does not fail short of a broken kernel; fall back to time and pid.
+    // SAFETY: writes at most 4 bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let v = if n == 4 {
+        u32::from_ne_bytes(buf)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ std::process::id()
+    };
+    format!("f-{v:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{NetFault, NetLoss};
+
+    fn record(id: &str) -> FaultRecord {
+        FaultRecord {
+            id: id.into(),
+            spec: FaultSpec::Net(NetFault::Loss(NetLoss {
+                percent: 10.0,
+                interface: "veth0".into(),
+                netns: None,
+                direction: Direction::Egress,
+                duration: "10s".into(),
+            })),
+            strategy: Strategy::TcxBpf,
+            state: FaultState::Arming,
+            created_unix_ms: 1,
+            deadline_unix_ms: 2,
+            deadline_boot_ns: 3,
+            net: Some(NetArmed {
+                slot: 4,
+                attachments: vec![1, 2],
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_cleanup() {
+        let dir = std::env::temp_dir().join(format!("chaos-store-test-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        let _lock = store.lock().unwrap();
+        store.put_fault(&record("f-1")).unwrap();
+        assert_eq!(store.fault("f-1").unwrap().net.unwrap().slot, 4);
+        assert!(matches!(store.fault("f-2"), Err(Error::NotFound(_))));
+        assert!(matches!(store.fault("../x"), Err(Error::NotFound(_))));
+        assert!(!store.remove_if_empty().unwrap());
+        store.remove_fault("f-1").unwrap();
+        assert!(store.remove_if_empty().unwrap());
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn ids_are_distinct() {
+        let a = new_fault_id();
+        let b = new_fault_id();
+        assert_ne!(a, b);
+        assert!(a.starts_with("f-") && a.len() == 10);
+    }
+}

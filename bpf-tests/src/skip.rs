@@ -2,6 +2,8 @@
 //!
 //! A test that cannot run because the kernel (or the VM image) lacks something prints exactly one
 //! line `CHAOS-SKIP <test name>: <reason>` to stdout and returns; the runner counts it as skipped.
+//! The line bypasses libtest's capture (so it shows without `--nocapture`) and starts on a line of
+//! its own.
 //! Setting `CHAOS_NO_SKIP=1` turns every skip into a panic, for machines where everything is
 //! expected to work.
 //!
@@ -83,16 +85,37 @@ pub fn test_name(fallback_type_name: &str) -> String {
     }
 }
 
-/// Prints the skip line for `test` (or panics when `CHAOS_NO_SKIP=1`).
+std::thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with skip lines (and `CHAOS_NO_SKIP` panics) suppressed on this thread: for testing
+/// the macros without the runner counting the enclosing test as skipped.
+#[doc(hidden)]
+pub fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    QUIET.with(|q| q.set(true));
+    let r = f();
+    QUIET.with(|q| q.set(false));
+    r
+}
+
+/// Prints the skip line for `test` (or panics when `CHAOS_NO_SKIP=1`). The line is written to
+/// the process's stdout directly, bypassing libtest's output capture, so that the runner sees it
+/// whether or not `--nocapture` is given.
 pub fn report(test: &str, reason: &dyn std::fmt::Display) {
+    if QUIET.with(|q| q.get()) {
+        return;
+    }
     let reason = reason.to_string().replace('\n', " ");
     if std::env::var(NO_SKIP_ENV).as_deref() == Ok("1") {
         panic!("{test} would be skipped but {NO_SKIP_ENV}=1: {reason}");
     }
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    // One write so that the line is not interleaved with other output.
-    let _ = out.write_all(format!("{MARKER} {test}: {reason}\n").as_bytes());
+    // One write so that the line is not interleaved with other output. The leading newline ends
+    // libtest's `test name ... ` (printed before the test runs with one thread), so the marker
+    // starts its own line.
+    let _ = out.write_all(format!("\n{MARKER} {test}: {reason}\n").as_bytes());
     let _ = out.flush();
 }
 

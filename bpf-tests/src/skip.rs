@@ -149,7 +149,7 @@ pub fn require_netns() -> Result<(), String> {
 /// `Ok` when the bpf syscall works: a two-instruction socket filter loads.
 pub fn require_bpf() -> Result<(), String> {
     require_root()?;
-    crate::oracle::testing::load_socket_filter("chaos_probe")
+    crate::oracle::testing::load_socket_filter("bpf_tests_probe")
         .map(drop)
         .map_err(|e| format!("cannot load a BPF program: {e}"))
 }

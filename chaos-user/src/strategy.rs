@@ -39,9 +39,26 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
     }
 }
 
+/// Environment variable that forces the TC attach mode (`tcx` or `clsact`), for tests that
+/// exercise the clsact path on kernels that have TCX, and for hosts whose tooling only knows tc
+/// filters.
+pub const TC_ATTACH_ENV: &str = "CHAOS_TC_ATTACH";
+
 fn tc_strategy(probe: &Report) -> Result<Strategy, String> {
     probe.require(Feature::Bpffs)?;
     probe.require(Feature::HelperKtimeBootNs)?;
+    match std::env::var(TC_ATTACH_ENV).as_deref() {
+        Ok("tcx") => return probe.require(Feature::Tcx).map(|()| Strategy::TcxBpf),
+        Ok("clsact") => {
+            return probe
+                .require(Feature::TcClsact)
+                .map(|()| Strategy::ClsactBpf);
+        }
+        Ok(other) if !other.is_empty() => {
+            return Err(format!("{TC_ATTACH_ENV}={other} is neither tcx nor clsact"));
+        }
+        _ => {}
+    }
     if probe.has(Feature::Tcx) {
         Ok(Strategy::TcxBpf)
     } else if probe.has(Feature::TcClsact) {

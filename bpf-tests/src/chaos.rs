@@ -1,0 +1,186 @@
+//! Driving the `chaos` binary from tests, as users do.
+//!
+//! The binary is `$CHAOS_BIN` (set by `cargo xtask` and inside the VM), or the `chaos` beside the
+//! test binary's target directory.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+/// A way to run `chaos`, with extra environment.
+#[derive(Clone, Debug)]
+pub struct Chaos {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// What a failed `chaos` run printed.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard error.
+    pub stderr: String,
+    /// Standard output.
+    pub stdout: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "chaos exited with {:?}: {}{}",
+            self.code, self.stderr, self.stdout
+        )
+    }
+}
+
+impl Chaos {
+    /// Finds the binary; `Err` is a skip reason.
+    pub fn from_env() -> Result<Chaos, String> {
+        let bin = match std::env::var_os("CHAOS_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                // target/debug/deps/<test> -> target/debug/chaos
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                exe.parent()
+                    .and_then(|deps| deps.parent())
+                    .map(|dir| dir.join("chaos"))
+                    .ok_or("cannot locate the chaos binary; set CHAOS_BIN")?
+            }
+        };
+        if !bin.is_file() {
+            return Err(format!(
+                "{} not found; build it (cargo xtask build) or set CHAOS_BIN",
+                bin.display()
+            ));
+        }
+        Ok(Chaos {
+            bin,
+            env: Vec::new(),
+        })
+    }
+
+    /// The same binary with `key=value` added to its environment.
+    pub fn env(&self, key: &str, value: &str) -> Chaos {
+        let mut c = self.clone();
+        c.env.push((key.to_owned(), value.to_owned()));
+        c
+    }
+
+    /// A `Command` for `chaos args...`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `chaos args...` and returns its output, whatever the exit code.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+    }
+
+    /// Runs `chaos args...`; `Ok(stdout)` on success.
+    pub fn run(&self, args: &[&str]) -> Result<String, Failure> {
+        let out = self.output(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(Failure {
+                code: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                stdout,
+            })
+        }
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value, Failure> {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.run(&args)?;
+        Ok(serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("chaos {args:?} printed invalid JSON ({e}): {out}")))
+    }
+
+    /// `chaos inject <args> --json`; returns the fault id.
+    pub fn inject(&self, args: &[&str]) -> Result<String, Failure> {
+        let mut full = vec!["inject"];
+        full.extend_from_slice(args);
+        let v = self.json(&full)?;
+        Ok(v["id"].as_str().expect("inject prints an id").to_owned())
+    }
+
+    /// `chaos status ID --json`.
+    pub fn status(&self, id: &str) -> Result<Value, Failure> {
+        self.json(&["status", id])
+    }
+
+    /// `chaos list --json`.
+    pub fn list(&self) -> Result<Value, Failure> {
+        self.json(&["list"])
+    }
+
+    /// `chaos recover ID`.
+    pub fn recover(&self, id: &str) -> Result<Value, Failure> {
+        self.json(&["recover", id])
+    }
+
+    /// `chaos recover --all`.
+    pub fn recover_all(&self) -> Result<Value, Failure> {
+        self.json(&["recover", "--all"])
+    }
+
+    /// `chaos probe --json`, run once per test binary.
+    pub fn probe(&self) -> &'static Value {
+        static PROBE: OnceLock<Value> = OnceLock::new();
+        PROBE.get_or_init(|| {
+            self.json(&["probe"])
+                .unwrap_or_else(|f| panic!("probe: {f}"))
+        })
+    }
+
+    /// The probe row for `feature` (snake_case, e.g. `tcx`, `tc_clsact`): `Ok` or why not.
+    pub fn probe_row(&self, feature: &str) -> Result<(), String> {
+        let rows = self.probe()["probe"]["rows"]
+            .as_array()
+            .expect("probe rows");
+        let row = rows
+            .iter()
+            .find(|r| r["feature"] == feature)
+            .unwrap_or_else(|| panic!("no probe row {feature}"));
+        if row["ok"] == true {
+            Ok(())
+        } else {
+            Err(format!(
+                "{feature}: {}",
+                row["detail"].as_str().unwrap_or("")
+            ))
+        }
+    }
+
+    /// Whether the probe found `feature`.
+    pub fn probe_has(&self, feature: &str) -> bool {
+        self.probe_row(feature).is_ok()
+    }
+}
+
+/// Whether the kernel can attach TC programs in `mode` (`tcx`, `clsact` or `any`).
+pub fn tc_requirement(chaos: &Chaos, mode: &str) -> Result<(), String> {
+    match mode {
+        "tcx" => chaos.probe_row("tcx"),
+        "clsact" => chaos.probe_row("tc_clsact"),
+        _ => chaos
+            .probe_row("tcx")
+            .or_else(|_| chaos.probe_row("tc_clsact")),
+    }
+}

@@ -152,11 +152,14 @@ fn debian_kernel(name: KernelName, pattern: &str) -> Result<Kernel> {
         .and_then(|n| n.strip_prefix("vmlinuz-"))
         .context("vmlinuz name")?
         .to_owned();
-    let modules = ["lib/modules", "usr/lib/modules"]
-        .iter()
-        .map(|d| root.join(d).join(&kver))
-        .find(|d| d.join("modules.dep").is_file())
-        .with_context(|| format!("no lib/modules/{kver}/modules.dep in {package}"))?;
+    let modules = root.join("lib/modules").join(&kver);
+    if !modules.join("modules.builtin").is_file() {
+        bail!("no lib/modules/{kver} in {package}");
+    }
+    if !modules.join("modules.dep").is_file() {
+        // Packages leave modules.dep to depmod at install time.
+        cmd::run(Command::new("depmod").arg("-b").arg(&root).arg(&kver))?;
+    }
     let config = fs::read_to_string(root.join(format!("boot/config-{kver}"))).unwrap_or_default();
     Ok(Kernel {
         name,

@@ -172,9 +172,9 @@ fn run_kernel(
             memory_mb: args.memory,
             smp: 2,
             timeout: Duration::from_secs(args.timeout_minutes * 60),
-            // KVM reaches init in seconds; one that has not after a minute is not working.
+            // KVM reaches init in seconds (TCG in about five); one that has not after 30 s is not working.
             life_timeout: (args.accel == AccelChoice::Auto && *accel == qemu::Accel::Kvm)
-                .then(|| Duration::from_secs(60)),
+                .then(|| Duration::from_secs(30)),
             life_marker: INIT_MARKER,
             end_marker: END_MARKER,
             log: dir.join(format!("{name}.log")),

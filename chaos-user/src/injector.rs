@@ -213,6 +213,8 @@ impl Injector {
 
     /// Recovers one fault.
     pub fn recover(&self, id: &str) -> Result<Recovered> {
+        // An unknown id fails before the lock, which would create the state directory.
+        self.store.fault(id)?;
         let _lock = self.store.lock()?;
         let record = self.store.fault(id)?;
         let mut out = self.recover_locked(&record)?;

@@ -1,0 +1,138 @@
+//! Bad input: every case is answered with exactly one line on stderr that names the problem,
+//! a non-zero exit, and nothing armed (the store is empty and the oracle finds nothing).
+
+use std::os::unix::process::CommandExt as _;
+
+use bpf_tests::{Oracle, TwoHosts, chaos::Chaos, skip_on_err, skip_unless};
+
+/// Runs `chaos args` and checks the one-line error contains every `needle`.
+fn rejects(chaos: &Chaos, args: &[&str], needles: &[&str]) {
+    let out = chaos.output(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "chaos {args:?} succeeded: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "chaos {args:?}: one line expected, got {stderr:?}"
+    );
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(
+            lines[0].contains(n),
+            "chaos {args:?}: {n:?} missing from {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_one_line_and_arm_nothing() {
+    skip_unless!(bpf_tests::skip::require_root());
+    let chaos = skip_on_err!(Chaos::from_env());
+    let world = TwoHosts::new().expect("two hosts");
+    let oracle = Oracle::new().with_netns(&world.netns_names());
+    let before = oracle.snapshot();
+    let ns = world.a.ns.name();
+    let dev = world.a.ifname.as_str();
+    let loss = |percent: &str, interface: &str, netns: &str, duration: &str| {
+        vec![
+            "inject".to_owned(),
+            "net".into(),
+            "loss".into(),
+            "--percent".into(),
+            percent.into(),
+            "--interface".into(),
+            interface.into(),
+            "--netns".into(),
+            netns.into(),
+            "--duration".into(),
+            duration.into(),
+        ]
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            loss("150", dev, ns, "10s"),
+            vec!["invalid percent", "0-100"],
+        ),
+        (loss("-1", dev, ns, "10s"), vec!["invalid percent", "0-100"]),
+        (loss("ten", dev, ns, "10s"), vec!["--percent"]),
+        (
+            loss("10", "nosuch0", ns, "10s"),
+            vec!["invalid interface", "nosuch0", "ip -n"],
+        ),
+        (
+            loss("10", dev, "no-such-netns", "10s"),
+            vec!["invalid netns", "ip netns list"],
+        ),
+        (loss("10", dev, ns, "soon"), vec!["invalid duration", "30s"]),
+        (loss("10", dev, ns, "10"), vec!["invalid duration", "unit"]),
+        (loss("10", dev, ns, "0s"), vec!["invalid duration"]),
+        (
+            loss("10", dev, ns, "30d"),
+            vec!["invalid duration", "maximum"],
+        ),
+        (
+            vec![
+                "inject".into(),
+                "net".into(),
+                "loss".into(),
+                "--percent".into(),
+                "10".into(),
+            ],
+            vec!["--interface", "--duration"],
+        ),
+        (
+            vec!["inject".into(), "net".into(), "los".into()],
+            vec!["los"],
+        ),
+        (
+            vec!["recover".into(), "f-00000000".into()],
+            vec!["no fault with id f-00000000"],
+        ),
+        (vec!["status".into(), "../etc".into()], vec!["no fault"]),
+        (vec!["recover".into()], vec!["--all"]),
+    ];
+    for (args, needles) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rejects(&chaos, &args, needles);
+    }
+    assert_eq!(
+        chaos.list().expect("list"),
+        serde_json::json!([]),
+        "nothing armed"
+    );
+    oracle.assert_clean(&before);
+}
+
+#[test]
+fn not_root_is_one_line() {
+    skip_unless!(bpf_tests::skip::require_root());
+    let chaos = skip_on_err!(Chaos::from_env());
+    for args in [
+        &["probe"][..],
+        &[
+            "inject",
+            "net",
+            "loss",
+            "--percent",
+            "10",
+            "--interface",
+            "lo",
+            "--duration",
+            "5s",
+        ],
+        &["recover", "--all"],
+    ] {
+        let mut cmd = chaos.command(args);
+        // nobody: no capabilities, as a user without sudo would run it.
+        cmd.uid(65534).gid(65534);
+        let out = cmd.output().expect("run chaos as nobody");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded as nobody");
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(
+            stderr.contains("needs root") && stderr.contains("sudo"),
+            "{stderr}"
+        );
+    }
+}

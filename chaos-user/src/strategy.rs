@@ -230,3 +230,83 @@ pub fn table(probe: &Report) -> Vec<KindRow> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{plan::Interface, spec};
+
+    fn report(yes: &[Feature]) -> Report {
+        let mut r = Report::unprobed();
+        for row in &mut r.rows {
+            if yes.contains(&row.feature) {
+                row.ok = true;
+                row.detail = "test".into();
+            } else {
+                row.detail = format!("no {:?} in this test", row.feature);
+            }
+        }
+        r
+    }
+
+    fn loss_plan() -> Plan {
+        let loss = spec::NetLoss {
+            percent: 10.0,
+            interface: "veth0".into(),
+            netns: None,
+            direction: spec::Direction::Egress,
+            duration: "1s".into(),
+        };
+        Plan {
+            spec: spec::FaultSpec::Net(spec::NetFault::Loss(loss)),
+            duration: std::time::Duration::from_secs(1),
+            fault: PlannedFault::NetLoss(crate::plan::NetLossPlan {
+                interface: Interface {
+                    netns: None,
+                    name: "veth0".into(),
+                    ifindex: 7,
+                },
+                direction: spec::Direction::Egress,
+                percent: 10.0,
+                threshold: 1,
+            }),
+        }
+    }
+
+    const BASE: [Feature; 2] = [Feature::Bpffs, Feature::HelperKtimeBootNs];
+
+    #[test]
+    fn prefers_tcx_then_clsact() {
+        let plan = loss_plan();
+        let all = [BASE[0], BASE[1], Feature::Tcx, Feature::TcClsact];
+        assert_eq!(choose(&plan, &report(&all)).unwrap(), Strategy::TcxBpf);
+        let old = [BASE[0], BASE[1], Feature::TcClsact];
+        assert_eq!(choose(&plan, &report(&old)).unwrap(), Strategy::ClsactBpf);
+    }
+
+    #[test]
+    fn explains_what_is_missing() {
+        let err = choose(&loss_plan(), &report(&BASE))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot drop packets"), "{err}");
+        assert!(err.contains("Tcx") && err.contains("TcClsact"), "{err}");
+        let err = choose(&loss_plan(), &report(&[Feature::Tcx]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bpffs"), "{err}");
+    }
+
+    #[test]
+    fn table_names_a_strategy_or_the_lack() {
+        let rows = table(&report(&[Feature::CgroupV1Blkio]));
+        let io = rows.iter().find(|r| r.kind == "io slow / hang").unwrap();
+        assert_eq!(io.strategy.as_deref(), Some("cgroup v1 blkio.throttle"));
+        let net = rows
+            .iter()
+            .find(|r| r.kind == "net loss / partition")
+            .unwrap();
+        assert_eq!(net.strategy, None);
+        assert!(net.note.contains("tc sched_cls (tcx link)"), "{}", net.note);
+    }
+}

@@ -37,7 +37,9 @@ enum Command {
     VmTest(vm::VmArgs),
     /// Run fmt, clippy, unit, native and VM tests; print one summary line.
     Test(test::TestArgs),
-    /// Build `chaos` and run `chaos demo`, passing the remaining arguments through.
+    /// Build `chaos` and run `chaos demo`, passing the remaining arguments (even `--help`)
+    /// through.
+    #[command(disable_help_flag = true)]
     Demo {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -122,7 +122,12 @@ pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<
         AccelChoice::Auto => qemu::Accel::Tcg,
     };
     let mut kernels = args.kernels.clone();
-    kernels.dedup();
+    let mut seen = Vec::new();
+    kernels.retain(|k| {
+        let first = !seen.contains(k);
+        seen.push(*k);
+        first
+    });
     let mut runs = Vec::new();
     for name in kernels {
         let start = std::time::Instant::now();

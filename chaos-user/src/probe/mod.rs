@@ -265,8 +265,10 @@ impl Rows {
 pub fn run() -> Report {
     let start = Instant::now();
     let mut rows = Rows::default();
-    system::probe(&mut rows);
-    programs::probe(&mut rows);
+    // Parsed once: the BTF row and every BTF-targeted program share it.
+    let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
+    system::probe(&mut rows, &btf);
+    programs::probe(&mut rows, &btf);
     let mut ordered = Vec::with_capacity(Feature::ALL.len());
     for &feature in Feature::ALL {
         let row = rows.0.iter().find(|r| r.feature == feature).cloned();

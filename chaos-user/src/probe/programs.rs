@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{mounts, netns};
 
-pub(super) fn probe(rows: &mut Rows) {
+pub(super) fn probe(rows: &mut Rows, btf: &Result<aya::Btf, String>) {
     // A socket-free type every kernel with bpf() has: tells "no bpf at all" apart.
     match sys::load_trivial(pt::SCHED_CLS, 0, 0, -1) {
         Ok(_) => rows.yes(Feature::BpfSyscall, "loaded a sched_cls program"),
@@ -26,7 +26,7 @@ pub(super) fn probe(rows: &mut Rows) {
     tc(rows);
     cgroup_programs(rows);
     tracing_programs(rows);
-    btf_programs(rows);
+    btf_programs(rows, btf);
     helpers(rows);
 }
 
@@ -241,8 +241,7 @@ fn btf_attach(
         .map_err(|r: Refusal| format!("attach: {r}"))
 }
 
-fn btf_programs(rows: &mut Rows) {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string());
+fn btf_programs(rows: &mut Rows, btf: &Result<aya::Btf, String>) {
     let cases = [
         (
             Feature::Fentry,
@@ -271,7 +270,7 @@ fn btf_programs(rows: &mut Rows) {
         ),
     ];
     for (feature, prog_type, attach, func) in cases {
-        match btf_attach(&btf, prog_type, attach, func) {
+        match btf_attach(btf, prog_type, attach, func) {
             Ok(()) => rows.yes(feature, format!("attached to {func}")),
             Err(e) => rows.no(feature, format!("{func}: {e}")),
         }

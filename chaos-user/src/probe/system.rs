@@ -5,8 +5,8 @@ use std::process::Command;
 use super::{Feature, Rows, sys};
 use crate::{mounts, netns};
 
-pub(super) fn probe(rows: &mut Rows) {
-    match aya::Btf::from_sys_fs() {
+pub(super) fn probe(rows: &mut Rows, btf: &Result<aya::Btf, String>) {
+    match btf {
         Ok(_) => rows.yes(Feature::Btf, "parsed /sys/kernel/btf/vmlinux"),
         Err(e) => rows.no(
             Feature::Btf,

@@ -50,7 +50,7 @@ fn run() -> i32 {
     // SAFETY: reading a plain static; volatile so the loader-set value is used.
     let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
     // SAFETY: the value is a plain u64 that user space replaces atomically.
-    let Some(mask) = (unsafe { CHAOS_NET_ATTACH.get(&attach_id) }) else {
+    let Some(mask) = (unsafe { CHAOS_NET_ATTACH.get(attach_id) }) else {
         return TC_ACT_UNSPEC;
     };
     let mask = *mask;

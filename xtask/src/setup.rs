@@ -29,7 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "cpio",
     "kmod",
     "python3",
+    // objcopy, to strip debug info from binaries copied into the VM
     "binutils",
+    // mkfs.ext4 for the block tests' loop devices
+    "e2fsprogs",
 ];
 
 /// rustup components needed on each toolchain: fmt and clippy on the default (stable) one, and

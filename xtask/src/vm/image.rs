@@ -19,7 +19,10 @@ const INIT: &str = include_str!("init.sh");
 
 /// Host tools copied with their libraries when installed (setup installs them): path in the VM
 /// is the host path, so `PATH` order puts them before busybox's applets of the same name.
-const TOOLS: &[&str] = &["ip", "tc", "bpftool", "fio"];
+const TOOLS: &[&str] = &["ip", "tc", "bpftool", "fio", "mkfs.ext4"];
+
+/// mkfs.ext4's defaults (feature sets per file system size).
+const MKE2FS_CONF: &str = "/etc/mke2fs.conf";
 
 /// iproute2's data (netem delay distributions) lives here on Debian.
 const TC_DATA: &str = "/usr/lib/x86_64-linux-gnu/tc";
@@ -52,6 +55,9 @@ pub fn write_base(out: &Path, staging: &Path, chaos: &Path, tests: &[TestBinary]
             }
             Err(_) => eprintln!("vm: {tool} not installed; the VM will not have it"),
         }
+    }
+    if Path::new(MKE2FS_CONF).is_file() {
+        a.file(MKE2FS_CONF, Path::new(MKE2FS_CONF))?;
     }
     if let Ok(dir) = fs::read_dir(TC_DATA) {
         for entry in dir.flatten() {

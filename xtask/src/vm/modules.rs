@@ -34,6 +34,10 @@ pub const WANTED: &[&str] = &[
     "dm_delay",
     "dm_flakey",
     "ext4",
+    // ext4's metadata checksums: without them mounting fails ("Cannot load crc32c driver"), and
+    // the VM has no working on-demand module loading.
+    "crc32c_generic",
+    "crc32c_intel",
 ];
 
 /// A module file to put in the initramfs, in load order.

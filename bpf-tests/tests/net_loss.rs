@@ -2,57 +2,101 @@
 //! test namespaces, the measured loss against the binomial interval, the rule's counters against
 //! the measurement, the in-kernel deadline, pre-existing tc state, and the oracle after recovery.
 
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use bpf_tests::{
-    Oracle, TwoHosts, UdpSink,
+    Oracle, Snapshot, TwoHosts, UdpSink,
     chaos::{Chaos, tc_requirement},
-    skip_on_err, skip_unless, udp_blast,
+    skip_on_err, udp_blast,
+    world::Host,
 };
 
 const PORT: u16 = 47_000;
 const DATAGRAMS: u64 = 20_000;
 
-/// Sends `n` datagrams from A to B and returns how many arrived.
-fn send_and_count(world: &TwoHosts, to: IpAddr, n: u64) -> u64 {
-    let sink = UdpSink::bind(&world.b.ns, to, PORT).expect("bind sink");
-    let sent = udp_blast(&world.a.ns, to, PORT, n, 64).expect("blast");
-    assert_eq!(sent, n, "the sender itself must lose nothing");
-    sink.count()
+/// A two-host world with an oracle snapshot taken before any fault.
+struct Drill {
+    chaos: Chaos,
+    world: TwoHosts,
+    oracle: Oracle,
+    before: Snapshot,
 }
 
-/// Arms `percent` % loss with the given TC attach mode, checks the drop fraction over 20,000
-/// datagrams is within 2 points of the ask and that the rule's counters account for every
-/// missing datagram, recovers, and checks traffic and the oracle.
-fn loss_case(attach: &str, percent: f64) {
-    skip_unless!(bpf_tests::skip::require_root());
-    let chaos = skip_on_err!(Chaos::from_env());
-    skip_unless!(tc_requirement(&chaos, attach));
-    let world = TwoHosts::new().expect("two hosts");
-    let oracle = Oracle::new().with_netns(&world.netns_names());
-    let before = oracle.snapshot();
+impl Drill {
+    /// Builds the world once the kernel can attach TC programs in `attach` mode; `Err` is a
+    /// skip reason.
+    fn new(attach: &str) -> Result<Drill, String> {
+        bpf_tests::skip::require_root()?;
+        let chaos = Chaos::from_env()?;
+        tc_requirement(&chaos, attach)?;
+        if attach != "any" {
+            // Force the attach mode under test.
+            return Drill::with(chaos.env("CHAOS_TC_ATTACH", attach));
+        }
+        Drill::with(chaos)
+    }
 
-    assert_eq!(
-        send_and_count(&world, world.b.v4(), 2_000),
-        2_000,
-        "no loss before the fault"
-    );
-    let id = chaos
-        .env("CHAOS_TC_ATTACH", attach)
-        .inject(&[
-            "net",
-            "loss",
-            "--percent",
-            &percent.to_string(),
-            "--interface",
-            &world.a.ifname,
-            "--netns",
-            world.a.ns.name(),
-            "--duration",
-            "120s",
-        ])
-        .expect("inject");
-    let received = send_and_count(&world, world.b.v4(), DATAGRAMS);
+    fn with(chaos: Chaos) -> Result<Drill, String> {
+        let world = TwoHosts::new().map_err(|e| format!("building the world: {e}"))?;
+        let oracle = Oracle::new().with_netns(&world.netns_names());
+        let before = oracle.snapshot();
+        Ok(Drill {
+            chaos,
+            world,
+            oracle,
+            before,
+        })
+    }
+
+    /// `chaos inject net loss` on `host`'s interface; returns the fault id.
+    fn loss(&self, host: &Host, percent: f64, direction: &str, duration: &str) -> String {
+        self.chaos
+            .inject(&[
+                "net",
+                "loss",
+                "--percent",
+                &percent.to_string(),
+                "--interface",
+                &host.ifname,
+                "--netns",
+                host.ns.name(),
+                "--direction",
+                direction,
+                "--duration",
+                duration,
+            ])
+            .expect("inject")
+    }
+
+    /// Sends `n` datagrams from A to B at `to` and returns how many arrived.
+    fn send(&self, to: IpAddr, n: u64) -> u64 {
+        let sink = UdpSink::bind(&self.world.b.ns, to, PORT).expect("bind sink");
+        let sent = udp_blast(&self.world.a.ns, to, PORT, n, 64).expect("blast");
+        assert_eq!(sent, n, "the sender itself must lose nothing");
+        sink.count()
+    }
+
+    /// Sends to B's IPv4 address.
+    fn send_v4(&self, n: u64) -> u64 {
+        self.send(self.world.b.v4(), n)
+    }
+
+    fn assert_clean(&self) {
+        self.oracle.assert_clean(&self.before);
+    }
+}
+
+/// Arms `percent` % loss, checks the drop fraction over 20,000 datagrams is within 2 points of
+/// the ask and that the rule's counters account for every missing datagram, recovers, and checks
+/// traffic and the oracle.
+fn loss_case(attach: &str, percent: f64) {
+    let d = skip_on_err!(Drill::new(attach));
+    assert_eq!(d.send_v4(2_000), 2_000, "no loss before the fault");
+    let id = d.loss(&d.world.a, percent, "egress", "120s");
+    let received = d.send_v4(DATAGRAMS);
     let lost = DATAGRAMS - received;
     let measured = 100.0 * lost as f64 / DATAGRAMS as f64;
     println!("{attach}: asked {percent}%, lost {lost} of {DATAGRAMS} ({measured:.2}%)");
@@ -60,7 +104,7 @@ fn loss_case(attach: &str, percent: f64) {
         (measured - percent).abs() <= 2.0,
         "loss {measured:.2}% not within 2 points of {percent}%"
     );
-    let status = chaos.status(&id).expect("status");
+    let status = d.chaos.status(&id).expect("status");
     let acted = status["counters"]["acted"].as_u64().expect("acted");
     let matched = status["counters"]["matched"].as_u64().expect("matched");
     assert_eq!(
@@ -71,15 +115,12 @@ fn loss_case(attach: &str, percent: f64) {
         matched >= DATAGRAMS,
         "the rule saw all the traffic ({matched})"
     );
-    assert_eq!(status["strategy"], format!("{attach}-bpf"));
-
-    chaos.recover(&id).expect("recover");
-    assert_eq!(
-        send_and_count(&world, world.b.v4(), 2_000),
-        2_000,
-        "no loss after recovery"
-    );
-    oracle.assert_clean(&before);
+    if attach != "any" {
+        assert_eq!(status["strategy"], format!("{attach}-bpf"));
+    }
+    d.chaos.recover(&id).expect("recover");
+    assert_eq!(d.send_v4(2_000), 2_000, "no loss after recovery");
+    d.assert_clean();
 }
 
 #[test]
@@ -94,127 +135,62 @@ fn loss_30_percent_clsact() {
 
 #[test]
 fn loss_70_percent_default_attach() {
-    skip_unless!(bpf_tests::skip::require_root());
-    let chaos = skip_on_err!(Chaos::from_env());
-    let attach = if chaos.probe_has("tcx") {
-        "tcx"
-    } else {
-        "clsact"
-    };
-    loss_case(attach, 70.0);
+    loss_case("any", 70.0);
 }
 
 /// Ingress, egress and both: 100% on one end's ingress partitions A -> B; IPv6 too.
 #[test]
 fn directions_and_ipv6() {
-    skip_unless!(bpf_tests::skip::require_root());
-    let chaos = skip_on_err!(Chaos::from_env());
-    skip_unless!(tc_requirement(&chaos, "any"));
-    let world = TwoHosts::new().expect("two hosts");
-    let oracle = Oracle::new().with_netns(&world.netns_names());
-    let before = oracle.snapshot();
-    for (ns, ifname, direction) in [
-        (&world.b.ns, &world.b.ifname, "ingress"),
-        (&world.a.ns, &world.a.ifname, "egress"),
-        (&world.b.ns, &world.b.ifname, "both"),
+    let d = skip_on_err!(Drill::new("any"));
+    for (host, direction) in [
+        (&d.world.b, "ingress"),
+        (&d.world.a, "egress"),
+        (&d.world.b, "both"),
     ] {
-        let id = chaos
-            .inject(&[
-                "net",
-                "loss",
-                "--percent",
-                "100",
-                "--interface",
-                ifname,
-                "--netns",
-                ns.name(),
-                "--direction",
-                direction,
-                "--duration",
-                "60s",
-            ])
-            .expect("inject");
-        assert_eq!(
-            send_and_count(&world, world.b.v4(), 500),
-            0,
-            "{direction}: all dropped"
-        );
-        if world.b.ipv6.is_some() {
-            assert_eq!(
-                send_and_count(&world, world.b.v6(), 500),
-                0,
-                "{direction}: IPv6 too"
-            );
+        let id = d.loss(host, 100.0, direction, "60s");
+        assert_eq!(d.send_v4(500), 0, "{direction}: all dropped");
+        if d.world.b.ipv6.is_some() {
+            assert_eq!(d.send(d.world.b.v6(), 500), 0, "{direction}: IPv6 too");
         }
-        chaos.recover(&id).expect("recover");
-        assert_eq!(
-            send_and_count(&world, world.b.v4(), 500),
-            500,
-            "{direction}: recovered"
-        );
+        d.chaos.recover(&id).expect("recover");
+        assert_eq!(d.send_v4(500), 500, "{direction}: recovered");
     }
-    oracle.assert_clean(&before);
+    d.assert_clean();
 }
 
 /// The kernel ends a fault at its deadline with no process of ours alive: the CLI has exited
 /// after arming, and nothing calls recover until traffic has been checked.
 #[test]
 fn deadline_ends_fault_in_kernel() {
-    skip_unless!(bpf_tests::skip::require_root());
-    let chaos = skip_on_err!(Chaos::from_env());
-    skip_unless!(tc_requirement(&chaos, "any"));
-    let world = TwoHosts::new().expect("two hosts");
-    let oracle = Oracle::new().with_netns(&world.netns_names());
-    let before = oracle.snapshot();
-    let id = chaos
-        .inject(&[
-            "net",
-            "loss",
-            "--percent",
-            "100",
-            "--interface",
-            &world.a.ifname,
-            "--netns",
-            world.a.ns.name(),
-            "--duration",
-            "5s",
-        ])
-        .expect("inject");
-    let remaining = chaos.status(&id).expect("status")["remaining_ms"]
+    let d = skip_on_err!(Drill::new("any"));
+    let id = d.loss(&d.world.a, 100.0, "egress", "5s");
+    let remaining = d.chaos.status(&id).expect("status")["remaining_ms"]
         .as_u64()
         .expect("remaining_ms");
-    let armed_until = std::time::Instant::now() + Duration::from_millis(remaining);
-    assert_eq!(
-        send_and_count(&world, world.b.v4(), 300),
-        0,
-        "dropped while armed"
-    );
+    let armed_until = Instant::now() + Duration::from_millis(remaining);
+    assert_eq!(d.send_v4(300), 0, "dropped while armed");
     assert!(
-        std::time::Instant::now() < armed_until,
+        Instant::now() < armed_until,
         "the check while armed ran past the deadline; the machine is too slow for this test"
     );
-    std::thread::sleep(armed_until.saturating_duration_since(std::time::Instant::now()));
+    std::thread::sleep(armed_until.saturating_duration_since(Instant::now()));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        send_and_count(&world, world.b.v4(), 300),
+        d.send_v4(300),
         300,
         "traffic flows once the deadline passed, with no command run"
     );
-    let status = chaos.status(&id).expect("status");
+    let status = d.chaos.status(&id).expect("status");
     assert_eq!(status["expired"], true);
-    chaos.recover_all().expect("recover --all");
-    oracle.assert_clean(&before);
+    d.chaos.recover_all().expect("recover --all");
+    d.assert_clean();
 }
 
 /// A qdisc and filter that were there before are untouched and still there after recovery.
 #[test]
 fn preexisting_tc_state_is_kept() {
-    skip_unless!(bpf_tests::skip::require_root());
-    let chaos = skip_on_err!(Chaos::from_env());
-    skip_unless!(tc_requirement(&chaos, "clsact"));
-    let world = TwoHosts::new().expect("two hosts");
-    let ns = &world.a.ns;
-    let dev = world.a.ifname.as_str();
+    let mut d = skip_on_err!(Drill::new("clsact"));
+    let (ns, dev) = (&d.world.a.ns, d.world.a.ifname.as_str());
     ns.exec(&["tc", "qdisc", "add", "dev", dev, "clsact"])
         .expect("clsact");
     // A classic-BPF filter that matches nothing, so our filter after it still sees packets.
@@ -232,7 +208,8 @@ fn preexisting_tc_state_is_kept() {
         "1,6 0 0 0,",
     ])
     .expect("user filter");
-    let show = || {
+    let show = |d: &Drill| {
+        let (ns, dev) = (&d.world.a.ns, d.world.a.ifname.as_str());
         (
             ns.exec(&["tc", "qdisc", "show", "dev", dev])
                 .expect("qdisc show"),
@@ -240,31 +217,13 @@ fn preexisting_tc_state_is_kept() {
                 .expect("filter show"),
         )
     };
-    let tc_before = show();
-    let oracle = Oracle::new().with_netns(&world.netns_names());
-    let before = oracle.snapshot();
-    let id = chaos
-        .env("CHAOS_TC_ATTACH", "clsact")
-        .inject(&[
-            "net",
-            "loss",
-            "--percent",
-            "100",
-            "--interface",
-            dev,
-            "--netns",
-            ns.name(),
-            "--duration",
-            "60s",
-        ])
-        .expect("inject");
-    assert_eq!(
-        send_and_count(&world, world.b.v4(), 300),
-        0,
-        "dropped behind the user's filter"
-    );
-    chaos.recover(&id).expect("recover");
-    assert_eq!(show(), tc_before, "tc state exactly as before");
-    assert_eq!(send_and_count(&world, world.b.v4(), 300), 300);
-    oracle.assert_clean(&before);
+    let tc_before = show(&d);
+    // The user's qdisc is part of the world the oracle compares against.
+    d.before = d.oracle.snapshot();
+    let id = d.loss(&d.world.a, 100.0, "egress", "60s");
+    assert_eq!(d.send_v4(300), 0, "dropped behind the user's filter");
+    d.chaos.recover(&id).expect("recover");
+    assert_eq!(show(&d), tc_before, "tc state exactly as before");
+    assert_eq!(d.send_v4(300), 300);
+    d.assert_clean();
 }

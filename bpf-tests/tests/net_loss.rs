@@ -3,6 +3,7 @@
 //! the measurement, the in-kernel deadline, pre-existing tc state, and the oracle after recovery.
 
 use std::{
+    cell::RefCell,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -23,6 +24,17 @@ struct Drill {
     world: TwoHosts,
     oracle: Oracle,
     before: Snapshot,
+    /// Faults armed through this drill, recovered on drop if the test failed before doing so.
+    armed: RefCell<Vec<String>>,
+}
+
+impl Drop for Drill {
+    fn drop(&mut self) {
+        for id in self.armed.borrow().iter() {
+            // Already recovered by the test in the normal case: "no fault with id" is fine.
+            let _ = self.chaos.recover(id);
+        }
+    }
 }
 
 impl Drill {
@@ -48,12 +60,14 @@ impl Drill {
             world,
             oracle,
             before,
+            armed: RefCell::default(),
         })
     }
 
     /// `chaos inject net loss` on `host`'s interface; returns the fault id.
     fn loss(&self, host: &Host, percent: f64, direction: &str, duration: &str) -> String {
-        self.chaos
+        let id = self
+            .chaos
             .inject(&[
                 "net",
                 "loss",
@@ -68,7 +82,9 @@ impl Drill {
                 "--duration",
                 duration,
             ])
-            .expect("inject")
+            .expect("inject");
+        self.armed.borrow_mut().push(id.clone());
+        id
     }
 
     /// Sends `n` datagrams from A to B at `to` and returns how many arrived.
@@ -107,9 +123,11 @@ fn loss_case(attach: &str, percent: f64) {
     let status = d.chaos.status(&id).expect("status");
     let acted = status["counters"]["acted"].as_u64().expect("acted");
     let matched = status["counters"]["matched"].as_u64().expect("matched");
-    assert_eq!(
-        acted, lost,
-        "every missing datagram was dropped by the rule, and only those"
+    // The rule drops everything on the interface, so the odd IPv6 control packet (MLD, router
+    // solicitation) adds to `acted`; every missing datagram must be among the drops.
+    assert!(
+        acted >= lost && acted <= lost + 10,
+        "the rule's drops ({acted}) account for the missing datagrams ({lost})"
     );
     assert!(
         matched >= DATAGRAMS,
@@ -138,10 +156,10 @@ fn loss_70_percent_default_attach() {
     loss_case("any", 70.0);
 }
 
-/// Ingress, egress and both: 100% on one end's ingress partitions A -> B; IPv6 too.
-#[test]
-fn directions_and_ipv6() {
-    let d = skip_on_err!(Drill::new("any"));
+/// Ingress, egress and both: 100% on one end's ingress partitions A -> B; IPv6 too. With clsact,
+/// "both" shares one qdisc between two filters, which must go with the last of them.
+fn directions_case(attach: &str) {
+    let d = skip_on_err!(Drill::new(attach));
     for (host, direction) in [
         (&d.world.b, "ingress"),
         (&d.world.a, "egress"),
@@ -156,6 +174,16 @@ fn directions_and_ipv6() {
         assert_eq!(d.send_v4(500), 500, "{direction}: recovered");
     }
     d.assert_clean();
+}
+
+#[test]
+fn directions_and_ipv6_tcx() {
+    directions_case("tcx");
+}
+
+#[test]
+fn directions_and_ipv6_clsact() {
+    directions_case("clsact");
 }
 
 /// The kernel ends a fault at its deadline with no process of ours alive: the CLI has exited

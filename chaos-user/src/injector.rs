@@ -79,6 +79,10 @@ pub struct Recovered {
     pub faults: Vec<String>,
     /// Attachments detached.
     pub attachments: usize,
+    /// State files that could not be read and were removed, with what they held: TCX links
+    /// they named go with the pins; a clsact filter they named may need `tc filter del`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
 }
 
 /// `CLOCK_BOOTTIME` now, in ns: the clock the kernel programs check deadlines against.
@@ -225,7 +229,10 @@ impl Injector {
     /// Recovers every fault and removes every trace: attachments, pins, the state directory.
     pub fn recover_all(&self) -> Result<Recovered> {
         let _lock = self.store.lock()?;
-        let mut out = Recovered::default();
+        let mut out = Recovered {
+            unreadable: self.store.purge_unreadable()?,
+            ..Recovered::default()
+        };
         let mut first_err = None;
         for record in self.store.faults()? {
             match self.recover_locked(&record) {
@@ -274,7 +281,7 @@ impl Injector {
         self.store.remove_fault(&record.id)?;
         Ok(Recovered {
             faults: vec![record.id.clone()],
-            attachments: 0,
+            ..Recovered::default()
         })
     }
 

@@ -14,13 +14,56 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 use crate::error::{Error, IoContext, Result};
 
-/// A network namespace, identified by the file that names it.
+/// A network namespace, named by a file and identified by its cookie.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetNs {
     /// `/run/netns/NAME`, `/proc/PID/ns/net` or any bind mount of a netns.
     pub path: PathBuf,
-    /// Device and inode of the namespace: equal for two paths naming the same namespace.
-    pub id: (u64, u64),
+    /// Equal for two paths naming the same namespace, different for two namespaces that
+    /// existed at different times.
+    pub id: NsId,
+}
+
+/// Identity of a network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsId {
+    /// `SO_NETNS_COOKIE` (5.14+): unique for the whole uptime.
+    Cookie(u64),
+    /// Device and inode of the nsfs file, on older kernels. Inodes are recycled once a
+    /// namespace is gone, so this identity holds only while the namespace lives.
+    Inode(u64, u64),
+}
+
+/// The calling thread's namespace identity: its cookie, or the nsfs inode of `path`.
+fn identify(path: &Path) -> Result<NsId> {
+    if let Some(cookie) = cookie() {
+        return Ok(NsId::Cookie(cookie));
+    }
+    let meta = std::fs::metadata(path).ctx(|| format!("reading {}", path.display()))?;
+    Ok(NsId::Inode(meta.dev(), meta.ino()))
+}
+
+/// `SO_NETNS_COOKIE` of the calling thread's network namespace, where the kernel has it.
+fn cookie() -> Option<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // Any socket of the namespace answers; the wildcard address exists even with `lo` down.
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .ok()?;
+    let mut value: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given.
+    let ret = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut value as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    (ret == 0).then_some(value)
 }
 
 impl NetNs {
@@ -31,51 +74,48 @@ impl NetNs {
         } else {
             Path::new("/run/netns").join(name_or_path)
         };
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            Error::invalid(
+        let fix = "give a name from `ip netns list` or a path such as /proc/PID/ns/net";
+        if let Err(e) = std::fs::metadata(&path) {
+            return Err(Error::invalid(
                 field,
                 format!(
                     "no network namespace {name_or_path} ({}: {e})",
                     path.display()
                 ),
-                "give a name from `ip netns list` or a path such as /proc/PID/ns/net",
-            )
-        })?;
-        let ns = NetNs {
-            path,
-            id: (meta.dev(), meta.ino()),
-        };
+                fix,
+            ));
+        }
         // Joining it is the only real proof that it is a network namespace.
-        ns.run(|| Ok(())).map_err(|e| {
+        let id = in_namespace(&path, || identify(&path)).map_err(|e| {
             Error::invalid(
                 field,
                 format!("{name_or_path} is not a network namespace we can enter: {e}"),
-                "give a name from `ip netns list` or a path such as /proc/PID/ns/net",
+                fix,
             )
         })?;
-        Ok(ns)
+        Ok(NetNs { path, id })
     }
 
     /// The namespace of this process.
     pub fn current() -> Result<NetNs> {
-        let path = PathBuf::from("/proc/self/ns/net");
-        let meta = std::fs::metadata(&path).ctx(|| "reading /proc/self/ns/net")?;
-        Ok(NetNs {
-            path: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
-            id: (meta.dev(), meta.ino()),
-        })
+        let path = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+        let id = identify(&path)?;
+        Ok(NetNs { path, id })
     }
 
     /// Runs `f` on a thread inside this namespace and returns its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        let path = &self.path;
-        on_thread(move || {
-            let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .ctx(|| format!("entering network namespace {}", path.display()))?;
-            f()
-        })
+        in_namespace(&self.path, f)
     }
+}
+
+fn in_namespace<T: Send>(path: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    on_thread(move || {
+        let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+        setns(&file, CloneFlags::CLONE_NEWNET)
+            .ctx(|| format!("entering network namespace {}", path.display()))?;
+        f()
+    })
 }
 
 /// Runs `f` inside `ns`, or in the caller's namespace (on the same kind of thread) when `None`.

@@ -211,6 +211,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes state files that cannot be read (written by another version, or damaged), and
+    /// returns what each held and why it was unreadable. `recover --all` calls it first, so that
+    /// one bad file cannot stop the recovery of everything else.
+    pub fn purge_unreadable(&self) -> Result<Vec<String>> {
+        let mut purged = Vec::new();
+        for (sub, check) in [
+            (
+                "faults",
+                (|p| read_json::<FaultRecord>(p).map(drop)) as fn(&Path) -> Result<()>,
+            ),
+            ("attachments", |p| read_json::<Attachment>(p).map(drop)),
+        ] {
+            let dir = self.dir.join(sub);
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                if path.extension().is_some_and(|e| e == "json")
+                    && let Err(e) = check(&path)
+                {
+                    let text = fs::read_to_string(&path).unwrap_or_default();
+                    fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                    purged.push(format!(
+                        "{e}; it held: {}",
+                        text.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ));
+                }
+            }
+        }
+        Ok(purged)
+    }
+
     fn write<T: Serialize>(&self, sub: &str, name: &str, value: &T) -> Result<()> {
         let sub = self.dir.join(sub);
         fs::create_dir_all(&sub).ctx(|| format!("creating state directory {}", sub.display()))?;

@@ -178,7 +178,20 @@ fn find_or_attach(
         return Ok((a.clone(), false));
     }
     let id = existing.iter().map(|a| a.id).max().unwrap_or(0) + 1;
-    let link = attach(interface, direction, strategy, id)?;
+    // A clsact qdisc we added for the other direction is ours too: whichever of the two
+    // attachments goes last removes it.
+    let qdisc_is_ours = existing.iter().any(|a| {
+        a.interface.ifindex == interface.ifindex
+            && same_ns(a)
+            && matches!(
+                a.link,
+                AttachLink::Clsact {
+                    created_qdisc: true,
+                    ..
+                }
+            )
+    });
+    let link = attach(interface, direction, strategy, id, qdisc_is_ours)?;
     let a = Attachment {
         id,
         interface: interface.clone(),
@@ -200,12 +213,14 @@ fn tc_attach_type(direction: Direction) -> TcAttachType {
 }
 
 /// Loads a program instance for attachment `id` and attaches it; the attachment outlives this
-/// process (TCX link pinned on bpffs, or a clsact filter held by the kernel).
+/// process (TCX link pinned on bpffs, or a clsact filter held by the kernel). `qdisc_is_ours`:
+/// another attachment of ours on the interface added its clsact qdisc.
 fn attach(
     interface: &Interface,
     direction: Direction,
     strategy: Strategy,
     id: u32,
+    qdisc_is_ours: bool,
 ) -> Result<AttachLink> {
     let prog_name = match direction {
         Direction::Ingress => PROG_TC_INGRESS,
@@ -250,7 +265,8 @@ fn attach(
                 Ok(AttachLink::Tcx { pin })
             }
             Strategy::ClsactBpf => {
-                let created_qdisc = qdisc_add_clsact(&ifname).is_ok();
+                let added = qdisc_add_clsact(&ifname).is_ok();
+                let created_qdisc = added || qdisc_is_ours;
                 let attached = program.attach_with_options(
                     &ifname,
                     attach_type,
@@ -259,7 +275,7 @@ fn attach(
                 let link_id = match attached {
                     Ok(l) => l,
                     Err(e) => {
-                        if created_qdisc {
+                        if added {
                             del_clsact(&ifname);
                         }
                         return Err(Error::bpf(

@@ -25,6 +25,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (Some(id), false) => injector.recover(id)?,
         (None, false) => unreachable!("clap requires an id or --all"),
     };
+    for u in &out.unreadable {
+        eprintln!("warning: removed an unreadable state file: {u}");
+    }
     if args.json {
         super::print_json(&out)?;
     } else if out.faults.is_empty() && out.attachments == 0 {

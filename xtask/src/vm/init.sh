@@ -44,7 +44,7 @@ ln -sf /proc/mounts /etc/mtab 2>/dev/null
 if [ -f /etc/chaos-modules ]; then
     while read -r ko; do
         [ -n "$ko" ] || continue
-        insmod "$ko" 2>/tmp/insmod.err || echo "chaos-init: insmod $ko failed: $(cat /tmp/insmod.err)"
+        insmod "$ko" </dev/null 2>/tmp/insmod.err || echo "chaos-init: insmod $ko failed: $(cat /tmp/insmod.err)"
     done < /etc/chaos-modules
 fi
 
@@ -56,7 +56,8 @@ cd /tmp
 while read -r name; do
     [ -n "$name" ] || continue
     echo "CHAOS-VM-RUN $name"
-    "/tests/$name" --test-threads=1 --nocapture
+    # stdin from /dev/null: a test (or a tool it runs) must not eat the rest of this list.
+    "/tests/$name" --test-threads=1 --nocapture </dev/null
     echo "CHAOS-VM-EXIT $name $?"
     cd /tmp
 done < /etc/chaos-tests

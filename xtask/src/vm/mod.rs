@@ -131,7 +131,7 @@ pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<
     let mut runs = Vec::new();
     for name in kernels {
         let start = std::time::Instant::now();
-        let result = run_kernel(args, name, &base, &staging, &mut accel);
+        let result = run_kernel(args, name, &base, &staging, &mut accel, tests);
         runs.push(match result {
             Ok(run) => run,
             Err(err) => {
@@ -154,6 +154,7 @@ fn run_kernel(
     base: &Path,
     staging: &Path,
     accel: &mut qemu::Accel,
+    tests: &[TestBinary],
 ) -> Result<KernelRun> {
     let kernel = kernel::prepare(name)?;
     println!("[{name}] kernel: {}", kernel.description);
@@ -185,9 +186,11 @@ fn run_kernel(
             log: dir.join(format!("{name}.log")),
         };
         let mut parser = LibtestParser::new();
+        let mut exited = Vec::new();
         let outcome = qemu::boot(&boot, |line| {
             if let Some(rest) = line.strip_prefix(EXIT_MARKER) {
                 let (bin, code) = rest.rsplit_once(' ').unwrap_or((rest, "?"));
+                exited.push(bin.to_owned());
                 parser.finish_binary_with_status(bin, code.trim() == "0");
             } else {
                 parser.feed(line);
@@ -210,7 +213,13 @@ fn run_kernel(
         } else if !outcome.saw_end {
             Some(format!("no {END_MARKER} marker (init died?)"))
         } else {
-            None
+            let missing: Vec<&str> = tests
+                .iter()
+                .map(|t| t.name.as_str())
+                .filter(|n| !exited.iter().any(|e| e == n))
+                .collect();
+            (!missing.is_empty())
+                .then(|| format!("test binaries that never ran: {}", missing.join(", ")))
         };
         println!(
             "[{name}] done in {:.0?}: {counts}{}",

@@ -22,8 +22,12 @@ fn expectations(kernel: &str) -> Option<Vec<(&'static str, bool)>> {
             ("qdisc_netem", true),
             ("btf", true),
         ],
-        // Debian kernels: fentry and kprobes, no function error injection.
+        // Debian kernels: BPF LSM, fentry, kprobes, fq and netem (modules the VM loads), no
+        // function error injection.
         Some("debian-6.12") => vec![
+            ("lsm", true),
+            ("qdisc_fq", true),
+            ("qdisc_netem", true),
             ("tc_clsact", true),
             ("tcx", true),
             ("fentry", true),
@@ -33,6 +37,9 @@ fn expectations(kernel: &str) -> Option<Vec<(&'static str, bool)>> {
             ("btf", true),
         ],
         Some("debian-6.1") => vec![
+            ("lsm", true),
+            ("qdisc_fq", true),
+            ("qdisc_netem", true),
             ("tc_clsact", true),
             ("tcx", false),
             ("fentry", true),

@@ -266,7 +266,7 @@ fn drive(
         |s| {
             progress(Event::Tick {
                 counters: s.counters.unwrap_or_default(),
-                remaining_s: s.remaining_ms / 1000,
+                remaining_s: s.remaining_s(),
             })
         },
         || stop.load(Ordering::Relaxed),

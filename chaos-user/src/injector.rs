@@ -62,6 +62,13 @@ pub struct Counters {
     pub acted: u64,
 }
 
+impl Status {
+    /// Whole seconds left before the deadline, rounded up (0 only once it has passed).
+    pub fn remaining_s(&self) -> u64 {
+        self.remaining_ms.div_ceil(1000)
+    }
+}
+
 impl From<NetCounters> for Counters {
     fn from(c: NetCounters) -> Self {
         Counters {

@@ -125,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         c.seen,
                         c.matched,
                         c.acted,
-                        s.remaining_ms / 1000
+                        s.remaining_s()
                     );
                 }
             }

@@ -41,7 +41,7 @@ fn line(s: &Status) -> String {
         if s.expired {
             "recover to remove".to_owned()
         } else {
-            format!("{}s left", s.remaining_ms / 1000)
+            format!("{}s left", s.remaining_s())
         }
     )
 }

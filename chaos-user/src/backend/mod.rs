@@ -2,3 +2,4 @@
 //! cgroup files) and undoing it. One fault family per file.
 
 pub mod net;
+pub mod qdisc;

@@ -692,7 +692,7 @@ fn check_replaceable(iface: &Interface, root: &RootQdisc, want: &str, for_: Ours
     match root.ours() {
         Some(o) if o == for_ => Ok(()),
         Some(Ours::Fq) => Err(Error::Unsupported {
-            what: format!("add a {want} qdisc on {dev}"),
+            what: format!("add {} qdisc on {dev}", article(want)),
             why: format!(
                 "{dev} has the fq root another fault of ours uses for delay; recover that fault first (`chaos list`)"
             ),
@@ -705,7 +705,7 @@ fn check_replaceable(iface: &Interface, root: &RootQdisc, want: &str, for_: Ours
         }),
         None if root.is_default() => Ok(()),
         None => Err(Error::Unsupported {
-            what: format!("add a {want} qdisc on {dev}"),
+            what: format!("add {} qdisc on {dev}", article(want)),
             why: format!(
                 "{dev} has a {} qdisc of someone else at its root{}, which chaos leaves untouched; remove it (`tc qdisc del dev {dev} root`) or aim the fault at another interface",
                 root.kind(),
@@ -789,7 +789,7 @@ fn tc_ok(iface: &Interface, kind: &str, args: &[&str]) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.contains("kind is unknown") || e.contains("Unknown qdisc") => {
             Err(Error::Unsupported {
-                what: format!("add a {kind} qdisc on {}", iface.name),
+                what: format!("add {} qdisc on {}", article(kind), iface.name),
                 why: format!(
                     "the kernel has no {kind} qdisc (CONFIG_NET_SCH_{}); load it with `modprobe sch_{kind}` or use a kernel that has it",
                     kind.to_uppercase()
@@ -804,7 +804,7 @@ fn tc_ok(iface: &Interface, kind: &str, args: &[&str]) -> Result<()> {
         }),
         Err(e) if e.contains("NLM_F_REPLACE") || e.contains("Exclusivity") => {
             Err(Error::Unsupported {
-                what: format!("add a {kind} qdisc on {}", iface.name),
+                what: format!("add {} qdisc on {}", article(kind), iface.name),
                 why: format!(
                     "someone else's qdisc took its place while chaos looked ({e}); check `tc qdisc show dev {}` and try again",
                     iface.name
@@ -815,6 +815,15 @@ fn tc_ok(iface: &Interface, kind: &str, args: &[&str]) -> Result<()> {
             &format!("`tc {}` on {}", args.join(" "), iface.name),
             &e,
         )),
+    }
+}
+
+/// `a netem`, `an fq`.
+fn article(kind: &str) -> String {
+    match kind {
+        "fq" | "mq" => format!("an {kind}"),
+        "" => "a".into(),
+        _ => format!("a {kind}"),
     }
 }
 

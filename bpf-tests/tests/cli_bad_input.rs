@@ -58,7 +58,7 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
         (loss("ten", dev, ns, "10s"), vec!["--percent"]),
         (
             loss("10", "nosuch0", ns, "10s"),
-            vec!["invalid interface", "nosuch0", "ip -n"],
+            vec!["invalid interface", "nosuch0", "nsenter"],
         ),
         (
             loss("10", dev, "no-such-netns", "10s"),
@@ -79,7 +79,7 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
                 "--percent".into(),
                 "10".into(),
             ],
-            vec!["--interface", "--duration"],
+            vec!["--duration"],
         ),
         (
             vec!["inject".into(), "net".into(), "los".into()],

@@ -1,17 +1,28 @@
 //! Network faults on TC: one classifier instance per armed interface and direction (an
 //! "attachment"). Rules live in maps, so arming or disarming a fault is a map update, never a
 //! reload.
+//!
+//! Per packet: one hash lookup for the attachment's rule slots (nothing else when none is
+//! armed), a parse of the IPv4/IPv6 and TCP/UDP headers, the LPM and cgroup lookups that some
+//! armed rule needs, then each armed rule's filters, deadline and probability. Rules decide into
+//! a [`Verdict`]; the verdict is applied once at the end.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns},
+    bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_redirect,
+        bpf_skb_cgroup_id,
+    },
     macros::{classifier, map},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use chaos_common::{
     PROBABILITY_ONE,
-    net::{MAX_NET_RULES, NetAction, NetCounters, NetRule},
+    net::{
+        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_NET_RULES, NetCounters,
+        NetRule, NetState, action, cidr, dist, matches,
+    },
 };
 
 /// Set by the loader to the attachment this program instance serves (see
@@ -28,51 +39,282 @@ static CHAOS_NET_RULES: Array<NetRule> = Array::pinned(MAX_NET_RULES, 0);
 #[map(name = "CHAOS_NET_COUNT")]
 static CHAOS_NET_COUNT: PerCpuArray<NetCounters> = PerCpuArray::pinned(MAX_NET_RULES, 0);
 
-/// Attachment id -> bitmask of the rule slots armed on it.
+/// Per-rule shared state (Markov chain, pacing), indexed like [`CHAOS_NET_RULES`].
+#[map(name = "CHAOS_NET_STATE")]
+static CHAOS_NET_STATE: Array<NetState> = Array::pinned(MAX_NET_RULES, 0);
+
+/// Attachment id -> the rule slots armed on it.
 #[map(name = "CHAOS_NET_ATTACH")]
-static CHAOS_NET_ATTACH: HashMap<u32, u64> = HashMap::pinned(1024, 0);
+static CHAOS_NET_ATTACH: HashMap<u32, AttachSlots> = HashMap::pinned(1024, 0);
+
+/// Address prefixes -> rule slots they select (see `chaos_common::net::NET_CIDR_MAP`).
+/// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
+#[map(name = "CHAOS_NET_CIDR")]
+static CHAOS_NET_CIDR: LpmTrie<CidrKey, u64> = LpmTrie::pinned(16384, 1);
+
+/// cgroup v2 id -> rule slots that target it.
+#[map(name = "CHAOS_NET_CGRP")]
+static CHAOS_NET_CGRP: HashMap<u64, u64> = HashMap::pinned(4096, 0);
+
+/// The verdict being built for the packet in hand, one per CPU. Kept in a map rather than on the
+/// stack so that the verifier does not track its fields as constants: with them on the stack,
+/// every combination of earlier rules' decisions was a separate state and a 64-slot loop blew
+/// the 1M-instruction budget.
+#[map(name = "CHAOS_NET_VERD")]
+static CHAOS_NET_VERD: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(1, 0);
+
+/// Jitter distribution tables, `dist::KINDS` tables of `DIST_TABLE_SIZE` entries.
+#[map(name = "CHAOS_NET_DIST")]
+static CHAOS_NET_DIST: Array<i16> = Array::pinned(dist::KINDS * DIST_TABLE_SIZE, 0);
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 /// TC egress hook.
 #[classifier]
-pub fn chaos_tc_egress(_ctx: TcContext) -> i32 {
-    run()
+pub fn chaos_tc_egress(ctx: TcContext) -> i32 {
+    run(&ctx, false)
 }
 
 /// TC ingress hook.
 #[classifier]
-pub fn chaos_tc_ingress(_ctx: TcContext) -> i32 {
-    run()
+pub fn chaos_tc_ingress(ctx: TcContext) -> i32 {
+    run(&ctx, true)
 }
 
-/// Returns `TC_ACT_SHOT` for a dropped packet and `TC_ACT_UNSPEC` otherwise, so the filters and
-/// qdiscs that were there before ours still see every packet we let through.
-fn run() -> i32 {
+/// What the packet's headers say.
+#[derive(Default)]
+struct Packet {
+    v6: bool,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// Offset of the L4 payload (after the TCP/UDP header), 0 if unknown.
+    payload: u32,
+    len: u32,
+}
+
+/// What the armed rules decided for one packet.
+#[repr(C)]
+#[derive(Default)]
+pub struct Verdict {
+    drop: u32,
+    corrupt: u32,
+    duplicate: u32,
+    /// Earliest departure time to set (CLOCK_MONOTONIC ns), 0 for none.
+    tstamp: u64,
+    priority: u32,
+    redirect: u32,
+}
+
+fn run(ctx: &TcContext, ingress: bool) -> i32 {
+    // SAFETY: `skb` is the valid context pointer the kernel handed to the program.
+    let skb = unsafe { &mut *ctx.skb.skb };
+    if skb.mark & DUP_MARK != 0 {
+        // A copy made by `duplicate`: let it go untouched.
+        skb.mark &= !DUP_MARK;
+        return TC_ACT_UNSPEC;
+    }
     // SAFETY: reading a plain static; volatile so the loader-set value is used.
     let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
-    // SAFETY: the value is a plain u64 that user space replaces atomically.
-    let Some(mask) = (unsafe { CHAOS_NET_ATTACH.get(attach_id) }) else {
+    let Some(attach) = CHAOS_NET_ATTACH.get_ptr(attach_id) else {
         return TC_ACT_UNSPEC;
     };
-    let mask = *mask;
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
+    let AttachSlots { slots, needs, .. } = unsafe { *attach };
+    let pkt = parse(ctx, skb.len);
+    let lookup = |kind: u8, addr: &[u8; 16]| -> u64 {
+        let key = Key::new(
+            8 + if pkt.v6 { 128 } else { 32 },
+            CidrKey {
+                kind: kind + if pkt.v6 { 2 } else { 0 },
+                addr: *addr,
+                _pad: [0; 3],
+            },
+        );
+        // IPv4 addresses use the first 4 bytes; `parse` leaves the rest zero.
+        CHAOS_NET_CIDR.get(&key).copied().unwrap_or(0)
+    };
+    let known = pkt.proto != 0;
+    let dst = if known && needs & matches::DST != 0 {
+        lookup(cidr::DST4, &pkt.dst)
+    } else {
+        0
+    };
+    let src = if known && needs & matches::SRC != 0 {
+        lookup(cidr::SRC4, &pkt.src)
+    } else {
+        0
+    };
+    let xdst = if known && needs & matches::XDST != 0 {
+        lookup(cidr::DST4 + cidr::EXCLUDE, &pkt.dst)
+    } else {
+        0
+    };
+    let xsrc = if known && needs & matches::XSRC != 0 {
+        lookup(cidr::SRC4 + cidr::EXCLUDE, &pkt.src)
+    } else {
+        0
+    };
+    let cgroup = if needs & matches::CGROUP != 0 && !ingress {
+        // SAFETY: helper on the program's own context.
+        let id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
+        // SAFETY: plain u64 value.
+        unsafe { CHAOS_NET_CGRP.get(id) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let sel = Selected {
+        dst,
+        src,
+        xdst,
+        xsrc,
+        cgroup,
+    };
+    // SAFETY: helpers without arguments.
+    let (boot_now, mono_now) = unsafe { (bpf_ktime_get_boot_ns(), bpf_ktime_get_ns()) };
+    let Some(verdict) = CHAOS_NET_VERD.get_ptr_mut(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while we do.
+    let verdict = unsafe { &mut *verdict };
+    *verdict = Verdict::default();
     let mut slot = 0u32;
     while slot < MAX_NET_RULES {
-        if mask & (1u64 << slot) != 0 && apply(slot, now) {
-            return TC_ACT_SHOT;
+        if slots & (1u64 << slot) != 0 {
+            judge(slot, &pkt, &sel, boot_now, mono_now, verdict);
+            if verdict.drop != 0 {
+                return TC_ACT_SHOT;
+            }
         }
         slot += 1;
     }
-    TC_ACT_UNSPEC
+    apply(ctx, skb, &pkt, verdict, ingress)
 }
 
-/// Evaluates rule `slot` for one packet; returns whether the packet must be dropped.
-fn apply(slot: u32, now: u64) -> bool {
-    let Some(rule) = CHAOS_NET_RULES.get(slot) else {
-        return false;
+/// Results of the shared lookups: for each, the slots it selects.
+struct Selected {
+    dst: u64,
+    src: u64,
+    xdst: u64,
+    xsrc: u64,
+    cgroup: u64,
+}
+
+fn parse(ctx: &TcContext, len: u32) -> Packet {
+    let mut p = Packet {
+        len,
+        ..Packet::default()
     };
-    if rule.action == NetAction::None as u32 {
+    let Ok(ethertype) = ctx.load::<u16>(12) else {
+        return p;
+    };
+    let l4 = match u16::from_be(ethertype) {
+        ETH_P_IP => {
+            let (Ok(vihl), Ok(proto)) = (ctx.load::<u8>(ETH_HLEN), ctx.load::<u8>(ETH_HLEN + 9))
+            else {
+                return p;
+            };
+            let (Ok(s), Ok(d)) = (
+                ctx.load::<[u8; 4]>(ETH_HLEN + 12),
+                ctx.load::<[u8; 4]>(ETH_HLEN + 16),
+            ) else {
+                return p;
+            };
+            p.src[..4].copy_from_slice(&s);
+            p.dst[..4].copy_from_slice(&d);
+            p.proto = proto;
+            ETH_HLEN + usize::from(vihl & 0x0f) * 4
+        }
+        ETH_P_IPV6 => {
+            let Ok(next) = ctx.load::<u8>(ETH_HLEN + 6) else {
+                return p;
+            };
+            let (Ok(s), Ok(d)) = (
+                ctx.load::<[u8; 16]>(ETH_HLEN + 8),
+                ctx.load::<[u8; 16]>(ETH_HLEN + 24),
+            ) else {
+                return p;
+            };
+            p.v6 = true;
+            p.src = s;
+            p.dst = d;
+            // Extension headers are not followed: their packets match by address and protocol
+            // "other" only.
+            p.proto = next;
+            ETH_HLEN + 40
+        }
+        _ => return p,
+    };
+    let header = match p.proto {
+        IPPROTO_TCP => ctx
+            .load::<u8>(l4 + 12)
+            .map(|off| usize::from(off >> 4) * 4)
+            .unwrap_or(20),
+        IPPROTO_UDP => 8,
+        _ => 0,
+    };
+    if header != 0
+        && let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2))
+    {
+        p.sport = u16::from_be(sport);
+        p.dport = u16::from_be(dport);
+        p.payload = (l4 + header) as u32;
+    }
+    p
+}
+
+/// Whether `rule`'s filters select the packet.
+fn selects(rule: &NetRule, slot: u32, pkt: &Packet, sel: &Selected) -> bool {
+    let bit = 1u64 << slot;
+    let m = rule.matches;
+    if m & matches::PROTO != 0 {
+        let p = pkt.proto as u32;
+        let icmp = rule.proto == IPPROTO_ICMP as u32 && p == IPPROTO_ICMPV6 as u32;
+        if p != rule.proto && !icmp {
+            return false;
+        }
+    }
+    if m & matches::DPORT != 0 && (pkt.dport < rule.dport_lo || pkt.dport > rule.dport_hi) {
         return false;
+    }
+    if m & matches::SPORT != 0 && (pkt.sport < rule.sport_lo || pkt.sport > rule.sport_hi) {
+        return false;
+    }
+    if (m & matches::DST != 0 && sel.dst & bit == 0)
+        || (m & matches::SRC != 0 && sel.src & bit == 0)
+        || (m & matches::CGROUP != 0 && sel.cgroup & bit == 0)
+        || (m & matches::XDST != 0 && sel.xdst & bit != 0)
+        || (m & matches::XSRC != 0 && sel.xsrc & bit != 0)
+    {
+        return false;
+    }
+    if m & matches::XPORT != 0 && pkt.payload != 0 {
+        let mut i = 0;
+        while i < rule.exclude_ports.len() {
+            let x = rule.exclude_ports[i];
+            if x != 0 && (x == pkt.sport || x == pkt.dport) {
+                return false;
+            }
+            i += 1;
+        }
+    }
+    true
+}
+
+fn judge(slot: u32, pkt: &Packet, sel: &Selected, boot_now: u64, mono_now: u64, v: &mut Verdict) {
+    let Some(rule) = CHAOS_NET_RULES.get(slot) else {
+        return;
+    };
+    if rule.action == action::NONE {
+        return;
     }
     let counters = CHAOS_NET_COUNT.get_ptr_mut(slot);
     let count = |f: fn(&mut NetCounters)| {
@@ -82,15 +324,115 @@ fn apply(slot: u32, now: u64) -> bool {
         }
     };
     count(|c| c.seen += 1);
-    if now >= rule.deadline_ns {
-        return false;
+    if boot_now >= rule.deadline_ns || !selects(rule, slot, pkt, sel) {
+        return;
     }
     count(|c| c.matched += 1);
+    let state = CHAOS_NET_STATE.get_ptr_mut(slot);
+    // The Markov chain: the threshold depends on whether the rule acted on the last packet.
+    // SAFETY: map value pointer; races between CPUs only blur the chain, never break memory.
+    let last_hit = state.is_some_and(|s| unsafe { (*s).last_hit } != 0);
+    let threshold = if last_hit {
+        rule.threshold_after_hit
+    } else {
+        rule.threshold
+    };
     // SAFETY: helper without arguments.
     let roll = u64::from(unsafe { bpf_get_prandom_u32() });
-    if rule.threshold < PROBABILITY_ONE && roll >= rule.threshold {
-        return false;
+    let hit = threshold >= PROBABILITY_ONE || roll < threshold;
+    if let Some(s) = state {
+        // SAFETY: as above.
+        unsafe { (*s).last_hit = hit as u64 };
+    }
+    if !hit {
+        return;
     }
     count(|c| c.acted += 1);
-    rule.action == NetAction::Drop as u32
+    match rule.action {
+        action::DROP => v.drop = 1,
+        action::CORRUPT => v.corrupt = 1,
+        action::DUPLICATE => v.duplicate = 1,
+        action::DELAY => {
+            let at = mono_now.saturating_add(rule.delay_ns);
+            let at = add_jitter(at, rule.jitter_ns, rule.distribution);
+            v.tstamp = v.tstamp.max(at);
+        }
+        action::RATE => {
+            if let Some(s) = state {
+                // SAFETY: as above; concurrent packets may share a departure slot.
+                let next = unsafe { &mut (*s).next_departure_ns };
+                let at = (*next).max(mono_now);
+                let cost =
+                    (pkt.len as u64).saturating_mul(1_000_000_000) / rule.rate_bytes_per_s.max(1);
+                *next = at.saturating_add(cost);
+                v.tstamp = v.tstamp.max(at);
+            }
+        }
+        action::STEER => v.priority = rule.priority,
+        action::REDIRECT => {
+            v.priority = rule.priority;
+            v.redirect = rule.redirect_ifindex;
+        }
+        _ => {}
+    }
+}
+
+/// `at` moved by a jitter sample: uniform in `[-jitter, +jitter]`, or from a distribution table
+/// with sigma = jitter. Never earlier than `at - jitter`, never negative.
+fn add_jitter(at: u64, jitter: u64, kind: u32) -> u64 {
+    if jitter == 0 {
+        return at;
+    }
+    // SAFETY: helper without arguments.
+    let r = u64::from(unsafe { bpf_get_prandom_u32() });
+    let offset: i64 = if kind == dist::UNIFORM || kind >= dist::KINDS {
+        (r % (2 * jitter + 1)) as i64 - jitter as i64
+    } else {
+        let index = kind * DIST_TABLE_SIZE + (r as u32 % DIST_TABLE_SIZE);
+        let t = CHAOS_NET_DIST.get(index).copied().unwrap_or(0) as i64;
+        t * jitter as i64 / DIST_SCALE
+    };
+    if offset < 0 {
+        at.saturating_sub(offset.unsigned_abs())
+    } else {
+        at.saturating_add(offset as u64)
+    }
+}
+
+fn apply(
+    ctx: &TcContext,
+    skb: &mut aya_ebpf::bindings::__sk_buff,
+    pkt: &Packet,
+    v: &Verdict,
+    ingress: bool,
+) -> i32 {
+    if v.corrupt != 0 && pkt.payload != 0 && pkt.payload < pkt.len {
+        // SAFETY: helper without arguments.
+        let r = unsafe { bpf_get_prandom_u32() };
+        let offset = pkt.payload + r % (pkt.len - pkt.payload);
+        if let Ok(byte) = ctx.load::<u8>(offset as usize) {
+            let flipped = byte ^ (1u8 << ((r >> 24) & 7));
+            // No checksum fix-up: the receiver's checksum check catches it, unless the
+            // checksum is computed after us (offload), and then the payload is corrupt.
+            let _ = ctx.store(offset as usize, &flipped, 0);
+        }
+    }
+    if v.duplicate != 0 {
+        let mark = skb.mark;
+        skb.mark = mark | DUP_MARK;
+        let flags = if ingress { BPF_F_INGRESS as u64 } else { 0 };
+        let _ = ctx.clone_redirect(skb.ifindex, flags);
+        skb.mark = mark;
+    }
+    if v.tstamp != 0 && !ingress {
+        skb.tstamp = skb.tstamp.max(v.tstamp);
+    }
+    if v.priority != 0 {
+        skb.priority = v.priority;
+    }
+    if v.redirect != 0 {
+        // SAFETY: plain helper call; the kernel checks the interface index.
+        return unsafe { bpf_redirect(v.redirect, 0) } as i32;
+    }
+    TC_ACT_UNSPEC
 }

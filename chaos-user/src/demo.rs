@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::{
     Counters, FaultSpec, Injector,
     error::{Error, IoContext, Result},
-    spec::{Direction, NetFault, NetLoss},
+    spec::{Direction, NetAction, NetSpec},
     testbed::TwoHosts,
 };
 
@@ -243,18 +243,20 @@ fn drive(
     progress(Event::Phase("baseline"));
     let baseline = phase("baseline", measure(traffic, opts.window, stop));
 
-    let spec = FaultSpec::Net(NetFault::Loss(NetLoss {
-        percent: opts.percent,
-        interface: hosts.ifname[0].clone(),
+    let spec = FaultSpec::Net(NetSpec {
+        action: NetAction::Loss,
+        percent: Some(opts.percent),
+        interface: Some(hosts.ifname[0].clone()),
         netns: Some(hosts.ns[0].clone()),
-        direction: Direction::Egress,
+        direction: Some(Direction::Egress),
         duration: humantime::format_duration(opts.fault).to_string(),
-    }));
+        ..NetSpec::default()
+    });
     progress(Event::Phase("fault"));
     let armed = injector.inject(&spec)?;
     progress(Event::Armed {
         id: armed.id.clone(),
-        strategy: armed.strategy.describe().to_owned(),
+        strategy: armed.strategy.describe(),
     });
     let (s0, r0) = (
         traffic.sent.load(Ordering::Relaxed),
@@ -338,7 +340,7 @@ fn drive(
     Ok(Report {
         fault: spec,
         id: armed.id,
-        strategy: armed.strategy.describe().to_owned(),
+        strategy: armed.strategy.describe(),
         phases: vec![baseline, fault, recovery],
         counters,
         verdicts,

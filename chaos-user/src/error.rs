@@ -38,8 +38,9 @@ pub enum Error {
         "this chaos binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
     )]
     NoEbpfObject,
-    /// Loading, attaching or updating a BPF object failed.
-    #[error("{context}: {source}")]
+    /// Loading, attaching or updating a BPF object failed. (The verifier's log is cut to its
+    /// start and end, so the message stays one readable line.)
+    #[error("{context}: {}", shorten(&source.to_string()))]
     Bpf {
         /// What the injector was doing.
         context: String,
@@ -64,6 +65,19 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+/// One line, at most about 600 characters: the start (what failed) and the end (the verifier's
+/// verdict) of a long message.
+fn shorten(text: &str) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let chars: Vec<char> = flat.chars().collect();
+    if chars.len() <= 600 {
+        return flat;
+    }
+    let head: String = chars[..250].iter().collect();
+    let tail: String = chars[chars.len() - 300..].iter().collect();
+    format!("{head} [...] {tail}")
 }
 
 impl Error {

@@ -167,9 +167,14 @@ impl Injector {
         // `recover --all` undoes.
         self.store.put_fault(&record)?;
         let armed = match &plan.fault {
-            PlannedFault::NetLoss(p) => {
-                net::arm(&self.store, &faults, p, strategy, record.deadline_boot_ns)
-            }
+            PlannedFault::Net(p) => net::arm(
+                &self.store,
+                &faults,
+                p,
+                strategy,
+                record.deadline_boot_ns,
+                (0, 0),
+            ),
         };
         match armed {
             Ok(n) => {
@@ -283,7 +288,13 @@ impl Injector {
 
     fn recover_locked(&self, record: &FaultRecord) -> Result<Recovered> {
         if let Some(n) = &record.net {
-            net::clear_rule(n)?;
+            let others = self.store.faults()?;
+            let remaining: Vec<_> = others
+                .iter()
+                .filter(|f| f.id != record.id)
+                .filter_map(|f| f.net.as_ref())
+                .collect();
+            net::disarm(n.slot, &remaining)?;
         }
         self.store.remove_fault(&record.id)?;
         Ok(Recovered {

@@ -1,19 +1,35 @@
 //! Validated plans: a [`FaultSpec`] checked field by field and resolved against the system
-//! (durations parsed, namespaces and interfaces looked up). A plan is what strategies and
-//! backends consume; a spec that does not become a plan arms nothing.
+//! (durations and rates parsed, namespaces, interfaces and cgroups looked up, safety guards
+//! applied). A plan is what strategies and backends consume; a spec that does not become a plan
+//! arms nothing.
 
-use std::time::Duration;
+use std::{
+    net::IpAddr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
-use chaos_common::percent_to_threshold;
+use chaos_common::{PROBABILITY_ONE, percent_to_threshold};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
+    mounts::CgroupMounts,
     netns::{self, NetNs},
-    spec::{Direction, FaultSpec, NetFault, NetLoss},
+    spec::{Direction, Distribution, FaultSpec, NetAction, NetSpec, Proto},
 };
 
 /// The longest fault accepted.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest delay: the fq qdisc drops packets scheduled further ahead than its 10 s horizon.
+pub const MAX_LATENCY: Duration = Duration::from_secs(10);
+
+/// Ports the guard keeps out of every network fault unless `force` is set: the management path.
+pub const GUARDED_PORTS: &[u16] = &[22];
 
 /// A fault ready to arm.
 #[derive(Clone, Debug)]
@@ -29,12 +45,12 @@ pub struct Plan {
 /// The resolved fault.
 #[derive(Clone, Debug)]
 pub enum PlannedFault {
-    /// Drop packets on an interface.
-    NetLoss(NetLossPlan),
+    /// A network fault.
+    Net(NetPlan),
 }
 
 /// An interface in a namespace.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
     /// Namespace; `None` is the controller's own.
     pub netns: Option<NetNs>,
@@ -44,26 +60,146 @@ pub struct Interface {
     pub ifindex: u32,
 }
 
-/// `net loss`, resolved.
+/// A network fault, resolved.
 #[derive(Clone, Debug)]
-pub struct NetLossPlan {
-    /// Where.
-    pub interface: Interface,
+pub struct NetPlan {
+    /// The action.
+    pub action: NetAction,
+    /// Where (one or more interfaces, all in one namespace).
+    pub interfaces: Vec<Interface>,
     /// Which way.
     pub direction: Direction,
-    /// Share of packets, 0-100.
+    /// Which packets.
+    pub filter: NetFilter,
+    /// What happens to them.
+    pub effect: Effect,
+}
+
+/// A probability with correlation, as thresholds of the kernel's two-state chain.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chance {
+    /// Average share, percent.
     pub percent: f64,
-    /// Probability threshold for the kernel (see `chaos_common::PROBABILITY_ONE`).
+    /// Correlation between consecutive decisions, percent.
+    pub correlation: f64,
+    /// Threshold after a packet the rule let through.
     pub threshold: u64,
+    /// Threshold after a packet it acted on.
+    pub threshold_after_hit: u64,
+}
+
+impl Chance {
+    /// `percent` on average; consecutive decisions agree more often by `correlation` percent.
+    /// As a Markov chain with P(hit | hit) = p + c(1-p) and P(hit | miss) = p(1-c), the long-run
+    /// share stays exactly p and the mean burst length is 1 / ((1-p)(1-c)).
+    pub fn new(percent: f64, correlation: f64) -> Chance {
+        let p = percent / 100.0;
+        let c = correlation / 100.0;
+        Chance {
+            percent,
+            correlation,
+            threshold: percent_to_threshold(100.0 * p * (1.0 - c)),
+            threshold_after_hit: percent_to_threshold(100.0 * (p + c * (1.0 - p))),
+        }
+    }
+
+    /// Always.
+    pub fn always() -> Chance {
+        Chance {
+            percent: 100.0,
+            correlation: 0.0,
+            threshold: PROBABILITY_ONE,
+            threshold_after_hit: PROBABILITY_ONE,
+        }
+    }
+}
+
+/// What a network fault does to the packets it selects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Drop them.
+    Drop(Chance),
+    /// Flip a bit.
+    Corrupt(Chance),
+    /// Send twice.
+    Duplicate(Chance),
+    /// Delay.
+    Delay {
+        /// Mean added delay.
+        latency: Duration,
+        /// Variation.
+        jitter: Duration,
+        /// Shape of the variation.
+        distribution: Distribution,
+    },
+    /// Pace.
+    Rate {
+        /// Bytes per second.
+        bytes_per_s: u64,
+    },
+    /// Let `percent` through at once, delay the rest.
+    Reorder {
+        /// Share sent at once.
+        percent: f64,
+        /// Delay of the others.
+        latency: Duration,
+    },
+}
+
+/// A port range, inclusive.
+pub type PortRange = (u16, u16);
+
+/// Which packets a network fault selects. Empty fields select everything.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetFilter {
+    /// Transport protocol.
+    pub proto: Option<Proto>,
+    /// Destination ports.
+    pub dport: Option<PortRange>,
+    /// Source ports.
+    pub sport: Option<PortRange>,
+    /// Destination prefixes (any of them).
+    pub dst: Vec<IpNet>,
+    /// Source prefixes (any of them).
+    pub src: Vec<IpNet>,
+    /// Prefixes never touched, as source or destination.
+    pub exclude_nets: Vec<IpNet>,
+    /// Ports never touched, as source or destination port.
+    pub exclude_ports: Vec<u16>,
+    /// cgroup v2 of the sending sockets.
+    pub cgroup: Option<CgroupTarget>,
+}
+
+impl NetFilter {
+    /// Whether nothing narrows the selection down (every packet on the interface).
+    pub fn selects_everything(&self) -> bool {
+        self.proto.is_none()
+            && self.dport.is_none()
+            && self.sport.is_none()
+            && self.dst.is_empty()
+            && self.src.is_empty()
+            && self.cgroup.is_none()
+    }
+}
+
+/// A cgroup v2, resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupTarget {
+    /// Its directory.
+    pub path: PathBuf,
+    /// Its id (the directory's inode), as `bpf_skb_cgroup_id` reports it.
+    pub id: u64,
 }
 
 /// Parses a duration such as `30s`, `500ms`, `5m` or `1h 30m` for field `field`.
 pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {
-    let fix = "write it as a number with a unit, e.g. 30s, 500ms, 5m or 1h";
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| Error::invalid(field, format!("{text:?} is not a duration ({e})"), fix))?;
+    let d = parse_span(field, text)?;
     if d.is_zero() {
-        return Err(Error::invalid(field, "a fault cannot last 0s", fix));
+        return Err(Error::invalid(
+            field,
+            "a fault cannot last 0s",
+            "give a positive duration, e.g. 30s",
+        ));
     }
     if d > MAX_DURATION {
         return Err(Error::invalid(
@@ -75,21 +211,117 @@ pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {
     Ok(d)
 }
 
+/// Parses a non-negative time span (`100ms`, `1s 500ms`, `250us`).
+fn parse_span(field: &'static str, text: &str) -> Result<Duration> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        Error::invalid(
+            field,
+            format!("{text:?} is not a duration ({e})"),
+            "write it as a number with a unit, e.g. 30s, 500ms, 5m or 1h",
+        )
+    })
+}
+
 /// Checks a percentage for field `field`.
 pub fn check_percent(field: &'static str, percent: f64) -> Result<f64> {
     if !(0.0..=100.0).contains(&percent) {
         return Err(Error::invalid(
             field,
             format!("{percent} is outside 0-100"),
-            "give a percentage between 0 and 100, e.g. --percent 30",
+            format!("give a percentage between 0 and 100, e.g. --{field} 30"),
         ));
     }
     Ok(percent)
 }
 
-/// Resolves `interface` inside `netns` (a name under /run/netns or a path), or in the caller's
-/// namespace.
-pub fn resolve_interface(netns: Option<&str>, interface: &str) -> Result<Interface> {
+/// Parses a rate in tc's units (`bit`, `kbit`, `mbit`, `gbit`, `kibit`..., `bps` = bytes/s,
+/// `kbps`, `mbps`, `gbps`; a bare number is bits per second) into bytes per second.
+pub fn parse_rate(field: &'static str, text: &str) -> Result<u64> {
+    let fix = "write it as a number with a unit, e.g. 1mbit, 500kbit or 10mbps (bytes/s)";
+    let t = text.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| Error::invalid(field, format!("{text:?} is not a rate"), fix))?;
+    let bits_per_unit = match unit.trim() {
+        "" | "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "tbit" => 1e12,
+        "kibit" => 1024.0,
+        "mibit" => 1024.0 * 1024.0,
+        "gibit" => 1024.0 * 1024.0 * 1024.0,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        other => {
+            return Err(Error::invalid(
+                field,
+                format!("unknown unit {other:?} in {text:?}"),
+                fix,
+            ));
+        }
+    };
+    let bytes = (value * bits_per_unit / 8.0).round();
+    if !(1.0..=1e13).contains(&bytes) {
+        return Err(Error::invalid(
+            field,
+            format!("{text} is outside 8bit..80tbit"),
+            fix,
+        ));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a port or an inclusive range `A-B`.
+pub fn parse_ports(field: &'static str, text: &str) -> Result<PortRange> {
+    let fix = "give a port 1-65535 or a range such as 8000-8100";
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Error::invalid(field, format!("{s:?} is not a port 1-65535"), fix))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(text)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(Error::invalid(
+            field,
+            format!("range {text} runs backwards"),
+            fix,
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// Parses a prefix (`10.0.0.0/8`, `fd00::/64`) or an address (a /32 or /128).
+pub fn parse_net(field: &'static str, text: &str) -> Result<IpNet> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            Error::invalid(
+                field,
+                format!("{text:?} is neither an address nor a CIDR prefix"),
+                "write e.g. 10.0.0.0/8, 192.168.1.7 or fd00::/64",
+            )
+        })
+}
+
+/// Resolves `interface` in the namespace `ns` (or the caller's).
+pub fn resolve_interface(ns: Option<&NetNs>, interface: &str) -> Result<Interface> {
     if interface.is_empty() || interface.len() > 15 || interface.contains('/') {
         return Err(Error::invalid(
             "interface",
@@ -97,19 +329,17 @@ pub fn resolve_interface(netns: Option<&str>, interface: &str) -> Result<Interfa
             "give a name from `ip link` (at most 15 characters)",
         ));
     }
-    let ns = netns.map(|n| NetNs::resolve(n, "netns")).transpose()?;
     let name = interface.to_owned();
-    let ifindex = netns::run_in(ns.as_ref(), move || Ok(netns::ifindex(&name)))?;
-    let where_ = ns.as_ref().map_or_else(
-        || "this network namespace".to_owned(),
-        |ns| format!("network namespace {}", ns.path.display()),
-    );
+    let ifindex = netns::run_in(ns, move || Ok(netns::ifindex(&name)))?;
     let ifindex = ifindex.ok_or_else(|| {
         Error::invalid(
             "interface",
-            format!("no interface {interface} in {where_}"),
-            match netns {
-                Some(n) => format!("list them with `ip -n {n} link`"),
+            format!("no interface {interface} in {}", where_(ns)),
+            match ns {
+                Some(n) => format!(
+                    "list them with `nsenter --net={} ip link`",
+                    n.path.display()
+                ),
                 None => {
                     "list them with `ip link`, or add --netns for an interface in another namespace"
                         .to_owned()
@@ -118,37 +348,364 @@ pub fn resolve_interface(netns: Option<&str>, interface: &str) -> Result<Interfa
         )
     })?;
     Ok(Interface {
-        netns: ns,
+        netns: ns.cloned(),
         name: interface.to_owned(),
         ifindex,
     })
 }
 
-/// Validates `spec` into a plan.
-pub fn plan(spec: &FaultSpec) -> Result<Plan> {
-    match spec {
-        FaultSpec::Net(NetFault::Loss(NetLoss {
-            percent,
-            interface,
-            netns,
-            direction,
-            duration,
-        })) => {
-            let percent = check_percent("percent", *percent)?;
-            let duration = parse_duration("duration", duration)?;
-            let interface = resolve_interface(netns.as_deref(), interface)?;
-            Ok(Plan {
-                spec: spec.clone(),
-                duration,
-                fault: PlannedFault::NetLoss(NetLossPlan {
-                    interface,
-                    direction: *direction,
-                    percent,
-                    threshold: percent_to_threshold(percent),
-                }),
+fn where_(ns: Option<&NetNs>) -> String {
+    ns.map_or_else(
+        || "this network namespace".to_owned(),
+        |ns| format!("network namespace {}", ns.path.display()),
+    )
+}
+
+/// `ip -j route ...` inside `ns`, returning the `dev` of each route.
+fn route_devs(ns: Option<&NetNs>, args: &[&str]) -> Result<Vec<String>> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    netns::run_in(ns, move || {
+        let out = Command::new("ip")
+            .arg("-j")
+            .args(&args)
+            .output()
+            .map_err(|e| Error::io("running ip (install iproute2)", e))?;
+        if !out.status.success() {
+            return Ok(Vec::new());
+        }
+        let routes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        Ok(routes
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["dev"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    })
+}
+
+/// The interfaces that route to each of `dsts` in `ns`.
+fn interfaces_for(ns: Option<&NetNs>, dsts: &[IpNet]) -> Result<Vec<Interface>> {
+    let mut names: Vec<String> = Vec::new();
+    for net in dsts {
+        let addr = net.addr().to_string();
+        let devs = route_devs(ns, &["route", "get", &addr])?;
+        if devs.is_empty() {
+            return Err(Error::invalid(
+                "dst",
+                format!("no route to {addr} in {}", where_(ns)),
+                "give --interface, or a --dst this namespace routes",
+            ));
+        }
+        for d in devs {
+            if d != "lo" && !names.contains(&d) {
+                names.push(d);
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(Error::invalid(
+            "dst",
+            "every --dst is local (routed through lo)",
+            "give --interface lo explicitly if that is the intent",
+        ));
+    }
+    names.iter().map(|n| resolve_interface(ns, n)).collect()
+}
+
+/// Resolves `--cgroup`: a path under the cgroup v2 mount, or an absolute path in it.
+fn resolve_cgroup(text: &str, force: bool) -> Result<CgroupTarget> {
+    let fix =
+        "give a cgroup v2 directory, e.g. system.slice/postgresql.service (see /proc/PID/cgroup)";
+    let mounts = CgroupMounts::read()?;
+    let root = mounts
+        .v2
+        .ok_or_else(|| Error::invalid("cgroup", "no cgroup v2 hierarchy is mounted", fix))?;
+    let path = if Path::new(text).is_absolute() && Path::new(text).starts_with(&root) {
+        PathBuf::from(text)
+    } else {
+        root.join(text.trim_start_matches('/'))
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        Error::invalid("cgroup", format!("no cgroup {} ({e})", path.display()), fix)
+    })?;
+    if !meta.is_dir() || !path.join("cgroup.procs").exists() {
+        return Err(Error::invalid(
+            "cgroup",
+            format!("{} is not a cgroup v2 directory", path.display()),
+            fix,
+        ));
+    }
+    if path == root && !force {
+        return Err(Error::invalid(
+            "cgroup",
+            "the root cgroup holds every process on the host",
+            "pick the target's own cgroup, or add --force",
+        ));
+    }
+    Ok(CgroupTarget {
+        path,
+        id: meta.ino(),
+    })
+}
+
+/// `spec.field` must be absent for `action`.
+fn unused<T>(value: &Option<T>, field: &'static str, action: NetAction) -> Result<()> {
+    if value.is_some() {
+        return Err(Error::invalid(
+            field,
+            format!("net {} does not use --{field}", action.as_str()),
+            format!("remove --{field}"),
+        ));
+    }
+    Ok(())
+}
+
+fn required<T: Clone>(value: &Option<T>, field: &'static str, action: NetAction) -> Result<T> {
+    value.clone().ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!("net {} needs --{field}", action.as_str()),
+            format!("add --{field}"),
+        )
+    })
+}
+
+fn latency(field: &'static str, text: &str) -> Result<Duration> {
+    let d = parse_span(field, text)?;
+    if d.is_zero() || d > MAX_LATENCY {
+        return Err(Error::invalid(
+            field,
+            format!("{text} is outside (0, 10s]"),
+            "give a delay such as 100ms (at most 10s)",
+        ));
+    }
+    Ok(d)
+}
+
+fn effect(n: &NetSpec) -> Result<Effect> {
+    let a = n.action;
+    let percent = |n: &NetSpec| -> Result<f64> {
+        check_percent("percent", required(&n.percent, "percent", a)?)
+    };
+    let chance = |n: &NetSpec| -> Result<Chance> {
+        let correlation = n
+            .correlation
+            .map(|c| check_percent("correlation", c))
+            .transpose()?;
+        Ok(Chance::new(percent(n)?, correlation.unwrap_or(0.0)))
+    };
+    match a {
+        NetAction::Loss | NetAction::Corrupt | NetAction::Duplicate => {
+            unused(&n.latency, "latency", a)?;
+            unused(&n.jitter, "jitter", a)?;
+            unused(&n.distribution, "distribution", a)?;
+            unused(&n.rate, "rate", a)?;
+            let c = chance(n)?;
+            Ok(match a {
+                NetAction::Loss => Effect::Drop(c),
+                NetAction::Corrupt => Effect::Corrupt(c),
+                _ => Effect::Duplicate(c),
+            })
+        }
+        NetAction::Partition => {
+            unused(&n.percent, "percent", a)?;
+            unused(&n.correlation, "correlation", a)?;
+            unused(&n.latency, "latency", a)?;
+            unused(&n.jitter, "jitter", a)?;
+            unused(&n.distribution, "distribution", a)?;
+            unused(&n.rate, "rate", a)?;
+            Ok(Effect::Drop(Chance::always()))
+        }
+        NetAction::Delay => {
+            unused(&n.percent, "percent", a)?;
+            unused(&n.correlation, "correlation", a)?;
+            unused(&n.rate, "rate", a)?;
+            let latency = latency("latency", &required(&n.latency, "latency", a)?)?;
+            let jitter = n
+                .jitter
+                .as_deref()
+                .map(|j| parse_span("jitter", j))
+                .transpose()?
+                .unwrap_or_default();
+            if jitter > latency {
+                return Err(Error::invalid(
+                    "jitter",
+                    format!("{jitter:?} is larger than the latency {latency:?}"),
+                    "give a jitter no larger than the latency",
+                ));
+            }
+            Ok(Effect::Delay {
+                latency,
+                jitter,
+                distribution: n.distribution.unwrap_or_default(),
+            })
+        }
+        NetAction::Rate => {
+            unused(&n.percent, "percent", a)?;
+            unused(&n.correlation, "correlation", a)?;
+            unused(&n.latency, "latency", a)?;
+            unused(&n.jitter, "jitter", a)?;
+            unused(&n.distribution, "distribution", a)?;
+            Ok(Effect::Rate {
+                bytes_per_s: parse_rate("rate", &required(&n.rate, "rate", a)?)?,
+            })
+        }
+        NetAction::Reorder => {
+            unused(&n.jitter, "jitter", a)?;
+            unused(&n.distribution, "distribution", a)?;
+            unused(&n.rate, "rate", a)?;
+            unused(&n.correlation, "correlation", a)?;
+            Ok(Effect::Reorder {
+                percent: percent(n)?,
+                latency: latency("latency", &required(&n.latency, "latency", a)?)?,
             })
         }
     }
+}
+
+fn filter(n: &NetSpec) -> Result<NetFilter> {
+    let mut f = NetFilter {
+        proto: n.proto,
+        dport: n
+            .dport
+            .as_deref()
+            .map(|p| parse_ports("dport", p))
+            .transpose()?,
+        sport: n
+            .sport
+            .as_deref()
+            .map(|p| parse_ports("sport", p))
+            .transpose()?,
+        dst: n
+            .dst
+            .iter()
+            .map(|d| parse_net("dst", d))
+            .collect::<Result<_>>()?,
+        src: n
+            .src
+            .iter()
+            .map(|d| parse_net("src", d))
+            .collect::<Result<_>>()?,
+        cgroup: n
+            .cgroup
+            .as_deref()
+            .map(|c| resolve_cgroup(c, n.force))
+            .transpose()?,
+        ..NetFilter::default()
+    };
+    if (f.dport.is_some() || f.sport.is_some()) && f.proto == Some(Proto::Icmp) {
+        return Err(Error::invalid(
+            "proto",
+            "icmp has no ports",
+            "drop --dport/--sport, or use --proto tcp or udp",
+        ));
+    }
+    for x in &n.exclude {
+        match x.trim().parse::<u16>() {
+            Ok(p) if p != 0 => f.exclude_ports.push(p),
+            _ => f.exclude_nets.push(parse_net("exclude", x).map_err(|_| {
+                Error::invalid(
+                    "exclude",
+                    format!("{x:?} is neither a port nor an address or prefix"),
+                    "write e.g. --exclude 22 or --exclude 10.0.0.0/8",
+                )
+            })?),
+        }
+    }
+    if !n.force {
+        for p in GUARDED_PORTS {
+            if !f.exclude_ports.contains(p)
+                && f.dport.is_none_or(|(lo, hi)| !(lo..=hi).contains(p))
+                && f.sport.is_none_or(|(lo, hi)| !(lo..=hi).contains(p))
+            {
+                f.exclude_ports.push(*p);
+            }
+        }
+    }
+    if f.exclude_ports.len() > 8 {
+        return Err(Error::invalid(
+            "exclude",
+            format!("{} ports to exclude; at most 8", f.exclude_ports.len()),
+            "exclude fewer ports (port 22 counts unless --force)",
+        ));
+    }
+    Ok(f)
+}
+
+/// Validates `spec` into a plan.
+pub fn plan(spec: &FaultSpec) -> Result<Plan> {
+    let FaultSpec::Net(n) = spec;
+    let duration = parse_duration("duration", &n.duration)?;
+    let effect = effect(n)?;
+    let filter = filter(n)?;
+    let ns = match (&n.netns, n.target_pid) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "target-pid",
+                "--netns and --target-pid both name a namespace",
+                "give one of them",
+            ));
+        }
+        (Some(name), None) => Some(NetNs::resolve(name, "netns")?),
+        (None, Some(pid)) => Some(NetNs::resolve(
+            &format!("/proc/{pid}/ns/net"),
+            "target-pid",
+        )?),
+        (None, None) => None,
+    };
+    let interfaces = match &n.interface {
+        Some(i) => vec![resolve_interface(ns.as_ref(), i)?],
+        None if !filter.dst.is_empty() => interfaces_for(ns.as_ref(), &filter.dst)?,
+        None => {
+            return Err(Error::invalid(
+                "interface",
+                "no interface and no --dst to find one",
+                "give --interface IF, or --dst CIDR to act on the interfaces that route there",
+            ));
+        }
+    };
+    let direction = n.direction.unwrap_or(match n.action {
+        NetAction::Partition => Direction::Both,
+        _ => Direction::Egress,
+    });
+    if filter.cgroup.is_some() && direction != Direction::Egress {
+        return Err(Error::invalid(
+            "cgroup",
+            "--cgroup selects by the sending socket, which TC sees on egress only",
+            "add --direction egress (for a partition, the peer's replies are then never sent to \
+             or acknowledged by the cgroup), or select inbound traffic with --dport/--src",
+        ));
+    }
+    if let Effect::Drop(c) = &effect
+        && c.percent >= 100.0
+        && filter.selects_everything()
+        && !n.force
+    {
+        let defaults = route_devs(ns.as_ref(), &["route", "show", "default"])?;
+        if let Some(i) = interfaces.iter().find(|i| defaults.contains(&i.name)) {
+            return Err(Error::invalid(
+                "interface",
+                format!(
+                    "dropping every packet on {}, the default route's interface, would cut this host off",
+                    i.name
+                ),
+                "narrow it with --dst/--dport/--proto, or add --force",
+            ));
+        }
+    }
+    Ok(Plan {
+        spec: spec.clone(),
+        duration,
+        fault: PlannedFault::Net(NetPlan {
+            action: n.action,
+            interfaces,
+            direction,
+            filter,
+            effect,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +739,95 @@ mod tests {
     }
 
     #[test]
-    fn unknown_interface_is_named() {
+    fn rates() {
+        assert_eq!(parse_rate("rate", "1mbit").unwrap(), 125_000);
+        assert_eq!(parse_rate("rate", "8bit").unwrap(), 1);
+        assert_eq!(parse_rate("rate", "10mbps").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("rate", "1kibit").unwrap(), 128);
+        for bad in ["", "fast", "1furlong", "0mbit"] {
+            assert!(parse_rate("rate", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_and_nets() {
+        assert_eq!(parse_ports("dport", "80").unwrap(), (80, 80));
+        assert_eq!(parse_ports("dport", "8000-8100").unwrap(), (8000, 8100));
+        for bad in ["0", "65536", "9-1", "http", "1-"] {
+            assert!(parse_ports("dport", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_net("dst", "10.1.2.3/8").unwrap(),
+            "10.0.0.0/8".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(parse_net("dst", "fd00::1").unwrap().prefix_len(), 128);
+        assert!(parse_net("dst", "10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn chance_keeps_the_average() {
+        let c = Chance::new(30.0, 50.0);
+        let p_hit_after_miss = c.threshold as f64 / PROBABILITY_ONE as f64;
+        let p_hit_after_hit = c.threshold_after_hit as f64 / PROBABILITY_ONE as f64;
+        // Stationary share of hits: a / (1 - h + a).
+        let share = p_hit_after_miss / (1.0 - p_hit_after_hit + p_hit_after_miss);
+        assert!((share - 0.30).abs() < 1e-6, "{share}");
+        assert_eq!(
+            Chance::new(30.0, 0.0).threshold,
+            Chance::new(30.0, 0.0).threshold_after_hit
+        );
+    }
+
+    fn net(action: NetAction) -> NetSpec {
+        NetSpec {
+            action,
+            interface: Some("lo".into()),
+            duration: "10s".into(),
+            ..NetSpec::default()
+        }
+    }
+
+    #[test]
+    fn parameters_fit_the_action() {
+        let mut s = net(NetAction::Loss);
+        s.rate = Some("1mbit".into());
+        s.percent = Some(5.0);
+        let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid rate: net loss does not use --rate"),
+            "{err}"
+        );
+        let err = plan(&FaultSpec::Net(net(NetAction::Delay)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid latency: net delay needs --latency"),
+            "{err}"
+        );
+        let mut s = net(NetAction::Delay);
+        s.latency = Some("10ms".into());
+        s.jitter = Some("20ms".into());
+        let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
+        assert!(err.starts_with("invalid jitter"), "{err}");
+    }
+
+    #[test]
+    fn guard_keeps_port_22() {
+        let FaultSpec::Net(mut s) = FaultSpec::Net(net(NetAction::Partition));
+        let f = filter(&s).unwrap();
+        assert_eq!(f.exclude_ports, vec![22]);
+        s.force = true;
+        assert!(filter(&s).unwrap().exclude_ports.is_empty());
+        s.force = false;
+        s.dport = Some("22".into());
+        assert!(
+            filter(&s).unwrap().exclude_ports.is_empty(),
+            "asked for port 22 explicitly"
+        );
+    }
+
+    #[test]
+    fn unknown_interface_and_netns_are_named() {
         let err = resolve_interface(None, "nosuchif0")
             .unwrap_err()
             .to_string();
@@ -191,13 +836,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("invalid interface:"), "{err}");
-    }
-
-    #[test]
-    fn unknown_netns_is_named() {
-        let err = resolve_interface(Some("no-such-ns-xyz"), "lo")
-            .unwrap_err()
-            .to_string();
+        let mut s = net(NetAction::Partition);
+        s.netns = Some("no-such-ns-xyz".into());
+        let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
         assert!(err.starts_with("invalid netns:"), "{err}");
     }
 }

@@ -9,15 +9,44 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum FaultSpec {
     /// A network fault.
-    Net(NetFault),
+    Net(NetSpec),
 }
 
-/// Network faults, tagged by `action`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
-pub enum NetFault {
-    /// Drop a share of the packets.
-    Loss(NetLoss),
+/// Network fault actions. (`Default` is `loss`, for building specs in code; a spec without an
+/// action does not parse.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetAction {
+    /// Drop `percent` % of the packets (with `correlation`, in bursts).
+    #[default]
+    Loss,
+    /// Drop every selected packet, both directions by default.
+    Partition,
+    /// Delay packets by `latency` (+- `jitter`, shaped by `distribution`).
+    Delay,
+    /// Limit the selected traffic to `rate`.
+    Rate,
+    /// Flip a random bit in `percent` % of the packets.
+    Corrupt,
+    /// Send `percent` % of the packets twice.
+    Duplicate,
+    /// Send `percent` % of the packets at once and delay the rest by `latency`, so they overtake.
+    Reorder,
+}
+
+impl NetAction {
+    /// Lowercase name, as in specs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetAction::Loss => "loss",
+            NetAction::Partition => "partition",
+            NetAction::Delay => "delay",
+            NetAction::Rate => "rate",
+            NetAction::Corrupt => "corrupt",
+            NetAction::Duplicate => "duplicate",
+            NetAction::Reorder => "reorder",
+        }
+    }
 }
 
 /// Which way packets travel through the interface.
@@ -53,29 +82,106 @@ impl Direction {
     }
 }
 
-/// `net loss`: drop `percent` % of the packets through `interface`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Transport protocols a rule can select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP and ICMPv6.
+    Icmp,
+}
+
+/// Jitter distributions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// Uniform in `[latency - jitter, latency + jitter]`.
+    #[default]
+    Uniform,
+    /// Normal, sigma = jitter.
+    Normal,
+    /// Pareto (heavy tail), scaled to sigma = jitter.
+    Pareto,
+    /// netem's mix: a quarter normal, three quarters pareto.
+    Paretonormal,
+}
+
+/// A network fault: the action, its parameters and the traffic it selects. Parameters an action
+/// does not use must be absent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NetLoss {
-    /// Share of packets to drop, 0-100.
-    pub percent: f64,
-    /// Interface name, in `netns` when given.
-    pub interface: String,
+pub struct NetSpec {
+    /// What happens to the selected packets.
+    pub action: NetAction,
+    /// Share of packets, 0-100 (loss, corrupt, duplicate, reorder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// How much each decision follows the previous one, 0-100 (loss, corrupt, duplicate):
+    /// higher means longer bursts at the same average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<f64>,
+    /// Added delay, e.g. `100ms` (delay, reorder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+    /// Delay variation, e.g. `20ms` (delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<String>,
+    /// Shape of the jitter (delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+    /// Rate limit, e.g. `1mbit`, `500kbit`, `10mbps` (rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+
+    /// Interface; default: the interfaces that route to `dst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
     /// Network namespace: a name under /run/netns or a path such as /proc/PID/ns/net.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
-    /// Which packets: egress (default), ingress or both.
-    #[serde(default)]
-    pub direction: Direction,
+    /// Act inside this process's network namespace (as a pod sidecar would).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_pid: Option<u32>,
+    /// Which packets: egress (default; both for partition), ingress or both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Destination prefixes (CIDR or address), IPv4 or IPv6.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst: Vec<String>,
+    /// Source prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src: Vec<String>,
+    /// Destination port or range `A-B`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<String>,
+    /// Source port or range `A-B`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<String>,
+    /// Transport protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
+    /// cgroup v2 of the sending sockets (a path under the cgroup v2 mount, or absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Prefixes or ports never touched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Override the safety guards (port 22 kept, no unfiltered 100% on the default route).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
     /// How long the fault lasts, e.g. "30s", "5m", "1h 30m".
+    #[serde(default)]
     pub duration: String,
 }
 
 impl FaultSpec {
     /// Short name of the fault kind and action, e.g. `net loss`.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            FaultSpec::Net(NetFault::Loss(_)) => "net loss",
+            FaultSpec::Net(n) => format!("net {}", n.action.as_str()),
         }
     }
 }
@@ -89,9 +195,10 @@ mod tests {
         let json =
             r#"{"kind":"net","action":"loss","percent":30,"interface":"veth0","duration":"60s"}"#;
         let spec: FaultSpec = serde_json::from_str(json).unwrap();
-        let FaultSpec::Net(NetFault::Loss(loss)) = &spec;
-        assert_eq!(loss.percent, 30.0);
-        assert_eq!(loss.direction, Direction::Egress);
+        let FaultSpec::Net(net) = &spec;
+        assert_eq!(net.percent, Some(30.0));
+        assert_eq!(net.action, NetAction::Loss);
+        assert_eq!(net.direction, None);
         let back: FaultSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
     }
@@ -103,5 +210,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("prcent"), "{err}");
+    }
+
+    #[test]
+    fn selectors_parse() {
+        let json = r#"{"kind":"net","action":"partition","dst":["10.0.0.0/8","fd00::/8"],
+            "dport":"5432","proto":"tcp","exclude":["22"],"duration":"1m"}"#;
+        let FaultSpec::Net(net) = serde_json::from_str::<FaultSpec>(json).unwrap();
+        assert_eq!(net.dst.len(), 2);
+        assert_eq!(net.proto, Some(Proto::Tcp));
     }
 }

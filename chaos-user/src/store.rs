@@ -63,6 +63,15 @@ pub struct NetArmed {
     pub slot: u32,
     /// Attachments (interface + direction) whose slot mask has this rule's bit.
     pub attachments: Vec<u32>,
+    /// The rule's `matches` bits: what its attachments must look up for it.
+    #[serde(default)]
+    pub needs: u32,
+    /// Address prefixes the rule selects or excludes, with their `CidrKey` kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<(u8, ipnet::IpNet)>,
+    /// cgroup v2 ids the rule selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<u64>,
 }
 
 /// One TC program instance attached to one interface and direction.
@@ -310,19 +319,21 @@ pub fn new_fault_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{NetFault, NetLoss};
+    use crate::spec::NetSpec;
 
     fn record(id: &str) -> FaultRecord {
         FaultRecord {
             id: id.into(),
-            spec: FaultSpec::Net(NetFault::Loss(NetLoss {
-                percent: 10.0,
-                interface: "veth0".into(),
-                netns: None,
-                direction: Direction::Egress,
+            spec: FaultSpec::Net(NetSpec {
+                percent: Some(10.0),
+                interface: Some("veth0".into()),
                 duration: "10s".into(),
-            })),
-            strategy: Strategy::TcxBpf,
+                ..NetSpec::default()
+            }),
+            strategy: Strategy {
+                attach: crate::strategy::Attach::Tcx,
+                shaping: crate::strategy::Shaping::None,
+            },
             state: FaultState::Arming,
             created_unix_ms: 1,
             deadline_unix_ms: 2,
@@ -330,6 +341,9 @@ mod tests {
             net: Some(NetArmed {
                 slot: 4,
                 attachments: vec![1, 2],
+                needs: 0,
+                cidrs: vec![(1, "10.0.0.0/8".parse().unwrap())],
+                cgroups: vec![],
             }),
         }
     }

@@ -5,38 +5,139 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    plan::{Plan, PlannedFault},
+    plan::{Effect, Plan, PlannedFault},
     probe::{Feature, Report},
+    spec::Direction,
 };
 
-/// How a fault is made.
+/// How a TC program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A TCX link (6.6+).
+    Tcx,
+    /// A filter on a clsact qdisc.
+    Clsact,
+}
+
+/// What shapes delayed or paced traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shaping {
+    /// Nothing: the program drops, corrupts or duplicates by itself.
+    None,
+    /// Earliest-departure timestamps set by the program, enforced by an fq root qdisc.
+    Fq,
+    /// netem qdisc bands the program steers packets into (through an ifb for ingress).
+    Netem,
+}
+
+/// How a fault is made: printed and stored as e.g. `tcx-bpf`, `clsact-bpf+fq`, `tcx-bpf+netem`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// TC classifier attached through a TCX link (6.6+), rules in BPF maps.
-    TcxBpf,
-    /// TC classifier attached as a filter of a clsact qdisc, rules in BPF maps.
-    ClsactBpf,
+#[serde(into = "String", try_from = "String")]
+pub struct Strategy {
+    /// How the TC program is attached.
+    pub attach: Attach,
+    /// What shapes the traffic.
+    pub shaping: Shaping,
 }
 
 impl Strategy {
-    /// Human name, as in `chaos probe` and reports.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Strategy::TcxBpf => "tc bpf (tcx link), rules in maps",
-            Strategy::ClsactBpf => "tc bpf (clsact filter), rules in maps",
-        }
+    /// Human description, as in `chaos probe` and reports.
+    pub fn describe(self) -> String {
+        let attach = match self.attach {
+            Attach::Tcx => "tc bpf (tcx link)",
+            Attach::Clsact => "tc bpf (clsact filter)",
+        };
+        let shaping = match self.shaping {
+            Shaping::None => "",
+            Shaping::Fq => " + fq departure times",
+            Shaping::Netem => " + netem bands",
+        };
+        format!("{attach}{shaping}, rules in maps")
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.attach {
+            Attach::Tcx => "tcx-bpf",
+            Attach::Clsact => "clsact-bpf",
+        })?;
+        f.write_str(match self.shaping {
+            Shaping::None => "",
+            Shaping::Fq => "+fq",
+            Shaping::Netem => "+netem",
+        })
+    }
+}
+
+impl From<Strategy> for String {
+    fn from(s: Strategy) -> String {
+        s.to_string()
+    }
+}
+
+impl TryFrom<String> for Strategy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Strategy, String> {
+        let (attach, shaping) = s.split_once('+').unwrap_or((&s, ""));
+        Ok(Strategy {
+            attach: match attach {
+                "tcx-bpf" => Attach::Tcx,
+                "clsact-bpf" => Attach::Clsact,
+                _ => return Err(format!("unknown strategy {s}")),
+            },
+            shaping: match shaping {
+                "" => Shaping::None,
+                "fq" => Shaping::Fq,
+                "netem" => Shaping::Netem,
+                _ => return Err(format!("unknown strategy {s}")),
+            },
+        })
     }
 }
 
 /// Picks the strategy for `plan`, best first, or explains why none can serve it.
 pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
-    match &plan.fault {
-        PlannedFault::NetLoss(_) => tc_strategy(probe).map_err(|why| Error::Unsupported {
-            what: "drop packets on TC".into(),
-            why,
-        }),
-    }
+    let PlannedFault::Net(net) = &plan.fault;
+    let unsupported = |why: String| Error::Unsupported {
+        what: format!("net {}", net.action.as_str()),
+        why,
+    };
+    let attach = tc_attach(probe).map_err(unsupported)?;
+    let ingress = net.direction != Direction::Egress;
+    let shaping = match &net.effect {
+        Effect::Drop(_) | Effect::Corrupt(_) => Shaping::None,
+        Effect::Duplicate(_) => {
+            probe
+                .require(Feature::HelperCloneRedirect)
+                .map_err(unsupported)?;
+            Shaping::None
+        }
+        Effect::Delay { .. } | Effect::Rate { .. } if !ingress && probe.has(Feature::QdiscFq) => {
+            Shaping::Fq
+        }
+        Effect::Delay { .. } | Effect::Rate { .. } | Effect::Reorder { .. } => {
+            if !probe.has(Feature::QdiscNetem) {
+                let fq = if ingress || matches!(net.effect, Effect::Reorder { .. }) {
+                    String::new()
+                } else {
+                    format!("fq ({}) and ", probe.row(Feature::QdiscFq).detail)
+                };
+                return Err(unsupported(format!(
+                    "it needs {fq}netem ({}){}",
+                    probe.row(Feature::QdiscNetem).detail,
+                    if ingress {
+                        " for ingress (through an ifb)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            Shaping::Netem
+        }
+    };
+    Ok(Strategy { attach, shaping })
 }
 
 /// Environment variable that forces the TC attach mode (`tcx` or `clsact`), for tests that
@@ -44,25 +145,21 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
 /// filters.
 pub const TC_ATTACH_ENV: &str = "CHAOS_TC_ATTACH";
 
-fn tc_strategy(probe: &Report) -> Result<Strategy, String> {
+fn tc_attach(probe: &Report) -> Result<Attach, String> {
     probe.require(Feature::Bpffs)?;
     probe.require(Feature::HelperKtimeBootNs)?;
     match std::env::var(TC_ATTACH_ENV).as_deref() {
-        Ok("tcx") => return probe.require(Feature::Tcx).map(|()| Strategy::TcxBpf),
-        Ok("clsact") => {
-            return probe
-                .require(Feature::TcClsact)
-                .map(|()| Strategy::ClsactBpf);
-        }
+        Ok("tcx") => return probe.require(Feature::Tcx).map(|()| Attach::Tcx),
+        Ok("clsact") => return probe.require(Feature::TcClsact).map(|()| Attach::Clsact),
         Ok(other) if !other.is_empty() => {
             return Err(format!("{TC_ATTACH_ENV}={other} is neither tcx nor clsact"));
         }
         _ => {}
     }
     if probe.has(Feature::Tcx) {
-        Ok(Strategy::TcxBpf)
+        Ok(Attach::Tcx)
     } else if probe.has(Feature::TcClsact) {
-        Ok(Strategy::ClsactBpf)
+        Ok(Attach::Clsact)
     } else {
         Err(format!(
             "neither tcx ({}) nor clsact ({}) attach works",
@@ -234,7 +331,10 @@ pub fn table(probe: &Report) -> Vec<KindRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{plan::Interface, spec};
+    use crate::{
+        plan::{Chance, Interface},
+        spec,
+    };
 
     fn report(yes: &[Feature]) -> Report {
         let mut r = Report::unprobed();
@@ -249,39 +349,47 @@ mod tests {
         r
     }
 
-    fn loss_plan() -> Plan {
-        let loss = spec::NetLoss {
-            percent: 10.0,
-            interface: "veth0".into(),
-            netns: None,
-            direction: spec::Direction::Egress,
-            duration: "1s".into(),
-        };
+    fn net_plan(effect: Effect, direction: Direction) -> Plan {
         Plan {
-            spec: spec::FaultSpec::Net(spec::NetFault::Loss(loss)),
+            spec: spec::FaultSpec::Net(spec::NetSpec::default()),
             duration: std::time::Duration::from_secs(1),
-            fault: PlannedFault::NetLoss(crate::plan::NetLossPlan {
-                interface: Interface {
+            fault: PlannedFault::Net(crate::plan::NetPlan {
+                action: spec::NetAction::Loss,
+                interfaces: vec![Interface {
                     netns: None,
                     name: "veth0".into(),
                     ifindex: 7,
-                },
-                direction: spec::Direction::Egress,
-                percent: 10.0,
-                threshold: 1,
+                }],
+                direction,
+                filter: Default::default(),
+                effect,
             }),
         }
     }
 
+    fn loss_plan() -> Plan {
+        net_plan(Effect::Drop(Chance::new(10.0, 0.0)), Direction::Egress)
+    }
+
     const BASE: [Feature; 2] = [Feature::Bpffs, Feature::HelperKtimeBootNs];
+
+    fn s(attach: Attach, shaping: Shaping) -> Strategy {
+        Strategy { attach, shaping }
+    }
 
     #[test]
     fn prefers_tcx_then_clsact() {
         let plan = loss_plan();
         let all = [BASE[0], BASE[1], Feature::Tcx, Feature::TcClsact];
-        assert_eq!(choose(&plan, &report(&all)).unwrap(), Strategy::TcxBpf);
+        assert_eq!(
+            choose(&plan, &report(&all)).unwrap(),
+            s(Attach::Tcx, Shaping::None)
+        );
         let old = [BASE[0], BASE[1], Feature::TcClsact];
-        assert_eq!(choose(&plan, &report(&old)).unwrap(), Strategy::ClsactBpf);
+        assert_eq!(
+            choose(&plan, &report(&old)).unwrap(),
+            s(Attach::Clsact, Shaping::None)
+        );
     }
 
     #[test]
@@ -289,12 +397,54 @@ mod tests {
         let err = choose(&loss_plan(), &report(&BASE))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cannot drop packets"), "{err}");
+        assert!(err.contains("cannot net loss"), "{err}");
         assert!(err.contains("Tcx") && err.contains("TcClsact"), "{err}");
         let err = choose(&loss_plan(), &report(&[Feature::Tcx]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("bpffs"), "{err}");
+    }
+
+    #[test]
+    fn delay_prefers_fq_then_netem_and_says_why_not() {
+        let delay = Effect::Delay {
+            latency: std::time::Duration::from_millis(10),
+            jitter: Default::default(),
+            distribution: Default::default(),
+        };
+        let tc = [BASE[0], BASE[1], Feature::Tcx];
+        let with = |extra: &[Feature]| report(&[&tc[..], extra].concat());
+        let egress = net_plan(delay.clone(), Direction::Egress);
+        let both = [Feature::QdiscFq, Feature::QdiscNetem];
+        assert_eq!(choose(&egress, &with(&both)).unwrap().shaping, Shaping::Fq);
+        assert_eq!(
+            choose(&egress, &with(&both[1..])).unwrap().shaping,
+            Shaping::Netem
+        );
+        let ingress = net_plan(delay, Direction::Ingress);
+        assert_eq!(
+            choose(&ingress, &with(&both)).unwrap().shaping,
+            Shaping::Netem
+        );
+        let err = choose(&egress, &with(&[])).unwrap_err().to_string();
+        assert!(err.contains("fq") && err.contains("netem"), "{err}");
+    }
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for st in [
+            s(Attach::Tcx, Shaping::None),
+            s(Attach::Clsact, Shaping::Fq),
+            s(Attach::Tcx, Shaping::Netem),
+        ] {
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Strategy>(&json).unwrap(),
+                st,
+                "{json}"
+            );
+        }
+        assert_eq!(s(Attach::Tcx, Shaping::None).to_string(), "tcx-bpf");
     }
 
     #[test]

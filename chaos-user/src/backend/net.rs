@@ -4,7 +4,10 @@
 use std::process::Command;
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         SchedClassifier, TcAttachType,
         links::{FdLink, LinkOrder, PinnedLink},
@@ -13,52 +16,208 @@ use aya::{
     util::nr_cpus,
 };
 use chaos_common::net::{
-    ATTACH_ID_GLOBAL, MAX_NET_RULES, NET_ATTACH_MAP, NET_COUNTERS_MAP, NET_RULES_MAP, NetAction,
-    NetCounters, NetRule, PROG_TC_EGRESS, PROG_TC_INGRESS,
+    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_NET_RULES, NET_ATTACH_MAP,
+    NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_RULES_MAP, NET_STATE_MAP,
+    NetCounters, NetRule, NetState, PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches,
 };
+use ipnet::IpNet;
 
 use crate::{
     ebpf,
     error::{Error, Result},
     netns,
-    plan::{Interface, NetLossPlan},
-    spec::Direction,
+    plan::{Chance, Effect, Interface, NetPlan},
+    spec::{Direction, Distribution, Proto},
     store::{AttachLink, Attachment, FaultRecord, NetArmed, Store},
-    strategy::Strategy,
+    strategy::{Attach, Shaping, Strategy},
 };
 
 struct Maps {
     rules: Array<MapData, NetRule>,
     counters: PerCpuArray<MapData, NetCounters>,
-    attach: HashMap<MapData, u32, u64>,
+    state: Array<MapData, NetState>,
+    attach: HashMap<MapData, u32, AttachSlots>,
+    cidr: LpmTrie<MapData, CidrKey, u64>,
+    cgroup: HashMap<MapData, u64, u64>,
+    dist: Array<MapData, i16>,
 }
 
 fn open_maps() -> Result<Option<Maps>> {
-    let rules = ebpf::typed_map(NET_RULES_MAP, Map::Array)?;
-    let counters = ebpf::typed_map(NET_COUNTERS_MAP, Map::PerCpuArray)?;
-    let attach = ebpf::typed_map(NET_ATTACH_MAP, Map::HashMap)?;
-    Ok(match (rules, counters, attach) {
-        (Some(rules), Some(counters), Some(attach)) => Some(Maps {
-            rules,
-            counters,
-            attach,
-        }),
-        _ => None,
-    })
+    let (
+        Some(rules),
+        Some(counters),
+        Some(state),
+        Some(attach),
+        Some(cidr),
+        Some(cgroup),
+        Some(dist),
+    ) = (
+        ebpf::typed_map(NET_RULES_MAP, Map::Array)?,
+        ebpf::typed_map(NET_COUNTERS_MAP, Map::PerCpuArray)?,
+        ebpf::typed_map(NET_STATE_MAP, Map::Array)?,
+        ebpf::typed_map(NET_ATTACH_MAP, Map::HashMap)?,
+        ebpf::typed_map(NET_CIDR_MAP, Map::LpmTrie)?,
+        ebpf::typed_map(NET_CGROUP_MAP, Map::HashMap)?,
+        ebpf::typed_map(NET_DIST_MAP, Map::Array)?,
+    )
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Maps {
+        rules,
+        counters,
+        state,
+        attach,
+        cidr,
+        cgroup,
+        dist,
+    }))
 }
 
 fn map_err(what: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
     move |e| Error::bpf(what.to_owned(), e)
 }
 
-/// Arms a loss rule: finds or creates the attachments, then writes the rule and sets its bit.
-/// On any error everything this call did is undone before the error is returned.
+/// The kernel rule for `plan` in `slot`. `band` is the netem band (priority, redirect ifindex)
+/// for netem-shaped effects.
+fn rule(plan: &NetPlan, strategy: Strategy, deadline_boot_ns: u64, band: (u32, u32)) -> NetRule {
+    let f = &plan.filter;
+    let mut r = NetRule {
+        deadline_ns: deadline_boot_ns,
+        ..NetRule::EMPTY
+    };
+    if let Some(p) = f.proto {
+        r.matches |= matches::PROTO;
+        r.proto = match p {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+        };
+    }
+    if let Some((lo, hi)) = f.dport {
+        r.matches |= matches::DPORT;
+        (r.dport_lo, r.dport_hi) = (lo, hi);
+    }
+    if let Some((lo, hi)) = f.sport {
+        r.matches |= matches::SPORT;
+        (r.sport_lo, r.sport_hi) = (lo, hi);
+    }
+    if !f.dst.is_empty() {
+        r.matches |= matches::DST;
+    }
+    if !f.src.is_empty() {
+        r.matches |= matches::SRC;
+    }
+    if !f.exclude_nets.is_empty() {
+        r.matches |= matches::XDST | matches::XSRC;
+    }
+    if !f.exclude_ports.is_empty() {
+        r.matches |= matches::XPORT;
+        for (slot, p) in r.exclude_ports.iter_mut().zip(&f.exclude_ports) {
+            *slot = *p;
+        }
+    }
+    if f.cgroup.is_some() {
+        r.matches |= matches::CGROUP;
+    }
+    let chance = |r: &mut NetRule, c: &Chance| {
+        r.threshold = c.threshold;
+        r.threshold_after_hit = c.threshold_after_hit;
+    };
+    let always = Chance::always();
+    match (&plan.effect, strategy.shaping) {
+        (Effect::Drop(c), _) => {
+            r.action = action::DROP;
+            chance(&mut r, c);
+        }
+        (Effect::Corrupt(c), _) => {
+            r.action = action::CORRUPT;
+            chance(&mut r, c);
+        }
+        (Effect::Duplicate(c), _) => {
+            r.action = action::DUPLICATE;
+            chance(&mut r, c);
+        }
+        (
+            Effect::Delay {
+                latency,
+                jitter,
+                distribution,
+            },
+            Shaping::Fq,
+        ) => {
+            r.action = action::DELAY;
+            chance(&mut r, &always);
+            r.delay_ns = latency.as_nanos() as u64;
+            r.jitter_ns = jitter.as_nanos() as u64;
+            r.distribution = match distribution {
+                Distribution::Uniform => dist::UNIFORM,
+                Distribution::Normal => dist::NORMAL,
+                Distribution::Pareto => dist::PARETO,
+                Distribution::Paretonormal => dist::PARETONORMAL,
+            };
+        }
+        (Effect::Rate { bytes_per_s }, Shaping::Fq) => {
+            r.action = action::RATE;
+            chance(&mut r, &always);
+            r.rate_bytes_per_s = *bytes_per_s;
+        }
+        // Netem does the shaping: the program only steers the packet into the band.
+        (_, _) => {
+            chance(&mut r, &always);
+            (r.priority, r.redirect_ifindex) = band;
+            r.action = if band.1 != 0 {
+                action::REDIRECT
+            } else {
+                action::STEER
+            };
+        }
+    }
+    r
+}
+
+/// Address prefixes of `filter` as (`CidrKey` kind, prefix) pairs.
+fn cidrs(filter: &crate::plan::NetFilter) -> Vec<(u8, IpNet)> {
+    let mut out = Vec::new();
+    for n in &filter.dst {
+        out.push((cidr::DST4, *n));
+    }
+    for n in &filter.src {
+        out.push((cidr::SRC4, *n));
+    }
+    for n in &filter.exclude_nets {
+        out.push((cidr::DST4 + cidr::EXCLUDE, *n));
+        out.push((cidr::SRC4 + cidr::EXCLUDE, *n));
+    }
+    out
+}
+
+/// The LPM key of a (base kind, prefix) pair: IPv6 kinds are the IPv4 ones + 2.
+fn cidr_key(kind: u8, net: &IpNet) -> Key<CidrKey> {
+    let mut k = CidrKey {
+        kind,
+        ..CidrKey::default()
+    };
+    match net {
+        IpNet::V4(n) => k.addr[..4].copy_from_slice(&n.addr().octets()),
+        IpNet::V6(n) => {
+            k.kind += 2;
+            k.addr = n.addr().octets();
+        }
+    }
+    Key::new(8 + u32::from(net.prefix_len()), k)
+}
+
+/// Arms a network rule: finds or creates the attachments, writes the rule into a free slot,
+/// then brings the shared maps (attachment masks, prefixes, cgroups) in line with every armed
+/// fault. On any error everything this call did is undone before the error is returned.
 pub(crate) fn arm(
     store: &Store,
     faults: &[FaultRecord],
-    plan: &NetLossPlan,
+    plan: &NetPlan,
     strategy: Strategy,
     deadline_boot_ns: u64,
+    band: (u32, u32),
 ) -> Result<NetArmed> {
     let used: Vec<u32> = faults
         .iter()
@@ -70,47 +229,52 @@ pub(crate) fn arm(
             what: "arm another network rule".into(),
             why: format!("all {MAX_NET_RULES} rule slots are in use; recover some faults first"),
         })?;
+    let rule = rule(plan, strategy, deadline_boot_ns, band);
+    let mut armed = NetArmed {
+        slot,
+        attachments: Vec::new(),
+        needs: rule.matches,
+        cidrs: cidrs(&plan.filter),
+        cgroups: plan.filter.cgroup.iter().map(|c| c.id).collect(),
+    };
     let mut created = Vec::new();
-    let mut attachments = Vec::new();
     let result = (|| {
-        for &dir in plan.direction.parts() {
-            let (a, new) = find_or_attach(store, &plan.interface, dir, strategy)?;
-            if new {
-                created.push(a.clone());
+        for interface in &plan.interfaces {
+            for &dir in plan.direction.parts() {
+                let (a, new) = find_or_attach(store, interface, dir, strategy.attach)?;
+                if new {
+                    created.push(a.clone());
+                }
+                armed.attachments.push(a.id);
             }
-            attachments.push(a.id);
         }
         let mut maps = open_maps()?.ok_or_else(|| Error::Store {
             path: ebpf::MAP_PIN_DIR.into(),
             problem: "maps missing right after loading the programs".into(),
         })?;
+        if rule.action == action::DELAY && rule.distribution != dist::UNIFORM {
+            fill_dist_tables(&mut maps)?;
+        }
         let zero = PerCpuValues::try_from(vec![NetCounters::default(); nr_cpus().unwrap_or(1)])
             .map_err(|e| Error::io("sizing per-CPU counters", e))?;
         maps.counters
             .set(slot, zero, 0)
             .map_err(map_err("zeroing rule counters"))?;
-        let rule = NetRule {
-            action: NetAction::Drop as u32,
-            _pad: 0,
-            threshold: plan.threshold,
-            deadline_ns: deadline_boot_ns,
-        };
+        maps.state
+            .set(slot, NetState::default(), 0)
+            .map_err(map_err("resetting rule state"))?;
         maps.rules
             .set(slot, rule, 0)
             .map_err(map_err("writing the rule"))?;
-        for &aid in &attachments {
-            let mask = maps.attach.get(&aid, 0).unwrap_or(0);
-            maps.attach
-                .insert(aid, mask | (1u64 << slot), 0)
-                .map_err(map_err("arming the rule on its attachment"))?;
-        }
-        Ok(())
+        let mut all: Vec<&NetArmed> = faults.iter().filter_map(|f| f.net.as_ref()).collect();
+        all.push(&armed);
+        sync(&mut maps, &all)
     })();
-    let armed = NetArmed { slot, attachments };
     match result {
         Ok(()) => Ok(armed),
         Err(e) => {
-            let _ = clear_rule(&armed);
+            let others: Vec<&NetArmed> = faults.iter().filter_map(|f| f.net.as_ref()).collect();
+            let _ = disarm(slot, &others);
             for a in created {
                 let _ = detach(&a);
                 let _ = store.remove_attachment(a.id);
@@ -120,26 +284,119 @@ pub(crate) fn arm(
     }
 }
 
-/// Clears the rule's bit on its attachments and frees its slot.
-pub(crate) fn clear_rule(armed: &NetArmed) -> Result<()> {
+/// Takes rule `slot` out of service: the shared maps are brought in line with `remaining` (the
+/// other armed rules) first, so no packet sees a half-removed rule, then the slot is cleared.
+pub(crate) fn disarm(slot: u32, remaining: &[&NetArmed]) -> Result<()> {
     let Some(mut maps) = open_maps()? else {
         return Ok(());
     };
-    for &aid in &armed.attachments {
-        if let Ok(mask) = maps.attach.get(&aid, 0) {
-            let mask = mask & !(1u64 << armed.slot);
-            if mask == 0 {
-                let _ = maps.attach.remove(&aid);
-            } else {
-                maps.attach
-                    .insert(aid, mask, 0)
-                    .map_err(map_err("disarming the rule"))?;
+    sync(&mut maps, remaining)?;
+    maps.rules
+        .set(slot, NetRule::EMPTY, 0)
+        .map_err(map_err("clearing the rule"))
+}
+
+/// Rewrites the attachment masks, the prefix trie and the cgroup map from `armed`, the complete
+/// list of armed rules, and deletes entries nothing needs any more.
+fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
+    use std::collections::BTreeMap;
+    let bit = |a: &NetArmed| 1u64 << a.slot;
+
+    let mut attach: BTreeMap<u32, AttachSlots> = BTreeMap::new();
+    for a in armed {
+        for &id in &a.attachments {
+            let e = attach.entry(id).or_default();
+            e.slots |= bit(a);
+            e.needs |= a.needs;
+        }
+    }
+    // For every prefix, the union of the rules whose prefixes of the same kind cover it: the
+    // trie's longest match then answers for all of them.
+    let mut cidr: BTreeMap<(u8, IpNet), u64> = BTreeMap::new();
+    for a in armed {
+        for (kind, net) in &a.cidrs {
+            cidr.insert((*kind, *net), 0);
+        }
+    }
+    for ((kind, net), value) in cidr.iter_mut() {
+        for a in armed {
+            if a.cidrs.iter().any(|(k, n)| k == kind && n.contains(net)) {
+                *value |= bit(a);
             }
         }
     }
-    maps.rules
-        .set(armed.slot, NetRule::EMPTY, 0)
-        .map_err(map_err("clearing the rule"))
+    let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
+    for a in armed {
+        for &id in &a.cgroups {
+            *cgroup.entry(id).or_default() |= bit(a);
+        }
+    }
+
+    // New values first, then the removal of stale keys.
+    for (kind_net, value) in &cidr {
+        maps.cidr
+            .insert(&cidr_key(kind_net.0, &kind_net.1), value, 0)
+            .map_err(map_err("writing an address prefix"))?;
+    }
+    for (id, value) in &cgroup {
+        maps.cgroup
+            .insert(id, value, 0)
+            .map_err(map_err("writing a cgroup"))?;
+    }
+    for (id, value) in &attach {
+        maps.attach
+            .insert(id, value, 0)
+            .map_err(map_err("arming an attachment"))?;
+    }
+    let wanted: Vec<Key<CidrKey>> = cidr.keys().map(|(k, n)| cidr_key(*k, n)).collect();
+    let stale: Vec<Key<CidrKey>> = maps
+        .cidr
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| {
+            !wanted
+                .iter()
+                .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data())
+        })
+        .collect();
+    for k in stale {
+        let _ = maps.cidr.remove(&k);
+    }
+    let stale: Vec<u64> = maps
+        .cgroup
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !cgroup.contains_key(k))
+        .collect();
+    for k in stale {
+        let _ = maps.cgroup.remove(&k);
+    }
+    let stale: Vec<u32> = maps
+        .attach
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !attach.contains_key(k))
+        .collect();
+    for k in stale {
+        let _ = maps.attach.remove(&k);
+    }
+    Ok(())
+}
+
+/// Writes the jitter distribution tables, once per map lifetime.
+fn fill_dist_tables(maps: &mut Maps) -> Result<()> {
+    let last = dist::NORMAL * DIST_TABLE_SIZE + DIST_TABLE_SIZE - 1;
+    if maps.dist.get(&last, 0).unwrap_or(0) != 0 {
+        return Ok(());
+    }
+    for kind in 1..dist::KINDS {
+        for (i, v) in super::dist::table(kind).into_iter().enumerate() {
+            maps.dist
+                .set(kind * DIST_TABLE_SIZE + i as u32, v, 0)
+                .map_err(map_err("writing a distribution table"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Summed per-CPU counters of rule `slot`.
@@ -164,7 +421,7 @@ fn find_or_attach(
     store: &Store,
     interface: &Interface,
     direction: Direction,
-    strategy: Strategy,
+    mode: Attach,
 ) -> Result<(Attachment, bool)> {
     let existing = store.attachments()?;
     let same_ns = |a: &Attachment| match (&a.interface.netns, &interface.netns) {
@@ -191,7 +448,7 @@ fn find_or_attach(
                 }
             )
     });
-    let link = attach(interface, direction, strategy, id, qdisc_is_ours)?;
+    let link = attach(interface, direction, mode, id, qdisc_is_ours)?;
     let a = Attachment {
         id,
         interface: interface.clone(),
@@ -218,7 +475,7 @@ fn tc_attach_type(direction: Direction) -> TcAttachType {
 fn attach(
     interface: &Interface,
     direction: Direction,
-    strategy: Strategy,
+    mode: Attach,
     id: u32,
     qdisc_is_ours: bool,
 ) -> Result<AttachLink> {
@@ -243,8 +500,8 @@ fn attach(
             .load()
             .map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
         let attach_type = tc_attach_type(direction);
-        match strategy {
-            Strategy::TcxBpf => {
+        match mode {
+            Attach::Tcx => {
                 let link_id = program
                     .attach_with_options(
                         &ifname,
@@ -264,7 +521,7 @@ fn attach(
                     .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
                 Ok(AttachLink::Tcx { pin })
             }
-            Strategy::ClsactBpf => {
+            Attach::Clsact => {
                 let added = qdisc_add_clsact(&ifname).is_ok();
                 let created_qdisc = added || qdisc_is_ours;
                 let attached = program.attach_with_options(

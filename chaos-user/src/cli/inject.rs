@@ -11,7 +11,7 @@ use std::{
 
 use chaos_user::{
     FaultSpec, Injector,
-    spec::{Direction, NetFault, NetLoss},
+    spec::{Direction, Distribution, NetAction, NetSpec, Proto},
 };
 
 /// Arguments of `chaos inject`.
@@ -32,30 +32,124 @@ enum Family {
     /// Network faults.
     Net {
         #[command(subcommand)]
-        action: NetAction,
+        action: NetCommand,
     },
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum NetAction {
-    /// Drop a share of the packets.
-    Loss(LossArgs),
+enum NetCommand {
+    /// Drop a share of the packets (with --correlation, in bursts).
+    Loss {
+        /// Share of packets to drop, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        percent: f64,
+        /// How much each decision follows the previous one, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        correlation: Option<f64>,
+        #[command(flatten)]
+        target: NetTarget,
+    },
+    /// Drop every selected packet, both directions by default.
+    Partition {
+        #[command(flatten)]
+        target: NetTarget,
+    },
+    /// Delay packets.
+    Delay {
+        /// Added delay, e.g. 100ms.
+        #[arg(long)]
+        latency: String,
+        /// Variation, e.g. 20ms.
+        #[arg(long)]
+        jitter: Option<String>,
+        /// Shape of the variation.
+        #[arg(long, value_enum)]
+        distribution: Option<DistributionArg>,
+        #[command(flatten)]
+        target: NetTarget,
+    },
+    /// Limit the selected traffic's rate.
+    Rate {
+        /// e.g. 1mbit, 500kbit, 10mbps (bytes/s).
+        #[arg(long)]
+        rate: String,
+        #[command(flatten)]
+        target: NetTarget,
+    },
+    /// Flip a random bit in a share of the packets.
+    Corrupt {
+        /// Share of packets, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        percent: f64,
+        /// Correlation, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        correlation: Option<f64>,
+        #[command(flatten)]
+        target: NetTarget,
+    },
+    /// Send a share of the packets twice.
+    Duplicate {
+        /// Share of packets, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        percent: f64,
+        /// Correlation, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        correlation: Option<f64>,
+        #[command(flatten)]
+        target: NetTarget,
+    },
+    /// Send a share of the packets at once and delay the rest, so packets overtake each other.
+    Reorder {
+        /// Share sent at once, 0-100.
+        #[arg(long, allow_negative_numbers = true)]
+        percent: f64,
+        /// Delay of the others, e.g. 10ms.
+        #[arg(long)]
+        latency: String,
+        #[command(flatten)]
+        target: NetTarget,
+    },
 }
 
+/// Which traffic a network fault selects, and for how long.
 #[derive(clap::Args, Debug)]
-struct LossArgs {
-    /// Share of packets to drop, 0-100.
-    #[arg(long, allow_negative_numbers = true)]
-    percent: f64,
-    /// Interface to act on.
+struct NetTarget {
+    /// Interface; default: the interfaces that route to --dst.
     #[arg(long)]
-    interface: String,
+    interface: Option<String>,
     /// Network namespace of the interface: a name from `ip netns list` or a path.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_pid")]
     netns: Option<String>,
-    /// Which packets: egress, ingress or both.
-    #[arg(long, value_enum, default_value = "egress")]
-    direction: DirectionArg,
+    /// Act inside this process's network namespace (as a pod sidecar would).
+    #[arg(long)]
+    target_pid: Option<u32>,
+    /// Which packets: egress, ingress or both (partition: both by default).
+    #[arg(long, value_enum)]
+    direction: Option<DirectionArg>,
+    /// Destination address or CIDR, IPv4 or IPv6 (repeatable).
+    #[arg(long)]
+    dst: Vec<String>,
+    /// Source address or CIDR (repeatable).
+    #[arg(long)]
+    src: Vec<String>,
+    /// Destination port or range A-B.
+    #[arg(long)]
+    dport: Option<String>,
+    /// Source port or range A-B.
+    #[arg(long)]
+    sport: Option<String>,
+    /// Transport protocol.
+    #[arg(long, value_enum)]
+    proto: Option<ProtoArg>,
+    /// cgroup v2 of the sending sockets (egress).
+    #[arg(long)]
+    cgroup: Option<String>,
+    /// A port, address or CIDR never touched (repeatable). Port 22 is always kept unless --force.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Override the safety guards (port 22, an unfiltered 100% drop on the default route).
+    #[arg(long)]
+    force: bool,
     /// How long the fault lasts (30s, 5m, 1h); the kernel ends it on time even if chaos dies.
     #[arg(long)]
     duration: String,
@@ -68,27 +162,116 @@ enum DirectionArg {
     Both,
 }
 
-impl From<DirectionArg> for Direction {
-    fn from(d: DirectionArg) -> Self {
-        match d {
-            DirectionArg::Egress => Direction::Egress,
-            DirectionArg::Ingress => Direction::Ingress,
-            DirectionArg::Both => Direction::Both,
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DistributionArg {
+    Uniform,
+    Normal,
+    Pareto,
+    Paretonormal,
+}
+
+impl NetTarget {
+    fn into_spec(self, action: NetAction) -> NetSpec {
+        NetSpec {
+            action,
+            interface: self.interface,
+            netns: self.netns,
+            target_pid: self.target_pid,
+            direction: self.direction.map(|d| match d {
+                DirectionArg::Egress => Direction::Egress,
+                DirectionArg::Ingress => Direction::Ingress,
+                DirectionArg::Both => Direction::Both,
+            }),
+            dst: self.dst,
+            src: self.src,
+            dport: self.dport,
+            sport: self.sport,
+            proto: self.proto.map(|p| match p {
+                ProtoArg::Tcp => Proto::Tcp,
+                ProtoArg::Udp => Proto::Udp,
+                ProtoArg::Icmp => Proto::Icmp,
+            }),
+            cgroup: self.cgroup,
+            exclude: self.exclude,
+            force: self.force,
+            duration: self.duration,
+            ..NetSpec::default()
         }
+    }
+}
+
+fn net_spec(cmd: NetCommand) -> NetSpec {
+    match cmd {
+        NetCommand::Loss {
+            percent,
+            correlation,
+            target,
+        } => NetSpec {
+            percent: Some(percent),
+            correlation,
+            ..target.into_spec(NetAction::Loss)
+        },
+        NetCommand::Partition { target } => target.into_spec(NetAction::Partition),
+        NetCommand::Delay {
+            latency,
+            jitter,
+            distribution,
+            target,
+        } => NetSpec {
+            latency: Some(latency),
+            jitter,
+            distribution: distribution.map(|d| match d {
+                DistributionArg::Uniform => Distribution::Uniform,
+                DistributionArg::Normal => Distribution::Normal,
+                DistributionArg::Pareto => Distribution::Pareto,
+                DistributionArg::Paretonormal => Distribution::Paretonormal,
+            }),
+            ..target.into_spec(NetAction::Delay)
+        },
+        NetCommand::Rate { rate, target } => NetSpec {
+            rate: Some(rate),
+            ..target.into_spec(NetAction::Rate)
+        },
+        NetCommand::Corrupt {
+            percent,
+            correlation,
+            target,
+        } => NetSpec {
+            percent: Some(percent),
+            correlation,
+            ..target.into_spec(NetAction::Corrupt)
+        },
+        NetCommand::Duplicate {
+            percent,
+            correlation,
+            target,
+        } => NetSpec {
+            percent: Some(percent),
+            correlation,
+            ..target.into_spec(NetAction::Duplicate)
+        },
+        NetCommand::Reorder {
+            percent,
+            latency,
+            target,
+        } => NetSpec {
+            percent: Some(percent),
+            latency: Some(latency),
+            ..target.into_spec(NetAction::Reorder)
+        },
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec = match args.family {
-        Family::Net {
-            action: NetAction::Loss(l),
-        } => FaultSpec::Net(NetFault::Loss(NetLoss {
-            percent: l.percent,
-            interface: l.interface,
-            netns: l.netns,
-            direction: l.direction.into(),
-            duration: l.duration,
-        })),
+        Family::Net { action } => FaultSpec::Net(net_spec(action)),
     };
     let injector = Injector::new()?;
     let armed = injector.inject(&spec)?;

@@ -24,7 +24,7 @@ enum Command {
     /// Show what the running kernel allows and which strategy serves each fault kind.
     Probe(probe::Args),
     /// Arm a fault.
-    Inject(inject::Args),
+    Inject(Box<inject::Args>),
     /// List armed faults with their counters.
     #[command(alias = "ls")]
     List(list::ListArgs),
@@ -40,7 +40,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Probe(a) => probe::run(a),
-        Command::Inject(a) => inject::run(a),
+        Command::Inject(a) => inject::run(*a),
         Command::List(a) => list::run_list(a),
         Command::Status(a) => list::run_status(a),
         Command::Recover(a) => recover::run(a),

@@ -20,3 +20,4 @@ pub use oracle::{Leftover, LeftoverKind, Oracle, Snapshot};
 pub use world::{
     ChildProcess, LoopDevice, NetNs, TcpEcho, TestCgroup, TwoHosts, UdpSink, VethPair, udp_blast,
 };
+pub use world::{TcpSink, UdpEcho, UdpProbeSink, snmp, tcp_bulk, udp_rtt, udp_send_seq};

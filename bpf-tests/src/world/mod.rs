@@ -5,6 +5,7 @@
 
 pub(crate) mod cgroup;
 mod loopdev;
+pub mod measure;
 mod netns;
 mod process;
 mod sweep;
@@ -15,6 +16,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use cgroup::{CgroupVersion, TestCgroup, cgroup_v1_mount, cgroup2_mount};
 pub use loopdev::LoopDevice;
+pub use measure::{
+    Arrival, BulkReport, LatencyStats, SinkStats, TcpSink, UdpEcho, UdpProbeSink, snmp, tcp_bulk,
+    tcp_bulk_report, udp_rtt, udp_rtt_with, udp_send_seq,
+};
 pub use netns::{NETNS_RUN_DIR, NetNs, NetNsGuard, command_in_netns};
 pub use process::ChildProcess;
 pub use sweep::sweep_stale;

@@ -191,7 +191,7 @@ fn directions_and_ipv6_clsact() {
 #[test]
 fn deadline_ends_fault_in_kernel() {
     let d = skip_on_err!(Drill::new("any"));
-    let id = d.loss(&d.world.a, 100.0, "egress", "5s");
+    let id = d.loss(&d.world.a, 100.0, "egress", "8s");
     let remaining = d.chaos.status(&id).expect("status")["remaining_ms"]
         .as_u64()
         .expect("remaining_ms");

@@ -1,14 +1,14 @@
 //! The injector: probes once, then arms, lists, reports on and recovers faults. The CLI, the
 //! daemon and library users all go through it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chaos_common::net::NetCounters;
-use nix::time::{ClockId, clock_gettime};
 use serde::Serialize;
 
 use crate::{
     backend::net,
+    clock::{boot_ns, unix_ms},
     ebpf,
     error::{Error, Result},
     plan::{self, PlannedFault},
@@ -92,20 +92,6 @@ pub struct Recovered {
     pub unreadable: Vec<String>,
 }
 
-/// `CLOCK_BOOTTIME` now, in ns: the clock the kernel programs check deadlines against.
-pub fn boot_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Injector {
     /// Checks privileges, probes the kernel and opens the state store.
     pub fn new() -> Result<Injector> {
@@ -164,20 +150,19 @@ impl Injector {
             net: None,
         };
         // Recorded before the kernel is touched: a crash from here on leaves a record that
-        // `recover --all` undoes.
+        // `recover --all` undoes. The deadline is provisional until the rule goes live.
         self.store.put_fault(&record)?;
         let armed = match &plan.fault {
-            PlannedFault::Net(p) => net::arm(
-                &self.store,
-                &faults,
-                p,
-                strategy,
-                record.deadline_boot_ns,
-                (0, 0),
-            ),
+            PlannedFault::Net(p) => {
+                net::arm(&self.store, &faults, p, strategy, plan.duration, (0, 0))
+            }
         };
         match armed {
-            Ok(n) => {
+            Ok((n, deadline)) => {
+                // The fault lasts its full duration from the moment its rule went live.
+                record.deadline_boot_ns = deadline;
+                record.deadline_unix_ms =
+                    unix_ms() + deadline.saturating_sub(boot_ns()) / 1_000_000;
                 record.net = Some(n);
                 record.state = FaultState::Armed;
                 if let Err(e) = self.store.put_fault(&record) {

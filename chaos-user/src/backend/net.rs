@@ -78,14 +78,11 @@ fn map_err(what: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
     move |e| Error::bpf(what.to_owned(), e)
 }
 
-/// The kernel rule for `plan` in `slot`. `band` is the netem band (priority, redirect ifindex)
-/// for netem-shaped effects.
-fn rule(plan: &NetPlan, strategy: Strategy, deadline_boot_ns: u64, band: (u32, u32)) -> NetRule {
+/// The kernel rule for `plan`, without its deadline (set when it goes live). `band` is the netem
+/// band (priority, redirect ifindex) for netem-shaped effects.
+fn rule(plan: &NetPlan, strategy: Strategy, band: (u32, u32)) -> NetRule {
     let f = &plan.filter;
-    let mut r = NetRule {
-        deadline_ns: deadline_boot_ns,
-        ..NetRule::EMPTY
-    };
+    let mut r = NetRule::EMPTY;
     if let Some(p) = f.proto {
         r.matches |= matches::PROTO;
         r.proto = match p {
@@ -216,9 +213,9 @@ pub(crate) fn arm(
     faults: &[FaultRecord],
     plan: &NetPlan,
     strategy: Strategy,
-    deadline_boot_ns: u64,
+    duration: std::time::Duration,
     band: (u32, u32),
-) -> Result<NetArmed> {
+) -> Result<(NetArmed, u64)> {
     let used: Vec<u32> = faults
         .iter()
         .filter_map(|f| f.net.as_ref().map(|n| n.slot))
@@ -229,7 +226,7 @@ pub(crate) fn arm(
             what: "arm another network rule".into(),
             why: format!("all {MAX_NET_RULES} rule slots are in use; recover some faults first"),
         })?;
-    let rule = rule(plan, strategy, deadline_boot_ns, band);
+    let mut rule = rule(plan, strategy, band);
     let mut armed = NetArmed {
         slot,
         attachments: Vec::new(),
@@ -263,6 +260,9 @@ pub(crate) fn arm(
         maps.state
             .set(slot, NetState::default(), 0)
             .map_err(map_err("resetting rule state"))?;
+        // The deadline counts from now, when the rule goes live, not from the start of arming
+        // (loading and attaching can take seconds on a slow machine).
+        rule.deadline_ns = crate::clock::boot_ns() + duration.as_nanos() as u64;
         maps.rules
             .set(slot, rule, 0)
             .map_err(map_err("writing the rule"))?;
@@ -271,7 +271,7 @@ pub(crate) fn arm(
         sync(&mut maps, &all)
     })();
     match result {
-        Ok(()) => Ok(armed),
+        Ok(()) => Ok((armed, rule.deadline_ns)),
         Err(e) => {
             let others: Vec<&NetArmed> = faults.iter().filter_map(|f| f.net.as_ref()).collect();
             let _ = disarm(slot, &others);

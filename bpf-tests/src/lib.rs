@@ -12,6 +12,7 @@
 
 pub mod chaos;
 pub mod cmd;
+pub mod drill;
 pub mod oracle;
 pub mod skip;
 pub mod world;

@@ -2,108 +2,11 @@
 //! test namespaces, the measured loss against the binomial interval, the rule's counters against
 //! the measurement, the in-kernel deadline, pre-existing tc state, and the oracle after recovery.
 
-use std::{
-    cell::RefCell,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use bpf_tests::{
-    Oracle, Snapshot, TwoHosts, UdpSink,
-    chaos::{Chaos, tc_requirement},
-    skip_on_err, udp_blast,
-    world::Host,
-};
+use bpf_tests::{drill::Drill, skip_on_err};
 
-const PORT: u16 = 47_000;
 const DATAGRAMS: u64 = 20_000;
-
-/// A two-host world with an oracle snapshot taken before any fault.
-struct Drill {
-    chaos: Chaos,
-    world: TwoHosts,
-    oracle: Oracle,
-    before: Snapshot,
-    /// Faults armed through this drill, recovered on drop if the test failed before doing so.
-    armed: RefCell<Vec<String>>,
-}
-
-impl Drop for Drill {
-    fn drop(&mut self) {
-        for id in self.armed.borrow().iter() {
-            // Already recovered by the test in the normal case: "no fault with id" is fine.
-            let _ = self.chaos.recover(id);
-        }
-    }
-}
-
-impl Drill {
-    /// Builds the world once the kernel can attach TC programs in `attach` mode; `Err` is a
-    /// skip reason.
-    fn new(attach: &str) -> Result<Drill, String> {
-        bpf_tests::skip::require_root()?;
-        let chaos = Chaos::from_env()?;
-        tc_requirement(&chaos, attach)?;
-        if attach != "any" {
-            // Force the attach mode under test.
-            return Drill::with(chaos.env("CHAOS_TC_ATTACH", attach));
-        }
-        Drill::with(chaos)
-    }
-
-    fn with(chaos: Chaos) -> Result<Drill, String> {
-        let world = TwoHosts::new().map_err(|e| format!("building the world: {e}"))?;
-        let oracle = Oracle::new().with_netns(&world.netns_names());
-        let before = oracle.snapshot();
-        Ok(Drill {
-            chaos,
-            world,
-            oracle,
-            before,
-            armed: RefCell::default(),
-        })
-    }
-
-    /// `chaos inject net loss` on `host`'s interface; returns the fault id.
-    fn loss(&self, host: &Host, percent: f64, direction: &str, duration: &str) -> String {
-        let id = self
-            .chaos
-            .inject(&[
-                "net",
-                "loss",
-                "--percent",
-                &percent.to_string(),
-                "--interface",
-                &host.ifname,
-                "--netns",
-                host.ns.name(),
-                "--direction",
-                direction,
-                "--duration",
-                duration,
-            ])
-            .expect("inject");
-        self.armed.borrow_mut().push(id.clone());
-        id
-    }
-
-    /// Sends `n` datagrams from A to B at `to` and returns how many arrived.
-    fn send(&self, to: IpAddr, n: u64) -> u64 {
-        let sink = UdpSink::bind(&self.world.b.ns, to, PORT).expect("bind sink");
-        let sent = udp_blast(&self.world.a.ns, to, PORT, n, 64).expect("blast");
-        assert_eq!(sent, n, "the sender itself must lose nothing");
-        sink.count()
-    }
-
-    /// Sends to B's IPv4 address.
-    fn send_v4(&self, n: u64) -> u64 {
-        self.send(self.world.b.v4(), n)
-    }
-
-    fn assert_clean(&self) {
-        self.oracle.assert_clean(&self.before);
-    }
-}
 
 /// Arms `percent` % loss, checks the drop fraction over 20,000 datagrams is within 2 points of
 /// the ask and that the rule's counters account for every missing datagram, recovers, and checks

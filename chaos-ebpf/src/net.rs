@@ -7,6 +7,8 @@
 //! armed rule needs, then each armed rule's filters, deadline and probability. Rules decide into
 //! a [`Verdict`]; the verdict is applied once at the end.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{
@@ -115,11 +117,16 @@ pub struct Verdict {
 }
 
 fn run(ctx: &TcContext, ingress: bool) -> i32 {
+    // The context is only ever accessed through this raw pointer, never a `&mut`: helpers such
+    // as `bpf_clone_redirect` read it behind the compiler's back, so a reference's no-alias
+    // promise would let the compiler drop the mark written just before the clone.
+    let skb = ctx.skb.skb;
     // SAFETY: `skb` is the valid context pointer the kernel handed to the program.
-    let skb = unsafe { &mut *ctx.skb.skb };
-    if skb.mark & DUP_MARK != 0 {
+    let mark = unsafe { read_volatile(&(*skb).mark) };
+    if mark & DUP_MARK != 0 {
         // A copy made by `duplicate`: let it go untouched.
-        skb.mark &= !DUP_MARK;
+        // SAFETY: as above; `mark` is writable from TC programs.
+        unsafe { write_volatile(&mut (*skb).mark, mark & !DUP_MARK) };
         return TC_ACT_UNSPEC;
     }
     // SAFETY: reading a plain static; volatile so the loader-set value is used.
@@ -129,7 +136,7 @@ fn run(ctx: &TcContext, ingress: bool) -> i32 {
     };
     // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
     let AttachSlots { slots, needs, .. } = unsafe { *attach };
-    let pkt = parse(ctx, skb.len);
+    let pkt = parse(ctx, ctx.len());
     let lookup = |kind: u8, addr: &[u8; 16]| -> u64 {
         let key = Key::new(
             8 + if pkt.v6 { 128 } else { 32 },
@@ -196,7 +203,7 @@ fn run(ctx: &TcContext, ingress: bool) -> i32 {
         }
         slot += 1;
     }
-    apply(ctx, skb, &pkt, verdict, ingress)
+    apply(ctx, &pkt, verdict, ingress)
 }
 
 /// Results of the shared lookups: for each, the slots it selects.
@@ -399,13 +406,8 @@ fn add_jitter(at: u64, jitter: u64, kind: u32) -> u64 {
     }
 }
 
-fn apply(
-    ctx: &TcContext,
-    skb: &mut aya_ebpf::bindings::__sk_buff,
-    pkt: &Packet,
-    v: &Verdict,
-    ingress: bool,
-) -> i32 {
+fn apply(ctx: &TcContext, pkt: &Packet, v: &Verdict, ingress: bool) -> i32 {
+    let skb = ctx.skb.skb;
     if v.corrupt != 0 && pkt.payload != 0 && pkt.payload < pkt.len {
         // SAFETY: helper without arguments.
         let r = unsafe { bpf_get_prandom_u32() };
@@ -417,18 +419,22 @@ fn apply(
             let _ = ctx.store(offset as usize, &flipped, 0);
         }
     }
+    // SAFETY (all accesses below): `skb` is the program's context; mark, tstamp and priority
+    // are writable from TC programs, and volatile accesses keep their order around helpers.
     if v.duplicate != 0 {
-        let mark = skb.mark;
-        skb.mark = mark | DUP_MARK;
+        let mark = unsafe { read_volatile(&(*skb).mark) };
+        unsafe { write_volatile(&mut (*skb).mark, mark | DUP_MARK) };
         let flags = if ingress { BPF_F_INGRESS as u64 } else { 0 };
-        let _ = ctx.clone_redirect(skb.ifindex, flags);
-        skb.mark = mark;
+        let ifindex = unsafe { read_volatile(&(*skb).ifindex) };
+        let _ = ctx.clone_redirect(ifindex, flags);
+        unsafe { write_volatile(&mut (*skb).mark, mark) };
     }
     if v.tstamp != 0 && !ingress {
-        skb.tstamp = skb.tstamp.max(v.tstamp);
+        let now = unsafe { read_volatile(&(*skb).tstamp) };
+        unsafe { write_volatile(&mut (*skb).tstamp, now.max(v.tstamp)) };
     }
     if v.priority != 0 {
-        skb.priority = v.priority;
+        unsafe { write_volatile(&mut (*skb).priority, v.priority) };
     }
     if v.redirect != 0 {
         // SAFETY: plain helper call; the kernel checks the interface index.

@@ -153,9 +153,7 @@ impl Injector {
         // `recover --all` undoes. The deadline is provisional until the rule goes live.
         self.store.put_fault(&record)?;
         let armed = match &plan.fault {
-            PlannedFault::Net(p) => {
-                net::arm(&self.store, &faults, p, strategy, plan.duration, (0, 0))
-            }
+            PlannedFault::Net(p) => net::arm(&self.store, &faults, p, strategy, plan.duration),
         };
         match armed {
             Ok((n, deadline)) => {
@@ -279,7 +277,7 @@ impl Injector {
                 .filter(|f| f.id != record.id)
                 .filter_map(|f| f.net.as_ref())
                 .collect();
-            net::disarm(n.slot, &remaining)?;
+            net::disarm(n, &remaining)?;
         }
         self.store.remove_fault(&record.id)?;
         Ok(Recovered {

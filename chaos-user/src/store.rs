@@ -72,6 +72,9 @@ pub struct NetArmed {
     /// cgroup v2 ids the rule selects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroups: Vec<u64>,
+    /// fq roots, netem band and ifb the rule relies on.
+    #[serde(default)]
+    pub shaping: crate::backend::shaping::Shaped,
 }
 
 /// One TC program instance attached to one interface and direction.
@@ -344,6 +347,7 @@ mod tests {
                 needs: 0,
                 cidrs: vec![(1, "10.0.0.0/8".parse().unwrap())],
                 cgroups: vec![],
+                shaping: Default::default(),
             }),
         }
     }

@@ -106,6 +106,37 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
     };
     let attach = tc_attach(probe).map_err(unsupported)?;
     let ingress = net.direction != Direction::Egress;
+    let timed = matches!(
+        net.effect,
+        Effect::Delay { .. } | Effect::Rate { .. } | Effect::Reorder { .. }
+    );
+    match std::env::var(SHAPING_ENV).as_deref() {
+        Ok("netem") if timed => {
+            probe.require(Feature::QdiscNetem).map_err(unsupported)?;
+            return Ok(Strategy {
+                attach,
+                shaping: Shaping::Netem,
+            });
+        }
+        Ok("fq") if timed => {
+            if ingress || matches!(net.effect, Effect::Reorder { .. }) {
+                return Err(unsupported(format!(
+                    "{SHAPING_ENV}=fq: fq shapes egress delay and rate only"
+                )));
+            }
+            probe.require(Feature::QdiscFq).map_err(unsupported)?;
+            return Ok(Strategy {
+                attach,
+                shaping: Shaping::Fq,
+            });
+        }
+        Ok(other) if !other.is_empty() && other != "fq" && other != "netem" => {
+            return Err(unsupported(format!(
+                "{SHAPING_ENV}={other} is neither fq nor netem"
+            )));
+        }
+        _ => {}
+    }
     let shaping = match &net.effect {
         Effect::Drop(_) | Effect::Corrupt(_) => Shaping::None,
         Effect::Duplicate(_) => {
@@ -139,6 +170,10 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
     };
     Ok(Strategy { attach, shaping })
 }
+
+/// Environment variable that forces the shaping of delay, rate and reorder (`fq` or `netem`), so
+/// tests can measure both on one kernel.
+pub const SHAPING_ENV: &str = "CHAOS_NET_SHAPING";
 
 /// Environment variable that forces the TC attach mode (`tcx` or `clsact`), for tests that
 /// exercise the clsact path on kernels that have TCX, and for hosts whose tooling only knows tc
@@ -209,7 +244,7 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
         ),
         (
             "net corrupt / duplicate",
-            false,
+            true,
             vec![
                 c("tc bpf (tcx)", &[F::Tcx, F::HelperCloneRedirect]),
                 c("tc bpf (clsact)", &[F::TcClsact, F::HelperCloneRedirect]),
@@ -217,22 +252,22 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
         ),
         (
             "net delay / jitter / rate / reorder",
-            false,
+            true,
             vec![
-                c("tc bpf EDT + fq", &[F::TcClsact, F::QdiscFq]),
-                c("netem qdisc", &[F::QdiscNetem]),
+                c("tc bpf EDT + fq (egress)", &[F::TcClsact, F::QdiscFq]),
+                c(
+                    "tc bpf + netem bands (ifb for ingress)",
+                    &[F::TcClsact, F::QdiscNetem],
+                ),
             ],
         ),
         (
-            "net by cgroup / pid",
-            false,
-            vec![
-                c(
-                    "tc bpf + bpf_skb_cgroup_id",
-                    &[F::TcClsact, F::HelperSkbCgroupId],
-                ),
-                c("cgroup_skb", &[F::CgroupSkb]),
-            ],
+            "net by cgroup (egress)",
+            true,
+            vec![c(
+                "tc bpf + bpf_skb_cgroup_id",
+                &[F::TcClsact, F::HelperSkbCgroupId],
+            )],
         ),
         (
             "syscall fail (any syscall)",

@@ -4,3 +4,4 @@
 pub mod dist;
 pub mod net;
 pub mod qdisc;
+pub mod shaping;

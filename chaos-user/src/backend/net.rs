@@ -22,6 +22,7 @@ use chaos_common::net::{
 };
 use ipnet::IpNet;
 
+use super::shaping;
 use crate::{
     ebpf,
     error::{Error, Result},
@@ -214,7 +215,6 @@ pub(crate) fn arm(
     plan: &NetPlan,
     strategy: Strategy,
     duration: std::time::Duration,
-    band: (u32, u32),
 ) -> Result<(NetArmed, u64)> {
     let used: Vec<u32> = faults
         .iter()
@@ -226,13 +226,17 @@ pub(crate) fn arm(
             what: "arm another network rule".into(),
             why: format!("all {MAX_NET_RULES} rule slots are in use; recover some faults first"),
         })?;
-    let mut rule = rule(plan, strategy, band);
+    let others: Vec<&NetArmed> = faults.iter().filter_map(|f| f.net.as_ref()).collect();
+    // Qdiscs first: the rule needs the band it steers into.
+    let shaping = shaping::prepare(plan, strategy.shaping, &others)?;
+    let mut rule = rule(plan, strategy, shaping.band());
     let mut armed = NetArmed {
         slot,
         attachments: Vec::new(),
         needs: rule.matches,
         cidrs: cidrs(&plan.filter),
         cgroups: plan.filter.cgroup.iter().map(|c| c.id).collect(),
+        shaping,
     };
     let mut created = Vec::new();
     let result = (|| {
@@ -266,15 +270,14 @@ pub(crate) fn arm(
         maps.rules
             .set(slot, rule, 0)
             .map_err(map_err("writing the rule"))?;
-        let mut all: Vec<&NetArmed> = faults.iter().filter_map(|f| f.net.as_ref()).collect();
+        let mut all = others.clone();
         all.push(&armed);
         sync(&mut maps, &all)
     })();
     match result {
         Ok(()) => Ok((armed, rule.deadline_ns)),
         Err(e) => {
-            let others: Vec<&NetArmed> = faults.iter().filter_map(|f| f.net.as_ref()).collect();
-            let _ = disarm(slot, &others);
+            let _ = disarm(&armed, &others);
             for a in created {
                 let _ = detach(&a);
                 let _ = store.remove_attachment(a.id);
@@ -284,16 +287,17 @@ pub(crate) fn arm(
     }
 }
 
-/// Takes rule `slot` out of service: the shared maps are brought in line with `remaining` (the
-/// other armed rules) first, so no packet sees a half-removed rule, then the slot is cleared.
-pub(crate) fn disarm(slot: u32, remaining: &[&NetArmed]) -> Result<()> {
-    let Some(mut maps) = open_maps()? else {
-        return Ok(());
-    };
-    sync(&mut maps, remaining)?;
-    maps.rules
-        .set(slot, NetRule::EMPTY, 0)
-        .map_err(map_err("clearing the rule"))
+/// Takes a rule out of service: the shared maps are brought in line with `remaining` (the other
+/// armed rules) first, so no packet sees a half-removed rule, then its slot is cleared and the
+/// qdiscs it alone relied on are restored.
+pub(crate) fn disarm(armed: &NetArmed, remaining: &[&NetArmed]) -> Result<()> {
+    if let Some(mut maps) = open_maps()? {
+        sync(&mut maps, remaining)?;
+        maps.rules
+            .set(armed.slot, NetRule::EMPTY, 0)
+            .map_err(map_err("clearing the rule"))?;
+    }
+    shaping::release(&armed.shaping, remaining)
 }
 
 /// Rewrites the attachment masks, the prefix trie and the cgroup map from `armed`, the complete

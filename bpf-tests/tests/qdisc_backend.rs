@@ -431,6 +431,8 @@ fn netem_takes_every_parameter() {
     ] {
         assert!(text.contains(word), "{word} missing: {text}");
     }
+    qdisc::remove_netem_band(&band).unwrap();
+    assert_eq!(show(h, dev), before);
     // Uniform jitter has no distribution table.
     let uniform = NetemParams {
         distribution: Distribution::Uniform,
@@ -439,7 +441,45 @@ fn netem_takes_every_parameter() {
     let b2 = qdisc::install_netem_band(&iface, &uniform).unwrap();
     let _g2 = band_guard(&b2);
     qdisc::remove_netem_band(&b2).unwrap();
-    qdisc::remove_netem_band(&band).unwrap();
+    assert_eq!(show(h, dev), before);
+}
+
+#[test]
+fn a_duplicating_band_beside_another_band_works_or_is_refused_cleanly() {
+    skip_unless!(require_netns());
+    let w = TwoHosts::new().unwrap();
+    let (h, dev) = (&w.a, w.a.ifname.as_str());
+    let iface = iface_of(h);
+    let before = show(h, dev);
+    let plain = skip_on_err!(attempt(h, dev, || qdisc::install_netem_band(
+        &iface,
+        &delay(10)
+    )));
+    let _g = band_guard(&plain);
+    let with_one = show(h, dev);
+    let dup = NetemParams {
+        duplicate: 5.0,
+        ..Default::default()
+    };
+    // Stable kernels with the 2025 restriction (Debian 6.1) refuse; others take it.
+    match qdisc::install_netem_band(&iface, &dup) {
+        Ok(b) => {
+            let _g2 = band_guard(&b);
+            assert_eq!(netem_children(h, dev).len(), 2);
+            qdisc::remove_netem_band(&b).unwrap();
+        }
+        Err(e @ Error::Unsupported { .. }) => {
+            let text = e.to_string();
+            println!("refused: {text}");
+            assert!(
+                text.contains("recover the other") && text.contains(dev),
+                "{text}"
+            );
+            assert_eq!(show(h, dev), with_one);
+        }
+        Err(e) => panic!("{e}"),
+    }
+    qdisc::remove_netem_band(&plain).unwrap();
     assert_eq!(show(h, dev), before);
 }
 

@@ -30,6 +30,9 @@
 //! * [`IfbRecord`]: one device per record; bands on it are [`NetemBand`]s like any other.
 //!   Faults that share an ifb must refcount it and call [`remove_ifb`] when the last one goes.
 //!
+//! Some stable kernels (Debian's 6.1 among them) refuse a netem with `duplicate` in a tree that
+//! holds another netem, either way round; that is [`Error::Unsupported`] naming the fix.
+//!
 //! fq and netem cannot share a root: a netem band on an interface whose root is our fq (or the
 //! reverse) is refused until the other fault is recovered.
 
@@ -796,6 +799,17 @@ fn tc_ok(iface: &Interface, kind: &str, args: &[&str]) -> Result<()> {
                 ),
             })
         }
+        // Stable kernels with the 2025 restriction on duplicating netems (e.g. Debian's 6.1).
+        Err(e) if e.contains("duplicating netems") => Err(Error::Unsupported {
+            what: format!(
+                "mix a duplicating netem band with other netem bands on {}",
+                iface.name
+            ),
+            why: format!(
+                "this kernel refuses to mix them in one qdisc tree ({e}); recover the other delay/reorder faults on {} first, or arm the duplicate fault alone",
+                iface.name
+            ),
+        }),
         Err(e) if e.contains("distribution") => Err(Error::Unsupported {
             what: format!("add a netem delay distribution on {}", iface.name),
             why: format!(

@@ -393,3 +393,46 @@ fn dst_finds_the_interface_and_target_pid_the_namespace() {
     drop(sleeper);
     d.assert_clean();
 }
+
+#[test]
+fn partition_by_pid_hits_the_sockets_it_held() {
+    let d = skip_on_err!(Drill::new("any"));
+    let held = d
+        .world
+        .a
+        .ns
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+        .expect("socket");
+    let pid = std::process::id().to_string();
+    let fault = d.net(
+        "partition",
+        &d.world.a,
+        &["--pid", &pid, "--direction", "egress"],
+        "60s",
+    );
+    let to = SocketAddr::new(d.world.b.v4(), PORT);
+    let count = |sock: &UdpSocket| {
+        let sink = bpf_tests::UdpSink::bind(&d.world.b.ns, to.ip(), PORT).expect("sink");
+        for i in 0..200u32 {
+            sock.send_to(&i.to_be_bytes(), to).expect("send");
+        }
+        sink.count()
+    };
+    assert_eq!(
+        count(&held),
+        0,
+        "a socket the process held when armed is cut"
+    );
+    // `Drill::send` opens its socket now, after arming: not one the fault selected.
+    assert_eq!(d.send_v4(200), 200, "sockets opened later are not selected");
+    d.chaos.recover(&fault).expect("recover");
+    assert_eq!(count(&held), 200, "recovered");
+    let refused = d
+        .try_net("partition", &d.world.a, &["--pid", "999999999"], "60s")
+        .unwrap_err();
+    assert!(
+        refused.stderr.starts_with("error: invalid pid"),
+        "{refused}"
+    );
+    d.assert_clean();
+}

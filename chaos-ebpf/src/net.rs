@@ -7,13 +7,16 @@
 //! armed rule needs, then each armed rule's filters, deadline and probability. Rules decide into
 //! a [`Verdict`]; the verdict is applied once at the end.
 
-use core::ptr::{read_volatile, write_volatile};
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{
-        bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_redirect,
-        bpf_skb_cgroup_id,
+        bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
+        bpf_loop, bpf_redirect, bpf_skb_cgroup_id,
     },
     macros::{classifier, map},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
@@ -63,7 +66,21 @@ static CHAOS_NET_CGRP: HashMap<u64, u64> = HashMap::pinned(4096, 0);
 /// every combination of earlier rules' decisions was a separate state and a 64-slot loop blew
 /// the 1M-instruction budget.
 #[map(name = "CHAOS_NET_VERD")]
-static CHAOS_NET_VERD: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(1, 0);
+static CHAOS_NET_VERD: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory for one packet: what the rules decided, and what `judge_next` needs
+/// (too big for the 512-byte BPF stack next to everything else; `bpf_loop` hands its callback
+/// only a stack pointer, so the callback finds it here).
+#[repr(C)]
+#[derive(Default)]
+pub struct Scratch {
+    verdict: Verdict,
+    judging: Judging,
+}
+
+/// Socket cookie -> rule slots that target it.
+#[map(name = "CHAOS_NET_SOCK")]
+static CHAOS_NET_SOCK: HashMap<u64, u64> = HashMap::pinned(65536, 0);
 
 /// Jitter distribution tables, `dist::KINDS` tables of `DIST_TABLE_SIZE` entries.
 #[map(name = "CHAOS_NET_DIST")]
@@ -90,6 +107,7 @@ pub fn chaos_tc_ingress(ctx: TcContext) -> i32 {
 }
 
 /// What the packet's headers say.
+#[repr(C)]
 #[derive(Default)]
 struct Packet {
     v6: bool,
@@ -178,41 +196,111 @@ fn run(ctx: &TcContext, ingress: bool) -> i32 {
     } else {
         0
     };
+    let socket = if needs & matches::SOCKET != 0 && !ingress {
+        // SAFETY: helper on the program's own context; 0 when the packet has no socket.
+        let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+        // SAFETY: plain u64 value.
+        unsafe { CHAOS_NET_SOCK.get(cookie) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
     let sel = Selected {
         dst,
         src,
         xdst,
         xsrc,
         cgroup,
+        socket,
     };
     // SAFETY: helpers without arguments.
     let (boot_now, mono_now) = unsafe { (bpf_ktime_get_boot_ns(), bpf_ktime_get_ns()) };
-    let Some(verdict) = CHAOS_NET_VERD.get_ptr_mut(0) else {
+    let Some(scratch) = CHAOS_NET_VERD.get_ptr_mut(0) else {
         return TC_ACT_UNSPEC;
     };
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU while we do.
-    let verdict = unsafe { &mut *verdict };
-    *verdict = Verdict::default();
-    let mut slot = 0u32;
-    while slot < MAX_NET_RULES {
-        if slots & (1u64 << slot) != 0 {
-            judge(slot, &pkt, &sel, boot_now, mono_now, verdict);
-            if verdict.drop != 0 {
-                return TC_ACT_SHOT;
-            }
-        }
-        slot += 1;
+    let scratch = unsafe { &mut *scratch };
+    scratch.verdict = Verdict::default();
+    scratch.judging = Judging {
+        slots,
+        pkt,
+        sel,
+        boot_now,
+        mono_now,
+    };
+    // The rules are judged from a bpf_loop callback, which the verifier checks once, instead of
+    // an unrolled-in-verification loop whose states multiplied with every filter (it hit the 1M
+    // instruction limit). One iteration per armed slot, lowest first.
+    // SAFETY: the callback takes no context; it works on this CPU's scratch value.
+    unsafe {
+        bpf_loop(
+            MAX_NET_RULES + 1,
+            judge_next as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
     }
-    apply(ctx, &pkt, verdict, ingress)
+    if scratch.verdict.drop != 0 {
+        return TC_ACT_SHOT;
+    }
+    apply(ctx, &scratch.judging.pkt, &scratch.verdict, ingress)
+}
+
+/// The state of one packet's judging, read by [`judge_next`].
+#[repr(C)]
+#[derive(Default)]
+struct Judging {
+    /// Slots still to judge.
+    slots: u64,
+    pkt: Packet,
+    sel: Selected,
+    boot_now: u64,
+    mono_now: u64,
+}
+
+/// `bpf_loop` callback: judges the lowest slot left; returns 1 (stop) when none is left or the
+/// packet is to be dropped.
+extern "C" fn judge_next(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(scratch) = CHAOS_NET_VERD.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch value, filled by `run` before `bpf_loop`.
+    let Scratch {
+        verdict,
+        judging: j,
+    } = unsafe { &mut *scratch };
+    if j.slots == 0 {
+        return 1;
+    }
+    let slot = lowest_bit(j.slots);
+    j.slots &= j.slots - 1;
+    judge(slot, &j.pkt, &j.sel, j.boot_now, j.mono_now, verdict);
+    i64::from(verdict.drop != 0)
+}
+
+/// Index of the lowest set bit of `x` (non-zero), by halving: BPF has no count-trailing-zeros.
+fn lowest_bit(x: u64) -> u32 {
+    let mut x = x;
+    let mut n = 0;
+    for shift in [32u32, 16, 8, 4, 2, 1] {
+        let mask = (1u64 << shift) - 1;
+        if x & mask == 0 {
+            n += shift;
+            x >>= shift;
+        }
+    }
+    n
 }
 
 /// Results of the shared lookups: for each, the slots it selects.
+#[repr(C)]
+#[derive(Default)]
 struct Selected {
     dst: u64,
     src: u64,
     xdst: u64,
     xsrc: u64,
     cgroup: u64,
+    socket: u64,
 }
 
 fn parse(ctx: &TcContext, len: u32) -> Packet {
@@ -298,6 +386,7 @@ fn selects(rule: &NetRule, slot: u32, pkt: &Packet, sel: &Selected) -> bool {
     if (m & matches::DST != 0 && sel.dst & bit == 0)
         || (m & matches::SRC != 0 && sel.src & bit == 0)
         || (m & matches::CGROUP != 0 && sel.cgroup & bit == 0)
+        || (m & matches::SOCKET != 0 && sel.socket & bit == 0)
         || (m & matches::XDST != 0 && sel.xdst & bit != 0)
         || (m & matches::XSRC != 0 && sel.xsrc & bit != 0)
     {

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod plan;
 pub mod privilege;
 pub mod probe;
+pub mod sockets;
 pub mod spec;
 pub mod store;
 pub mod strategy;

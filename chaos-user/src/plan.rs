@@ -168,6 +168,17 @@ pub struct NetFilter {
     pub exclude_ports: Vec<u16>,
     /// cgroup v2 of the sending sockets.
     pub cgroup: Option<CgroupTarget>,
+    /// The sockets of a process (`--pid`), by cookie.
+    pub sockets: Option<PidSockets>,
+}
+
+/// The sockets a process held when the fault was planned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidSockets {
+    /// The process.
+    pub pid: u32,
+    /// Its sockets' cookies.
+    pub cookies: Vec<u64>,
 }
 
 impl NetFilter {
@@ -179,6 +190,7 @@ impl NetFilter {
             && self.dst.is_empty()
             && self.src.is_empty()
             && self.cgroup.is_none()
+            && self.sockets.is_none()
     }
 }
 
@@ -593,6 +605,12 @@ fn filter(n: &NetSpec) -> Result<NetFilter> {
             .as_deref()
             .map(|c| resolve_cgroup(c, n.force))
             .transpose()?,
+        sockets: n
+            .pid
+            .map(|pid| {
+                crate::sockets::cookies(pid, "pid").map(|cookies| PidSockets { pid, cookies })
+            })
+            .transpose()?,
         ..NetFilter::default()
     };
     if (f.dport.is_some() || f.sport.is_some()) && f.proto == Some(Proto::Icmp) {
@@ -670,6 +688,13 @@ pub fn plan(spec: &FaultSpec) -> Result<Plan> {
         NetAction::Partition => Direction::Both,
         _ => Direction::Egress,
     });
+    if filter.sockets.is_some() && direction != Direction::Egress {
+        return Err(Error::invalid(
+            "pid",
+            "--pid selects by the sending socket, which TC sees on egress only",
+            "add --direction egress, or select inbound traffic with --dport/--src",
+        ));
+    }
     if filter.cgroup.is_some() && direction != Direction::Egress {
         return Err(Error::invalid(
             "cgroup",

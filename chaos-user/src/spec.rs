@@ -166,6 +166,9 @@ pub struct NetSpec {
     /// cgroup v2 of the sending sockets (a path under the cgroup v2 mount, or absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// Only the sockets this process holds when the fault is armed (egress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
     /// Prefixes or ports never touched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,

@@ -72,6 +72,9 @@ pub struct NetArmed {
     /// cgroup v2 ids the rule selects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroups: Vec<u64>,
+    /// Socket cookies the rule selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<u64>,
     /// fq roots, netem band and ifb the rule relies on.
     #[serde(default)]
     pub shaping: crate::backend::shaping::Shaped,
@@ -347,6 +350,7 @@ mod tests {
                 needs: 0,
                 cidrs: vec![(1, "10.0.0.0/8".parse().unwrap())],
                 cgroups: vec![],
+                sockets: vec![],
                 shaping: Default::default(),
             }),
         }

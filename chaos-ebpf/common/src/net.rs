@@ -23,6 +23,9 @@ pub const NET_ATTACH_MAP: &str = "CHAOS_NET_ATTACH";
 pub const NET_CIDR_MAP: &str = "CHAOS_NET_CIDR";
 /// Name of the hash map from cgroup v2 id to the bitmask of rule slots that target it.
 pub const NET_CGROUP_MAP: &str = "CHAOS_NET_CGRP";
+/// Name of the hash map from socket cookie to the bitmask of rule slots that target it (the
+/// sockets a `--pid` process held when the fault was armed).
+pub const NET_SOCKET_MAP: &str = "CHAOS_NET_SOCK";
 /// Name of the array map of jitter distribution tables ([`DIST_TABLE_SIZE`] entries per
 /// [`dist`] kind, in units of `sigma / DIST_SCALE`), filled by the controller.
 pub const NET_DIST_MAP: &str = "CHAOS_NET_DIST";
@@ -99,6 +102,8 @@ pub mod matches {
     pub const XPORT: u32 = 128;
     /// The sending socket's cgroup v2 must be one of the rule's cgroups (egress).
     pub const CGROUP: u32 = 256;
+    /// The sending socket must be one of the rule's sockets (by cookie; egress).
+    pub const SOCKET: u32 = 512;
 }
 
 /// Address kinds in [`CidrKey::kind`].

@@ -17,8 +17,9 @@ use aya::{
 };
 use chaos_common::net::{
     ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_NET_RULES, NET_ATTACH_MAP,
-    NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_RULES_MAP, NET_STATE_MAP,
-    NetCounters, NetRule, NetState, PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches,
+    NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_RULES_MAP, NET_SOCKET_MAP,
+    NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr,
+    dist, matches,
 };
 use ipnet::IpNet;
 
@@ -40,6 +41,7 @@ struct Maps {
     attach: HashMap<MapData, u32, AttachSlots>,
     cidr: LpmTrie<MapData, CidrKey, u64>,
     cgroup: HashMap<MapData, u64, u64>,
+    socket: HashMap<MapData, u64, u64>,
     dist: Array<MapData, i16>,
 }
 
@@ -51,6 +53,7 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(attach),
         Some(cidr),
         Some(cgroup),
+        Some(socket),
         Some(dist),
     ) = (
         ebpf::typed_map(NET_RULES_MAP, Map::Array)?,
@@ -59,6 +62,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(NET_ATTACH_MAP, Map::HashMap)?,
         ebpf::typed_map(NET_CIDR_MAP, Map::LpmTrie)?,
         ebpf::typed_map(NET_CGROUP_MAP, Map::HashMap)?,
+        ebpf::typed_map(NET_SOCKET_MAP, Map::HashMap)?,
         ebpf::typed_map(NET_DIST_MAP, Map::Array)?,
     )
     else {
@@ -71,6 +75,7 @@ fn open_maps() -> Result<Option<Maps>> {
         attach,
         cidr,
         cgroup,
+        socket,
         dist,
     }))
 }
@@ -117,6 +122,9 @@ fn rule(plan: &NetPlan, strategy: Strategy, band: (u32, u32)) -> NetRule {
     }
     if f.cgroup.is_some() {
         r.matches |= matches::CGROUP;
+    }
+    if f.sockets.is_some() {
+        r.matches |= matches::SOCKET;
     }
     let chance = |r: &mut NetRule, c: &Chance| {
         r.threshold = c.threshold;
@@ -236,6 +244,12 @@ pub(crate) fn arm(
         needs: rule.matches,
         cidrs: cidrs(&plan.filter),
         cgroups: plan.filter.cgroup.iter().map(|c| c.id).collect(),
+        sockets: plan
+            .filter
+            .sockets
+            .as_ref()
+            .map(|s| s.cookies.clone())
+            .unwrap_or_default(),
         shaping,
     };
     let mut created = Vec::new();
@@ -330,9 +344,13 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
         }
     }
     let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut socket: BTreeMap<u64, u64> = BTreeMap::new();
     for a in armed {
         for &id in &a.cgroups {
             *cgroup.entry(id).or_default() |= bit(a);
+        }
+        for &cookie in &a.sockets {
+            *socket.entry(cookie).or_default() |= bit(a);
         }
     }
 
@@ -346,6 +364,11 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
         maps.cgroup
             .insert(id, value, 0)
             .map_err(map_err("writing a cgroup"))?;
+    }
+    for (cookie, value) in &socket {
+        maps.socket
+            .insert(cookie, value, 0)
+            .map_err(map_err("writing a socket"))?;
     }
     for (id, value) in &attach {
         maps.attach
@@ -374,6 +397,15 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
         .collect();
     for k in stale {
         let _ = maps.cgroup.remove(&k);
+    }
+    let stale: Vec<u64> = maps
+        .socket
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| !socket.contains_key(k))
+        .collect();
+    for k in stale {
+        let _ = maps.socket.remove(&k);
     }
     let stale: Vec<u32> = maps
         .attach

@@ -144,6 +144,9 @@ struct NetTarget {
     /// cgroup v2 of the sending sockets (egress).
     #[arg(long)]
     cgroup: Option<String>,
+    /// Only the sockets this process holds when the fault is armed (egress).
+    #[arg(long)]
+    pid: Option<u32>,
     /// A port, address or CIDR never touched (repeatable). Port 22 is always kept unless --force.
     #[arg(long)]
     exclude: Vec<String>,
@@ -199,6 +202,7 @@ impl NetTarget {
                 ProtoArg::Icmp => Proto::Icmp,
             }),
             cgroup: self.cgroup,
+            pid: self.pid,
             exclude: self.exclude,
             force: self.force,
             duration: self.duration,

@@ -1,0 +1,95 @@
+//! The sockets of a process, by cookie: how `--pid` selects "only that process's traffic" in a TC
+//! program, which sees packets, not processes. Each socket the process holds is duplicated into
+//! the controller with `pidfd_getfd` (5.6+) just long enough to read its `SO_COOKIE`, the same id
+//! `bpf_get_socket_cookie` returns for its packets.
+
+use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
+
+use crate::error::{Error, Result};
+
+const SO_COOKIE: libc::c_int = 57;
+
+fn syscall_fd(ret: libc::c_long) -> std::io::Result<OwnedFd> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: the kernel just returned this fd to us.
+        Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    }
+}
+
+fn cookie(fd: &OwnedFd) -> std::io::Result<u64> {
+    let mut value: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given.
+    let ret = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(fd),
+            libc::SOL_SOCKET,
+            SO_COOKIE,
+            (&mut value as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(value)
+    }
+}
+
+/// Cookies of the sockets process `pid` holds now. `field` names the spec field for errors.
+pub fn cookies(pid: u32, field: &'static str) -> Result<Vec<u64>> {
+    let fix = "give the pid of a running process that holds sockets (see `ss -p`)";
+    let fd_dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&fd_dir)
+        .map_err(|e| Error::invalid(field, format!("no process {pid} ({e})"), fix))?;
+    // SAFETY: plain syscall; the result is checked.
+    let pidfd = syscall_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) })
+        .map_err(|e| Error::io(format!("pidfd_open({pid})"), e))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:["));
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::c_int>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: plain syscall; the result is checked.
+        let ours = syscall_fd(unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_getfd,
+                std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                n,
+                0,
+            )
+        });
+        match ours {
+            Ok(fd) => {
+                if let Ok(c) = cookie(&fd) {
+                    out.push(c);
+                }
+            }
+            // The socket was closed in between: it needs no fault.
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
+            Err(e) => return Err(Error::io(format!("pidfd_getfd({pid}, {n})"), e)),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() {
+        return Err(Error::invalid(
+            field,
+            format!("process {pid} holds no sockets now"),
+            "--pid selects the sockets a process holds when the fault is armed; use --cgroup to \
+             catch connections it opens later",
+        ));
+    }
+    Ok(out)
+}

@@ -262,6 +262,14 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
             ],
         ),
         (
+            "net by pid (egress)",
+            true,
+            vec![c(
+                "tc bpf + socket cookies",
+                &[F::TcClsact, F::HelperSkbCgroupId],
+            )],
+        ),
+        (
             "net by cgroup (egress)",
             true,
             vec![c(

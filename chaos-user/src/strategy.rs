@@ -264,10 +264,7 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
         (
             "net by pid (egress)",
             true,
-            vec![c(
-                "tc bpf + socket cookies",
-                &[F::TcClsact, F::HelperSkbCgroupId],
-            )],
+            vec![c("tc bpf + socket cookies", &[F::TcClsact])],
         ),
         (
             "net by cgroup (egress)",

@@ -360,21 +360,6 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
             .insert(&cidr_key(kind_net.0, &kind_net.1), value, 0)
             .map_err(map_err("writing an address prefix"))?;
     }
-    for (id, value) in &cgroup {
-        maps.cgroup
-            .insert(id, value, 0)
-            .map_err(map_err("writing a cgroup"))?;
-    }
-    for (cookie, value) in &socket {
-        maps.socket
-            .insert(cookie, value, 0)
-            .map_err(map_err("writing a socket"))?;
-    }
-    for (id, value) in &attach {
-        maps.attach
-            .insert(id, value, 0)
-            .map_err(map_err("arming an attachment"))?;
-    }
     let wanted: Vec<Key<CidrKey>> = cidr.keys().map(|(k, n)| cidr_key(*k, n)).collect();
     let stale: Vec<Key<CidrKey>> = maps
         .cidr
@@ -389,32 +374,32 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     for k in stale {
         let _ = maps.cidr.remove(&k);
     }
-    let stale: Vec<u64> = maps
-        .cgroup
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| !cgroup.contains_key(k))
-        .collect();
-    for k in stale {
-        let _ = maps.cgroup.remove(&k);
+    replace_all(&mut maps.cgroup, &cgroup)?;
+    replace_all(&mut maps.socket, &socket)?;
+    replace_all(&mut maps.attach, &attach)?;
+    Ok(())
+}
+
+/// Makes hash map `map` hold exactly `wanted`: new values first, then stale keys removed.
+fn replace_all<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    wanted: &std::collections::BTreeMap<K, V>,
+) -> Result<()>
+where
+    K: aya::Pod + Ord,
+    V: aya::Pod,
+{
+    for (k, v) in wanted {
+        map.insert(k, v, 0)
+            .map_err(map_err("updating a selector map"))?;
     }
-    let stale: Vec<u64> = maps
-        .socket
+    let stale: Vec<K> = map
         .keys()
         .filter_map(|k| k.ok())
-        .filter(|k| !socket.contains_key(k))
+        .filter(|k| !wanted.contains_key(k))
         .collect();
     for k in stale {
-        let _ = maps.socket.remove(&k);
-    }
-    let stale: Vec<u32> = maps
-        .attach
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| !attach.contains_key(k))
-        .collect();
-    for k in stale {
-        let _ = maps.attach.remove(&k);
+        let _ = map.remove(&k);
     }
     Ok(())
 }

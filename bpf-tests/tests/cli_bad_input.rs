@@ -49,7 +49,52 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
             duration.into(),
         ]
     };
-    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+    let with = |mut base: Vec<String>, extra: &[&str]| {
+        base.extend(extra.iter().map(|s| s.to_string()));
+        base
+    };
+    let ok_loss = || loss("10", dev, ns, "10s");
+    let mut cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            with(ok_loss(), &["--dst", "10.0.0.0/33"]),
+            vec!["invalid dst", "10.0.0.0/33"],
+        ),
+        (
+            with(ok_loss(), &["--src", "not-an-ip"]),
+            vec!["invalid src"],
+        ),
+        (
+            with(ok_loss(), &["--dport", "70000"]),
+            vec!["invalid dport", "1-65535"],
+        ),
+        (
+            with(ok_loss(), &["--sport", "9-1"]),
+            vec!["invalid sport", "backwards"],
+        ),
+        (
+            with(ok_loss(), &["--exclude", "nonsense"]),
+            vec!["invalid exclude"],
+        ),
+        (
+            with(ok_loss(), &["--correlation", "101"]),
+            vec!["invalid correlation"],
+        ),
+        (
+            with(ok_loss(), &["--proto", "icmp", "--dport", "80"]),
+            vec!["invalid proto", "icmp has no ports"],
+        ),
+        (
+            with(ok_loss(), &["--cgroup", "no/such/cgroup"]),
+            vec!["invalid cgroup"],
+        ),
+        (
+            with(ok_loss(), &["--pid", "999999999"]),
+            vec!["invalid pid"],
+        ),
+        (
+            with(ok_loss(), &["--target-pid", "1"]),
+            vec!["--netns", "--target-pid"],
+        ),
         (
             loss("150", dev, ns, "10s"),
             vec!["invalid percent", "0-100"],
@@ -92,6 +137,40 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
         (vec!["status".into(), "../etc".into()], vec!["no fault"]),
         (vec!["recover".into()], vec!["--all"]),
     ];
+    // Delay where neither fq nor netem exists names both.
+    if chaos.probe_row("qdisc_fq").is_err() && chaos.probe_row("qdisc_netem").is_err() {
+        let delay = vec![
+            "inject",
+            "net",
+            "delay",
+            "--latency",
+            "50ms",
+            "--interface",
+            dev,
+            "--netns",
+            ns,
+            "--duration",
+            "10s",
+        ];
+        cases.push((
+            delay.into_iter().map(String::from).collect(),
+            vec!["cannot net delay", "fq", "netem"],
+        ));
+    }
+    let rate = |r: &str| {
+        with(
+            vec![
+                "inject".into(),
+                "net".into(),
+                "rate".into(),
+                "--rate".into(),
+                r.into(),
+            ],
+            &["--interface", dev, "--netns", ns, "--duration", "10s"],
+        )
+    };
+    cases.push((rate("fast"), vec!["invalid rate"]));
+    cases.push((rate("1furlong"), vec!["invalid rate", "unknown unit"]));
     for (args, needles) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         rejects(&chaos, &args, needles);

@@ -321,20 +321,9 @@ fn restore_root(iface: &Interface, which: Ours) -> Result<()> {
     .map(drop)
 }
 
-/// How netem spreads the delay between `delay - jitter` and `delay + jitter`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Distribution {
-    /// Even spread (netem's default: no table).
-    #[default]
-    Uniform,
-    /// Normal (iproute2's `normal.dist` table).
-    Normal,
-    /// Pareto.
-    Pareto,
-    /// Pareto and normal mixed.
-    ParetoNormal,
-}
+/// How netem spreads the delay between `delay - jitter` and `delay + jitter`: the spec's own
+/// type (uniform is netem's default, no table; the others are iproute2's tables).
+pub use crate::spec::Distribution;
 
 /// What a netem band does to the packets steered into it. Percentages are 0-100; a zero field
 /// is left out.
@@ -414,7 +403,7 @@ impl NetemParams {
                     Distribution::Uniform => None,
                     Distribution::Normal => Some("normal"),
                     Distribution::Pareto => Some("pareto"),
-                    Distribution::ParetoNormal => Some("paretonormal"),
+                    Distribution::Paretonormal => Some("paretonormal"),
                 };
                 if let Some(d) = dist {
                     push(&["distribution".into(), d.into()]);

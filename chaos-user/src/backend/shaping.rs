@@ -9,7 +9,7 @@ use super::qdisc::{self, FqRecord, IfbRecord, NetemBand, NetemParams};
 use crate::{
     error::{Error, Result},
     plan::{Effect, NetPlan},
-    spec::{Direction, Distribution},
+    spec::Direction,
     store::NetArmed,
     strategy::Shaping,
 };
@@ -48,12 +48,7 @@ fn netem_params(effect: &Effect) -> NetemParams {
         } => NetemParams {
             delay: *latency,
             jitter: *jitter,
-            distribution: match distribution {
-                Distribution::Uniform => qdisc::Distribution::Uniform,
-                Distribution::Normal => qdisc::Distribution::Normal,
-                Distribution::Pareto => qdisc::Distribution::Pareto,
-                Distribution::Paretonormal => qdisc::Distribution::ParetoNormal,
-            },
+            distribution: *distribution,
             ..NetemParams::default()
         },
         Effect::Rate { bytes_per_s } => NetemParams {

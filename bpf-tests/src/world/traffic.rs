@@ -21,6 +21,17 @@ pub const SOCKET_BUFFER: usize = 64 << 20;
 /// How long [`UdpSink::count`] waits for the count to stop changing.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
+/// Gives `socket` a [`SOCKET_BUFFER`] receive buffer, so bursts of datagrams queue instead of
+/// overflowing it.
+pub fn big_receive_buffer(socket: &impl AsRawFd) {
+    set_buffer(
+        socket.as_raw_fd(),
+        SO_RCVBUFFORCE,
+        libc::SO_RCVBUF,
+        SOCKET_BUFFER,
+    );
+}
+
 /// Sets a socket buffer, bypassing `rmem_max`/`wmem_max` (we are root), else as large as allowed.
 fn set_buffer(fd: libc::c_int, force: libc::c_int, plain: libc::c_int, size: usize) {
     let size = size as libc::c_int;
@@ -56,12 +67,7 @@ impl UdpSink {
     /// 64 MiB receive buffer, and starts counting.
     pub fn bind(ns: &NetNs, addr: IpAddr, port: u16) -> io::Result<Self> {
         let socket = ns.run(|| UdpSocket::bind(SocketAddr::new(addr, port)))?;
-        set_buffer(
-            socket.as_raw_fd(),
-            SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            SOCKET_BUFFER,
-        );
+        big_receive_buffer(&socket);
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let local = socket.local_addr()?;
         let count = Arc::new(AtomicU64::new(0));

@@ -141,10 +141,11 @@ struct NetTarget {
     /// Transport protocol.
     #[arg(long, value_enum)]
     proto: Option<ProtoArg>,
-    /// cgroup v2 of the sending sockets (egress).
+    /// Only the sockets of this cgroup v2 and those below it (repeatable). Inbound, it can
+    /// only drop (loss, partition).
     #[arg(long)]
-    cgroup: Option<String>,
-    /// Only the sockets this process holds when the fault is armed (egress).
+    cgroup: Vec<String>,
+    /// Only the sockets this process holds when the fault is armed. Inbound, it can only drop.
     #[arg(long)]
     pid: Option<u32>,
     /// A port, address or CIDR never touched (repeatable). Port 22 is always kept unless --force.

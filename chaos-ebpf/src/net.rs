@@ -117,7 +117,7 @@ pub fn chaos_tc_ingress(ctx: TcContext) -> i32 {
 /// packet through, 0 drops it; nothing else can be done here.
 #[cgroup_skb(ingress)]
 pub fn chaos_cgroup_ingress(ctx: SkBuffContext) -> i32 {
-    match judge_packet(&ctx.skb, Hook::CgroupIngress) {
+    match judge_packet(&ctx.skb, Hook::CgroupIngress, 0) {
         // SAFETY: this CPU's scratch value, just filled.
         Some(scratch) if unsafe { (*scratch).verdict.drop } != 0 => 0,
         _ => 1,
@@ -152,6 +152,9 @@ struct Packet {
     /// Offset of the L4 payload (after the TCP/UDP header), 0 if unknown.
     payload: u32,
     len: u32,
+    /// Length on the wire as qdiscs (and netem's rate) count it: `len` plus the headers of
+    /// every GSO segment after the first.
+    wire_len: u32,
     /// The interface the packet is on.
     ifindex: u32,
 }
@@ -182,7 +185,11 @@ fn tc(ctx: &TcContext, hook: Hook) -> i32 {
         unsafe { write_volatile(&mut (*skb).mark, mark & !DUP_MARK) };
         return TC_ACT_UNSPEC;
     }
-    let Some(scratch) = judge_packet(&ctx.skb, hook) else {
+    // What a qdisc counts for the packet: with GSO, every segment's headers (the kernel sets it
+    // before the egress hook). Only TC programs may read it.
+    // SAFETY: as above.
+    let wire_len = unsafe { read_volatile(&(*skb).wire_len) };
+    let Some(scratch) = judge_packet(&ctx.skb, hook, wire_len) else {
         return TC_ACT_UNSPEC;
     };
     // SAFETY: this CPU's scratch value, just filled; nothing else runs on this CPU meanwhile.
@@ -199,8 +206,9 @@ fn tc(ctx: &TcContext, hook: Hook) -> i32 {
 }
 
 /// Judges the packet against the rules armed on this instance's attachment; `None` when none
-/// is armed. The verdict is in the returned per-CPU scratch value.
-fn judge_packet(skb: &SkBuff, hook: Hook) -> Option<*mut Scratch> {
+/// is armed. The verdict is in the returned per-CPU scratch value. `wire_len`: the packet's
+/// length as qdiscs count it, 0 if unknown.
+fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch> {
     // SAFETY: reading a plain static; volatile so the loader-set value is used.
     let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
     let attach = CHAOS_NET_ATTACH.get_ptr(attach_id)?;
@@ -214,6 +222,9 @@ fn judge_packet(skb: &SkBuff, hook: Hook) -> Option<*mut Scratch> {
     let j = &mut s.judging;
     j.slots = slots;
     parse(skb, hook, &mut j.pkt);
+    if wire_len > j.pkt.len {
+        j.pkt.wire_len = wire_len;
+    }
     let pkt = &j.pkt;
     let lookup = |kind: u8, addr: &[u8; 16]| -> u64 {
         let key = Key::new(
@@ -380,6 +391,7 @@ fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
     };
     *p = Packet {
         len: ctx.len(),
+        wire_len: ctx.len(),
         ifindex,
         ..Packet::default()
     };
@@ -533,8 +545,10 @@ fn judge(slot: u32, pkt: &Packet, sel: &Selected, boot_now: u64, mono_now: u64, 
                 // SAFETY: as above; concurrent packets may share a departure slot.
                 let next = unsafe { &mut (*s).next_departure_ns };
                 let at = (*next).max(mono_now);
-                let cost =
-                    (pkt.len as u64).saturating_mul(1_000_000_000) / rule.rate_bytes_per_s.max(1);
+                // Wire bytes, as netem's rate counts them: a GSO packet pays for the headers
+                // each of its segments will carry.
+                let cost = (pkt.wire_len as u64).saturating_mul(1_000_000_000)
+                    / rule.rate_bytes_per_s.max(1);
                 *next = at.saturating_add(cost);
                 v.tstamp = v.tstamp.max(at);
             }

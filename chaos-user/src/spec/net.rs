@@ -1,16 +1,6 @@
-//! Fault specs: what a user asks for, exactly as the CLI flags, the HTTP API and the library take
-//! it (serde). Nothing here is checked beyond its shape; [`crate::plan`] validates.
+//! Network fault specs.
 
 use serde::{Deserialize, Serialize};
-
-/// One fault, tagged by `kind`, e.g.
-/// `{"kind": "net", "action": "loss", "percent": 30, "interface": "veth0", "duration": "60s"}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum FaultSpec {
-    /// A network fault.
-    Net(NetSpec),
-}
 
 /// Network fault actions. (`Default` is `loss`, for building specs in code; a spec without an
 /// action does not parse.)
@@ -181,18 +171,10 @@ pub struct NetSpec {
     pub duration: String,
 }
 
-impl FaultSpec {
-    /// Short name of the fault kind and action, e.g. `net loss`.
-    pub fn name(&self) -> String {
-        match self {
-            FaultSpec::Net(n) => format!("net {}", n.action.as_str()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::FaultSpec;
 
     #[test]
     fn json_round_trip() {

@@ -154,6 +154,7 @@ impl Injector {
         self.store.put_fault(&record)?;
         let armed = match &plan.fault {
             PlannedFault::Net(p) => net::arm(&self.store, &faults, p, strategy, plan.duration),
+            PlannedFault::Syscall(_) => unreachable!("strategy::choose refuses syscall faults"),
         };
         match armed {
             Ok((n, deadline)) => {

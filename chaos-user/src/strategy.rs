@@ -119,7 +119,15 @@ impl TryFrom<String> for Strategy {
 
 /// Picks the strategy for `plan`, best first, or explains why none can serve it.
 pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
-    let PlannedFault::Net(net) = &plan.fault;
+    let net = match &plan.fault {
+        PlannedFault::Net(net) => net,
+        PlannedFault::Syscall(s) => {
+            return Err(Error::Unsupported {
+                what: format!("syscall {}", s.action.as_str()),
+                why: "syscall strategies are not built yet".into(),
+            });
+        }
+    };
     let unsupported = |why: String| Error::Unsupported {
         what: format!("net {}", net.action.as_str()),
         why,

@@ -4,6 +4,7 @@
 //! not become a plan arms nothing. One fault family per file; what they share is here.
 
 mod net;
+mod syscall;
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -14,7 +15,7 @@ use std::{
 use chaos_common::{PROBABILITY_ONE, percent_to_threshold};
 use serde::{Deserialize, Serialize};
 
-pub use self::net::*;
+pub use self::{net::*, syscall::*};
 use crate::{
     error::{Error, Result},
     mounts::CgroupMounts,
@@ -40,6 +41,8 @@ pub struct Plan {
 pub enum PlannedFault {
     /// A network fault.
     Net(NetPlan),
+    /// A syscall fault.
+    Syscall(SyscallPlan),
 }
 
 /// A probability with correlation, as thresholds of the kernel's two-state chain.
@@ -211,6 +214,7 @@ fn process_cgroup(pid: u32, force: bool) -> Result<CgroupTarget> {
 pub fn plan(spec: &FaultSpec) -> Result<Plan> {
     match spec {
         FaultSpec::Net(n) => net::plan(spec, n),
+        FaultSpec::Syscall(s) => syscall::plan(spec, s),
     }
 }
 

@@ -697,7 +697,7 @@ mod tests {
 
     #[test]
     fn guard_keeps_port_22() {
-        let FaultSpec::Net(mut s) = FaultSpec::Net(net(NetAction::Partition));
+        let mut s = net(NetAction::Partition);
         let f = filter(&s).unwrap();
         assert_eq!(f.exclude_ports, vec![22]);
         s.force = true;

@@ -3,10 +3,11 @@
 //! family per file.
 
 mod net;
+mod syscall;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::net::*;
+pub use self::{net::*, syscall::*};
 
 /// One fault, tagged by `kind`, e.g.
 /// `{"kind": "net", "action": "loss", "percent": 30, "interface": "veth0", "duration": "60s"}`.
@@ -15,6 +16,8 @@ pub use self::net::*;
 pub enum FaultSpec {
     /// A network fault.
     Net(NetSpec),
+    /// A syscall fault.
+    Syscall(SyscallSpec),
 }
 
 impl FaultSpec {
@@ -22,6 +25,7 @@ impl FaultSpec {
     pub fn name(&self) -> String {
         match self {
             FaultSpec::Net(n) => format!("net {}", n.action.as_str()),
+            FaultSpec::Syscall(s) => format!("syscall {}", s.action.as_str()),
         }
     }
 }

@@ -181,7 +181,9 @@ mod tests {
         let json =
             r#"{"kind":"net","action":"loss","percent":30,"interface":"veth0","duration":"60s"}"#;
         let spec: FaultSpec = serde_json::from_str(json).unwrap();
-        let FaultSpec::Net(net) = &spec;
+        let FaultSpec::Net(net) = &spec else {
+            panic!("{spec:?}")
+        };
         assert_eq!(net.percent, Some(30.0));
         assert_eq!(net.action, NetAction::Loss);
         assert_eq!(net.direction, None);
@@ -202,7 +204,9 @@ mod tests {
     fn selectors_parse() {
         let json = r#"{"kind":"net","action":"partition","dst":["10.0.0.0/8","fd00::/8"],
             "dport":"5432","proto":"tcp","exclude":["22"],"duration":"1m"}"#;
-        let FaultSpec::Net(net) = serde_json::from_str::<FaultSpec>(json).unwrap();
+        let Ok(FaultSpec::Net(net)) = serde_json::from_str::<FaultSpec>(json) else {
+            panic!("not a net spec")
+        };
         assert_eq!(net.dst.len(), 2);
         assert_eq!(net.proto, Some(Proto::Tcp));
     }

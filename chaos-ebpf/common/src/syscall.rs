@@ -1,5 +1,5 @@
 //! Syscall fault rules, judged by the programs on syscall entry (a raw tracepoint on
-//! `sys_enter` for signals, fmod_ret on `__x64_sys_*` for errors).
+//! `sys_enter` for signals, kprobes with `bpf_override_return` on `__x64_sys_*` for errors).
 //!
 //! A call is checked against the rule slots set in [`SYS_HOOK_MAP`] for its syscall number. Each
 //! rule selects its target (process set, cgroup or command name), then counts the selected call
@@ -25,14 +25,21 @@ pub const SYS_TGID_MAP: &str = "CHAOS_SYS_TGID";
 /// Name of the hash map from cgroup v2 id to the bitmask of rule slots that target it (and the
 /// cgroups below it).
 pub const SYS_CGROUP_MAP: &str = "CHAOS_SYS_CGRP";
+/// Name of the hash map from process id to the rule slots that follow it because a followed
+/// process started it (written by the kernel).
+pub const SYS_KIDS_MAP: &str = "CHAOS_SYS_KIDS";
+/// Name of the hash map from new task id to the rule slots following its parent, until its first
+/// syscall shows whether it is a process or a thread (written by the kernel).
+pub const SYS_NEW_MAP: &str = "CHAOS_SYS_NEW";
 
-/// Name of the global set at load time to the syscall number an fmod_ret instance serves.
-pub const SYS_NR_GLOBAL: &str = "CHAOS_SYS_NR";
+/// Name of the global set at load time to the offset of `child_pid` in the
+/// `sched_process_fork` record (from the tracepoint's format file).
+pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
 
-/// The raw tracepoint program on `sys_enter` (signals).
+/// The raw tracepoint program on `sys_enter` (signals, followed children).
 pub const PROG_SYS_ENTER: &str = "chaos_sys_enter";
-/// The fmod_ret program on a `__x64_sys_*` entry point (errors).
-pub const PROG_SYS_FMOD_RET: &str = "chaos_sys_fmod_ret";
+/// The kprobe program on `__x64_sys_*` entry points (errors, with `bpf_override_return`).
+pub const PROG_SYS_KPROBE: &str = "chaos_sys_kprobe";
 /// The tracepoint program on `sched_process_fork` that adds children of followed processes.
 pub const PROG_SYS_FORK: &str = "chaos_sys_fork";
 
@@ -43,7 +50,7 @@ pub const MAX_SYS_CGROUP_DEPTH: u32 = 16;
 pub mod action {
     /// Slot unused.
     pub const NONE: u32 = 0;
-    /// Return `-errno` without running the call (fmod_ret).
+    /// Return `-errno` without running the call (kprobe override).
     pub const FAIL: u32 = 1;
     /// Send `signal` to the calling thread's process (raw tracepoint).
     pub const SIGNAL: u32 = 2;

@@ -146,6 +146,73 @@ fn kill_on_call_exits_by_that_signal_and_spares_others() {
 }
 
 #[test]
+fn follow_children_reaches_processes_started_later() {
+    let chaos = skip_on_err!(chaos_for(&[
+        "raw_tracepoint",
+        "tracepoint",
+        "helper_send_signal"
+    ]));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    // The shell never calls execve itself; its children do, right after fork. A child killed
+    // by the fault fails `true`, and the shell exits 3.
+    let script = "while :; do /bin/true || exit 3; done";
+    let mut parent = ChildProcess::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    })
+    .expect("parent");
+    let mut alone = ChildProcess::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    })
+    .expect("parent without following");
+    let pid = parent.pid().to_string();
+    let alone_pid = alone.pid().to_string();
+    let fault = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "execve",
+            "--pid",
+            &pid,
+            "--follow-children",
+            "--duration",
+            "60s",
+        ],
+    );
+    let not_followed = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "execve",
+            "--pid",
+            &alone_pid,
+            "--duration",
+            "60s",
+        ],
+    );
+    assert_eq!(
+        exit_of(&mut parent).code(),
+        Some(3),
+        "a child was killed at execve"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        alone.try_wait().expect("try_wait"),
+        None,
+        "without --follow-children the children are not targets"
+    );
+    drop((fault, not_followed));
+    alone.kill().expect("kill");
+    oracle.assert_clean(&before);
+}
+
+#[test]
 fn stop_on_call_and_recovery_continues() {
     let chaos = skip_on_err!(chaos_for(&["raw_tracepoint", "helper_send_signal"]));
     let oracle = Oracle::new();

@@ -63,6 +63,10 @@ static CHAOS_SYS_KIDS: HashMap<u32, u64> = HashMap::pinned(16384, 0);
 #[map(name = "CHAOS_SYS_NEW")]
 static CHAOS_SYS_NEW: HashMap<u32, u64> = HashMap::pinned(16384, 0);
 
+/// Index 0: the rule slots that follow their targets' children (written by the controller).
+#[map(name = "CHAOS_SYS_FOLLOW")]
+static CHAOS_SYS_FOLLOW: Array<u64> = Array::pinned(1, 0);
+
 /// cgroup v2 id -> rule slots that target it and the cgroups below it.
 #[map(name = "CHAOS_SYS_CGRP")]
 static CHAOS_SYS_CGRP: HashMap<u64, u64> = HashMap::pinned(1024, 0);
@@ -154,17 +158,8 @@ pub fn chaos_sys_fork(ctx: TracePointContext) -> u32 {
     if bits == 0 {
         return 0;
     }
-    let mut follow = 0u64;
-    let mut slot = 0;
-    while slot < MAX_SYS_RULES {
-        if bits & (1 << slot) != 0
-            && let Some(rule) = CHAOS_SYS_RULES.get(slot)
-            && rule.matches & matches::FOLLOW != 0
-        {
-            follow |= 1 << slot;
-        }
-        slot += 1;
-    }
+    // SAFETY: index 0 of a one-entry array.
+    let follow = bits & CHAOS_SYS_FOLLOW.get(0).copied().unwrap_or(0);
     if follow == 0 {
         return 0;
     }
@@ -273,9 +268,11 @@ fn acts(slot: u32, c: &Call) -> bool {
         return false;
     };
     // SAFETY: map value pointer; its fields are only ever updated with atomic adds (BPF has
-    // fetch-and-add; the target lacks Rust's atomic types).
+    // fetch-and-add; the target lacks Rust's atomic types). SeqCst, not Relaxed: LLVM 22 lowers
+    // a relaxed add to the BPF add without fetch even when the old value is used, and the
+    // "old value" is then the addend (measured: every-N never fired).
     let fetch_add =
-        |field: *mut u64| unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, 1) };
+        |field: *mut u64| unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(field, 1) };
     // SAFETY: as above.
     let index = fetch_add(unsafe { &raw mut (*state).selected }) + 1;
     if index <= rule.after || (index - rule.after - 1) % rule.every.max(1) != 0 {

@@ -32,6 +32,10 @@ pub const SYS_KIDS_MAP: &str = "CHAOS_SYS_KIDS";
 /// syscall shows whether it is a process or a thread (written by the kernel).
 pub const SYS_NEW_MAP: &str = "CHAOS_SYS_NEW";
 
+/// Name of the one-entry array map holding the bitmask of rule slots that follow their targets'
+/// children ([`matches::FOLLOW`]).
+pub const SYS_FOLLOW_MAP: &str = "CHAOS_SYS_FOLLOW";
+
 /// Name of the global set at load time to the offset of `child_pid` in the
 /// `sched_process_fork` record (from the tracepoint's format file).
 pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";

@@ -12,8 +12,8 @@ use aya::{
 };
 use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
-    SYS_COUNTERS_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP, SYS_STATE_MAP,
-    SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches,
+    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP,
+    SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches,
 };
 
 use super::{find_or_attach, load_program, map_err, pin_link, replace_all};
@@ -34,6 +34,7 @@ struct Maps {
     kids: HashMap<MapData, u32, u64>,
     new: HashMap<MapData, u32, u64>,
     cgroup: HashMap<MapData, u64, u64>,
+    follow: Array<MapData, u64>,
 }
 
 fn open_maps() -> Result<Option<Maps>> {
@@ -46,6 +47,7 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(kids),
         Some(new),
         Some(cgroup),
+        Some(follow),
     ) = (
         ebpf::typed_map(SYS_RULES_MAP, Map::Array)?,
         ebpf::typed_map(SYS_COUNTERS_MAP, Map::PerCpuArray)?,
@@ -55,6 +57,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(SYS_KIDS_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_NEW_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_CGROUP_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_FOLLOW_MAP, Map::Array)?,
     )
     else {
         return Ok(None);
@@ -68,6 +71,7 @@ fn open_maps() -> Result<Option<Maps>> {
         kids,
         new,
         cgroup,
+        follow,
     }))
 }
 
@@ -293,8 +297,18 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
     let mut tgid: BTreeMap<u32, u64> = BTreeMap::new();
     let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
     let mut live = 0u64;
+    let mut follow = 0u64;
     for a in armed {
         live |= bit(a);
+        if matches!(
+            a.target,
+            SyscallTarget::Pid {
+                follow_children: true,
+                ..
+            }
+        ) {
+            follow |= bit(a);
+        }
         for &nr in &a.syscalls {
             if let Some(h) = hook.get_mut(nr as usize) {
                 *h |= bit(a);
@@ -315,6 +329,9 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
                 .map_err(map_err("updating a syscall's rule slots"))?;
         }
     }
+    maps.follow
+        .set(0, follow, 0)
+        .map_err(map_err("updating the followed rule slots"))?;
     replace_all(&mut maps.tgid, &tgid)?;
     replace_all(&mut maps.cgroup, &cgroup)?;
     for map in [&mut maps.kids, &mut maps.new] {

@@ -410,6 +410,77 @@ fn fail_with_errno_at_the_asked_rate() {
     oracle.assert_clean(&before);
 }
 
+#[test]
+fn connect_fails_for_the_target_cgroup_only() {
+    let chaos = skip_on_err!(chaos_for(&["bpffs"]));
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    skip_unless!(
+        ["/bin/bash", "/usr/bin/bash"]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("no bash (for /dev/tcp)")
+    );
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let refused = chaos.inject(&[
+        "syscall",
+        "fail",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ETIMEDOUT",
+        "--cgroup",
+        &cgroup,
+        "--duration",
+        "60s",
+    ]);
+    if let Err(f) = &refused {
+        // Neither kprobe override nor cgroup hooks with bpf_set_retval: said clearly.
+        assert!(f.stderr.contains("cannot syscall fail"), "{f}");
+    }
+    let id = skip_on_err!(refused.map_err(|f| f.stderr.trim().to_owned()));
+    let fault = Armed { chaos: &chaos, id };
+    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    let connect = |inside: bool| {
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+        ]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = if inside {
+            ChildProcess::builder(cmd).cgroup(&cg).spawn()
+        } else {
+            ChildProcess::spawn(cmd)
+        }
+        .expect("bash");
+        let status = exit_of(&mut child);
+        let mut out = String::new();
+        use std::io::Read as _;
+        let c = child.child_mut();
+        let _ = c.stdout.take().expect("stdout").read_to_string(&mut out);
+        let _ = c.stderr.take().expect("stderr").read_to_string(&mut out);
+        (status.success(), out)
+    };
+    let (ok, out) = connect(true);
+    assert!(
+        !ok && out.contains("Connection timed out"),
+        "inside ({strategy}): {out}"
+    );
+    let (ok, out) = connect(false);
+    assert!(ok && out.contains("connected"), "outside: {out}");
+    drop(fault);
+    let (ok, out) = connect(true);
+    assert!(ok && out.contains("connected"), "recovered: {out}");
+    drop(listener);
+    oracle.assert_clean(&before);
+}
+
 /// A fresh directory under the temp dir.
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(

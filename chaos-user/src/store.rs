@@ -144,6 +144,13 @@ pub enum Hook {
         /// The kernel function, e.g. `__x64_sys_fsync`.
         function: String,
     },
+    /// A cgroup socket-address hook (connect, bind errors).
+    SysSockAddr {
+        /// The cgroup.
+        cgroup: CgroupTarget,
+        /// The program, e.g. `chaos_sys_connect4`.
+        program: String,
+    },
 }
 
 /// How a program is attached.

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{KProbe, RawTracePoint, TracePoint, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, KProbe, RawTracePoint, TracePoint, links::FdLink,
+    },
     util::nr_cpus,
 };
 use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
     SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP,
-    SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches,
+    SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches, via,
 };
 
 use super::{find_or_attach, load_program, map_err, pin_link, replace_all};
@@ -22,7 +24,7 @@ use crate::{
     error::{Error, Result},
     plan::{SyscallEffect, SyscallPlan, SyscallTarget},
     store::{FaultRecord, Hook, Store, SysArmed},
-    strategy::SyscallStrategy,
+    strategy::{SOCK_ADDR_CALLS, SyscallStrategy},
 };
 
 struct Maps {
@@ -76,8 +78,15 @@ fn open_maps() -> Result<Option<Maps>> {
 }
 
 /// The kernel rule for `plan`, without its deadline.
-fn rule(plan: &SyscallPlan) -> SysRule {
+fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
     let mut r = SysRule::EMPTY;
+    r.via = match strategy {
+        SyscallStrategy::TracepointSignal => via::TRACEPOINT,
+        SyscallStrategy::KprobeOverride => via::KPROBE,
+        SyscallStrategy::CgroupSockAddr => via::CGROUP,
+        // Refused before arming: seccomp is chaos exec's.
+        SyscallStrategy::SeccompNotify => 0,
+    };
     match plan.effect {
         SyscallEffect::Fail { errno } => {
             r.action = action::FAIL;
@@ -130,6 +139,24 @@ fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
             });
         }
     }
+    if strategy == SyscallStrategy::CgroupSockAddr {
+        let cgroup = match &plan.target {
+            SyscallTarget::Cgroup(c) => plan.process_cgroup.clone().or(Some(c.clone())),
+            _ => plan.process_cgroup.clone(),
+        };
+        for call in &plan.syscalls {
+            let programs = SOCK_ADDR_CALLS
+                .iter()
+                .find(|(name, _)| *name == call.name)
+                .map_or(&[][..], |(_, p)| *p);
+            for program in programs {
+                hooks.extend(cgroup.iter().map(|c| Hook::SysSockAddr {
+                    cgroup: c.clone(),
+                    program: (*program).to_owned(),
+                }));
+            }
+        }
+    }
     // sys_enter sends the signals, and settles followed children at their first call.
     if strategy == SyscallStrategy::TracepointSignal || follow {
         hooks.push(Hook::SysEnter);
@@ -160,7 +187,7 @@ pub(crate) fn arm(
             why: format!("all {MAX_SYS_RULES} rule slots are in use; recover some faults first"),
         })?;
     let others: Vec<&SysArmed> = faults.iter().filter_map(|f| f.syscall.as_ref()).collect();
-    let mut rule = rule(plan);
+    let mut rule = rule(plan, strategy);
     let mut armed = SysArmed {
         slot,
         attachments: Vec::new(),
@@ -430,6 +457,24 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
                 .map_err(|e| Error::bpf("taking the kprobe link", e))?
                 .try_into()
                 .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
+            pin_link(link, &name)
+        }
+        Hook::SysSockAddr { cgroup, program } => {
+            let mut bpf = ebpf::load(&[])?;
+            let prog: &mut CgroupSockAddr = load_program(&mut bpf, program)?;
+            let dir = std::fs::File::open(&cgroup.path)
+                .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.path.display()), e))?;
+            let link_id = prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| {
+                Error::bpf(
+                    format!("attaching {program} to cgroup {}", cgroup.path.display()),
+                    e,
+                )
+            })?;
+            let link: FdLink = prog
+                .take_link(link_id)
+                .map_err(|e| Error::bpf("taking the cgroup link", e))?
+                .try_into()
+                .map_err(|e| Error::bpf("cgroup link as fd link", e))?;
             pin_link(link, &name)
         }
         other => unreachable!("{other:?} is not a syscall hook"),

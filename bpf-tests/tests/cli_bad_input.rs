@@ -171,7 +171,7 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
     };
     // Syscall faults: a sleeping child of ours is the (never harmed) target.
     let mut target = std::process::Command::new("sleep")
-        .arg("60")
+        .arg("3600")
         .spawn()
         .expect("sleep");
     let pid = target.id().to_string();

@@ -27,6 +27,11 @@ use crate::{
     strategy::{SOCK_ADDR_CALLS, SyscallStrategy},
 };
 
+/// At most this many entries are read from a map the kernel changes as we read it: when the key
+/// in hand is deleted, the next-key walk starts over, and a busy forker could keep it going
+/// forever. Twice the maps' size covers one full pass.
+const MAP_SCAN_LIMIT: usize = 32_768;
+
 struct Maps {
     rules: Array<MapData, SysRule>,
     counters: PerCpuArray<MapData, SysCounters>,
@@ -257,6 +262,7 @@ pub(crate) fn disarm(armed: &SysArmed, remaining: &[&SysArmed]) -> Result<()> {
         followed = maps
             .kids
             .iter()
+            .take(MAP_SCAN_LIMIT)
             .filter_map(|e| e.ok())
             .filter(|(_, bits)| bits & bit != 0)
             .map(|(tgid, _)| tgid)
@@ -362,7 +368,11 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
     replace_all(&mut maps.tgid, &tgid)?;
     replace_all(&mut maps.cgroup, &cgroup)?;
     for map in [&mut maps.kids, &mut maps.new] {
-        let entries: Vec<(u32, u64)> = map.iter().filter_map(|e| e.ok()).collect();
+        let entries: Vec<(u32, u64)> = map
+            .iter()
+            .take(MAP_SCAN_LIMIT)
+            .filter_map(|e| e.ok())
+            .collect();
         for (k, bits) in entries {
             if bits & !live != 0 {
                 if bits & live == 0 {

@@ -570,7 +570,11 @@ mod tests {
             resolve_program("/bin/sh").unwrap(),
             PathBuf::from("/bin/sh")
         );
-        assert!(resolve_program("/etc/hostname").is_err());
+        assert!(
+            resolve_program("/proc/self/status").is_err(),
+            "not executable"
+        );
+        assert!(resolve_program("/").is_err(), "not a file");
         assert_eq!(Exit::Signal(15).shell_code(), 143);
         assert_eq!(Exit::Code(3).shell_code(), 3);
     }

@@ -305,7 +305,7 @@ impl Decider {
         }
         c.matched += 1;
         let k = c.matched;
-        if k <= self.after || (k - self.after - 1) % self.every != 0 {
+        if k <= self.after || !(k - self.after - 1).is_multiple_of(self.every) {
             return Verdict::Continue;
         }
         if self.max_count.is_some_and(|max| c.acted >= max) || !self.rng.chance(self.percent) {
@@ -509,10 +509,10 @@ impl Delayer {
                     }
                     let now = Instant::now();
                     while due.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-                        if let Some(Reverse((_, id))) = due.pop() {
-                            if let Err(e) = listener.answer(id, Answer::Continue) {
-                                tracing::warn!("releasing a delayed call: {e}");
-                            }
+                        if let Some(Reverse((_, id))) = due.pop()
+                            && let Err(e) = listener.answer(id, Answer::Continue)
+                        {
+                            tracing::warn!("releasing a delayed call: {e}");
                         }
                     }
                 }
@@ -709,9 +709,9 @@ mod tests {
         assert_eq!(normalize(Path::new("/../data")), PathBuf::from("/data"));
         assert!(Path::new("/data/x").starts_with("/data"));
         assert!(!Path::new("/data/xy").starts_with("/data/x"));
-        assert_eq!(file_args(257), file_args(Sysno::mkdirat.id() as i32));
-        assert_eq!(file_args(Sysno::fsync.id() as i32), &[FileArg::Fd]);
-        assert!(file_args(Sysno::connect.id() as i32).is_empty());
+        assert_eq!(file_args(257), file_args(Sysno::mkdirat.id()));
+        assert_eq!(file_args(Sysno::fsync.id()), &[FileArg::Fd]);
+        assert!(file_args(Sysno::connect.id()).is_empty());
     }
 
     #[test]

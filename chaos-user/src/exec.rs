@@ -165,6 +165,67 @@ impl Drop for MaskGuard {
     }
 }
 
+/// The forked child, held by a pidfd so that signals never reach a reused pid.
+struct ChildProc {
+    pid: Pid,
+    pidfd: OwnedFd,
+    reaped: bool,
+}
+
+impl ChildProc {
+    /// Takes hold of the freshly forked (not yet reaped) child `pid`; on failure kills and reaps
+    /// it, which is safe while it cannot have been reaped.
+    fn new(pid: Pid) -> Result<ChildProc> {
+        // SAFETY: integer arguments only.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if ret < 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(Error::io("pidfd_open (needs Linux 5.3)", e));
+        }
+        Ok(ChildProc {
+            pid,
+            // SAFETY: the kernel just gave us this fd; nothing else owns it.
+            pidfd: unsafe { OwnedFd::from_raw_fd(ret as i32) },
+            reaped: false,
+        })
+    }
+
+    /// Sends `sig` (`pidfd_send_signal`; a child that already ended is not an error).
+    fn signal(&self, sig: Signal) {
+        // SAFETY: integer arguments and a null siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
+    /// Reaps the child if it has ended.
+    fn try_wait(&mut self) -> Result<Option<Exit>> {
+        if self.reaped {
+            return Ok(None);
+        }
+        let exit = exit_of(waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).ctx(|| "waitpid")?);
+        self.reaped = exit.is_some();
+        Ok(exit)
+    }
+
+    /// Kills and reaps the child, unless that was done.
+    fn kill_and_reap(&mut self) {
+        if !self.reaped {
+            self.signal(Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            self.reaped = true;
+        }
+    }
+}
+
 /// The signals forwarded to the command.
 const FORWARDED: [Signal; 4] = [
     Signal::SIGINT,
@@ -291,16 +352,15 @@ pub fn exec(plan: &Plan, command: &[String]) -> Result<ExecReport> {
         // SAFETY: in the forked child; every pointer stays valid until execv or _exit.
         unsafe { child(&fprog, page.get(), path.as_ptr(), argv.as_ptr(), &mask.0) };
     }
-    let child = Pid::from_raw(pid);
-    let result = supervise(sp, plan.duration, child, &page, sizes, &sigfd);
+    let mut child = ChildProc::new(Pid::from_raw(pid))?;
+    let result = supervise(sp, plan.duration, &mut child, &page, sizes, &sigfd);
     drop(sigfd);
     drop(mask);
     let (exit, counters) = match result {
         Ok(done) => done,
         Err(e) => {
             // Nothing may be left behind: the command cannot run on without its supervisor.
-            let _ = kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
+            child.kill_and_reap();
             return Err(e);
         }
     };
@@ -385,7 +445,7 @@ fn exit_of(status: WaitStatus) -> Option<Exit> {
 fn supervise(
     plan: &SyscallPlan,
     duration: Duration,
-    child: Pid,
+    child: &mut ChildProc,
     page: &SharedPage,
     sizes: libc::seccomp_notif_sizes,
     sigfd: &SignalFd,
@@ -394,7 +454,7 @@ fn supervise(
     // The child makes no syscall between installing the filter and our ack, so this wait is
     // short; it ends early if the child dies.
     while h.state.load(Ordering::Acquire) == 0 {
-        if let Some(exit) = exit_of(waitpid(child, Some(WaitPidFlag::WNOHANG)).ctx(|| "waitpid")?) {
+        if let Some(exit) = child.try_wait()? {
             return Err(Error::io(
                 "starting the command",
                 std::io::Error::other(format!("the child ended early ({exit:?})")),
@@ -405,7 +465,7 @@ fn supervise(
     let state = h.state.load(Ordering::Acquire);
     let value = h.value.load(Ordering::Relaxed);
     if state != READY {
-        let _ = waitpid(child, None);
+        child.kill_and_reap();
         let e = Errno::from_raw(value);
         return Err(if state == FAILED_SECCOMP {
             Error::Unsupported {
@@ -419,7 +479,7 @@ fn supervise(
             )
         });
     }
-    let listener = take_fd(child, value)?;
+    let listener = take_fd(&child.pidfd, value)?;
     h.ack.store(1, Ordering::Release);
     let deadline = Instant::now() + duration;
     let mut sup = Supervisor::new(Listener::new(listener, sizes), plan, deadline)?;
@@ -465,15 +525,14 @@ fn supervise(
             while let Some(info) = sigfd.read_signal().ctx(|| "reading the signalfd")? {
                 let sig = info.ssi_signo as i32;
                 if sig == libc::SIGCHLD {
-                    let status = waitpid(child, Some(WaitPidFlag::WNOHANG)).ctx(|| "waitpid")?;
-                    if let Some(exit) = exit_of(status) {
+                    if let Some(exit) = child.try_wait()? {
                         break 'run exit;
                     }
                 } else if info.ssi_code <= 0 {
                     // Sent by a process (kill, sigqueue): pass it on. A terminal's signals
                     // (SI_KERNEL) have already reached the command's process group.
                     if let Ok(s) = Signal::try_from(sig) {
-                        let _ = kill(child, s);
+                        child.signal(s);
                     }
                 }
             }
@@ -482,28 +541,18 @@ fn supervise(
     Ok((exit, sup.finish()))
 }
 
-/// Takes fd `fd` of process `pid` with `pidfd_getfd`.
-fn take_fd(pid: Pid, fd: i32) -> Result<OwnedFd> {
-    let own = |ret: libc::c_long, what: &str| -> Result<OwnedFd> {
-        if ret < 0 {
-            return Err(Error::io(
-                format!("{what} (needs Linux 5.6)"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: the kernel just gave us this fd; nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
-    };
+/// Takes fd `fd` of the process behind `pidfd` with `pidfd_getfd`.
+fn take_fd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd> {
     // SAFETY: integer arguments only.
-    let pidfd = own(
-        unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) },
-        "pidfd_open",
-    )?;
-    // SAFETY: integer arguments only.
-    own(
-        unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) },
-        "taking the seccomp listener with pidfd_getfd",
-    )
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if ret < 0 {
+        return Err(Error::io(
+            "taking the seccomp listener with pidfd_getfd (needs Linux 5.6)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
 }
 
 /// One line for `chaos exec`'s summary: `seccomp-notify openat: seen 9 matched 4 acted 4`.

@@ -51,14 +51,14 @@ pub struct Status {
     pub counters: Option<Counters>,
 }
 
-/// Per-fault counters.
+/// Per-fault counters: packets for network faults, calls for syscall faults.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
-    /// Packets examined by the rule.
+    /// Packets or calls the rule examined.
     pub seen: u64,
-    /// Packets within the deadline that matched.
+    /// Those of its target, within the deadline.
     pub matched: u64,
-    /// Packets the fault acted on (dropped...).
+    /// Those it acted on (dropped, failed, signalled...).
     pub acted: u64,
 }
 

@@ -1,6 +1,7 @@
 //! Subcommands, one file each.
 
 mod demo;
+mod exec;
 mod inject;
 mod list;
 mod probe;
@@ -25,6 +26,8 @@ enum Command {
     Probe(probe::Args),
     /// Arm a fault.
     Inject(Box<inject::Args>),
+    /// Run a command under a syscall fault (seccomp user notification), until it exits.
+    Exec(Box<exec::Args>),
     /// List armed faults with their counters.
     #[command(alias = "ls")]
     List(list::ListArgs),
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Probe(a) => probe::run(a),
         Command::Inject(a) => inject::run(*a),
+        Command::Exec(a) => exec::run(*a),
         Command::List(a) => list::run_list(a),
         Command::Status(a) => list::run_status(a),
         Command::Recover(a) => recover::run(a),

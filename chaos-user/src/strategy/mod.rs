@@ -166,7 +166,7 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
         ),
         (
             "syscall fail / delay (chaos exec)",
-            false,
+            true,
             vec![c("seccomp user notification", &[F::SeccompUserNotif])],
         ),
         (

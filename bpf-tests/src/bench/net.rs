@@ -188,7 +188,7 @@ fn pps(w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
 }
 
 fn nonmatching(b: &mut Bench) -> Result<()> {
-    let (rounds, count) = b.config().pick((5, 200_000u64), (15, 500_000));
+    let (rounds, count) = b.config().pick((15, 150_000u64), (40, 300_000));
     let inj = injector()?;
     let w = TwoHosts::new()?;
     let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
@@ -473,8 +473,11 @@ fn latencies(trials: &[LatencyTrial], sent: &[u64], received: &[bool]) -> Vec<Op
         .collect()
 }
 
+/// Trials per latency row, in both modes: they are cheap (about 0.1 s each).
+const LATENCY_TRIALS: usize = 100;
+
 fn arm_latency(b: &mut Bench) -> Result<()> {
-    let n = b.config().pick(50, 100);
+    let n = LATENCY_TRIALS;
     let inj = injector()?;
     let w = TwoHosts::new()?;
     for warm in [false, true] {

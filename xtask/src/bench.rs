@@ -34,8 +34,11 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Skip the VM rows (delay and jitter beside tc netem, their CPU cost).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_native")]
     no_vm: bool,
+    /// Skip the native rows (only the VM rows).
+    #[arg(long)]
+    no_native: bool,
     /// The kernel booted for the VM rows (it needs fq and netem).
     #[arg(long, default_value = "debian-6.12")]
     vm_kernel: KernelName,
@@ -66,22 +69,26 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let (chaos, bench) = build_release()?;
     let mut collector = Collector::default();
 
-    println!("\n==> bench: native ({})", kernel_release());
-    let mut c = Command::new(&bench);
-    c.args(["--place", "native"])
-        .env("CHAOS_BIN", &chaos)
-        .env("RUST_BACKTRACE", "1");
-    if args.quick {
-        c.arg("--quick");
-    }
-    for f in &args.only {
-        c.args(["--only", f]);
-    }
-    let status = cmd::stream_stdout(&mut c, |line| collector.feed("native", line))?;
-    if !status.success() {
-        collector
-            .errors
-            .push(format!("native: chaos-bench exited with {status}"));
+    if args.no_native {
+        println!("\n==> bench: native rows skipped");
+    } else {
+        println!("\n==> bench: native ({})", kernel_release());
+        let mut c = Command::new(&bench);
+        c.args(["--place", "native"])
+            .env("CHAOS_BIN", &chaos)
+            .env("RUST_BACKTRACE", "1");
+        if args.quick {
+            c.arg("--quick");
+        }
+        for f in &args.only {
+            c.args(["--only", f]);
+        }
+        let status = cmd::stream_stdout(&mut c, |line| collector.feed("native", line))?;
+        if !status.success() {
+            collector
+                .errors
+                .push(format!("native: chaos-bench exited with {status}"));
+        }
     }
 
     let vm_wanted = args.only.is_empty() || args.only.iter().any(|f| f == "net");

@@ -5,14 +5,19 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    process::Command,
     time::Duration,
 };
 
 use bpf_tests::{
-    TestCgroup, UdpProbeSink,
+    ChildProcess, TestCgroup, UdpProbeSink,
     drill::{Drill, PORT},
     skip_on_err, skip_unless,
-    world::{TcpEcho, cgroup2_mount, measure::within_binomial_999, tcp_check},
+    world::{
+        CgroupVersion, TcpEcho, big_receive_buffer, cgroup2_mount, measure::within_binomial_999,
+        tcp_check,
+    },
 };
 
 /// Sends `n` sequenced datagrams A -> B and returns the sink's statistics.
@@ -212,42 +217,137 @@ fn socket_in_cgroup(d: &Drill, cg: &TestCgroup) -> UdpSocket {
     sock.expect("socket")
 }
 
-#[test]
-fn partition_by_cgroup_hits_only_its_sockets() {
-    let d = skip_on_err!(Drill::new("any"));
-    skip_unless!(own_cgroup_v2().ok_or("this process is in no cgroup v2"));
-    let cg = skip_on_err!(TestCgroup::new_v2());
-    let id = cg.id().expect("cgroup id");
-    let inside = socket_in_cgroup(&d, &cg);
-    let outside = d
-        .world
+/// Sends `n` datagrams from `sock` (on A) to a sink on B; returns how many arrived.
+fn outbound(d: &Drill, sock: &UdpSocket, n: u32) -> u64 {
+    let to = SocketAddr::new(d.world.b.v4(), PORT);
+    let sink = bpf_tests::UdpSink::bind(&d.world.b.ns, to.ip(), PORT).expect("sink");
+    for i in 0..n {
+        sock.send_to(&i.to_be_bytes(), to).expect("send");
+    }
+    sink.count()
+}
+
+/// Sends `n` datagrams from B to `sock`'s port on A (`via_lo`: from A itself, over loopback);
+/// returns how many `sock` received.
+fn inbound(d: &Drill, sock: &UdpSocket, n: u64, via_lo: bool) -> u64 {
+    let port = sock.local_addr().expect("local address").port();
+    let (from, to) = if via_lo {
+        (&d.world.a.ns, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    } else {
+        (&d.world.b.ns, d.world.a.v4())
+    };
+    let sent = bpf_tests::udp_blast(from, to, port, n, 64).expect("blast");
+    assert_eq!(sent, n, "the sender itself must lose nothing");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut got = 0;
+    while sock.recv_from(&mut buf).is_ok() {
+        got += 1;
+    }
+    got
+}
+
+/// A socket in A's namespace, outside any test cgroup.
+fn plain_socket(d: &Drill) -> UdpSocket {
+    d.world
         .a
         .ns
         .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
-        .expect("socket");
+        .expect("socket")
+}
+
+#[test]
+fn partition_by_cgroup_cuts_both_directions_of_its_subtree() {
+    let d = skip_on_err!(Drill::new("any"));
+    skip_unless!(own_cgroup_v2().ok_or("this process is in no cgroup v2"));
+    skip_on_err!(d.chaos.probe_row("cgroup_skb"));
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let sub = TestCgroup::in_dir(cg.path(), CgroupVersion::V2).expect("sub-cgroup");
+    // Sockets of the cgroup's sub-cgroup are the cgroup's too.
+    let inside = socket_in_cgroup(&d, &sub);
+    let outside = plain_socket(&d);
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let refused = d
+        .try_net(
+            "corrupt",
+            &d.world.a,
+            &[
+                "--percent",
+                "5",
+                "--cgroup",
+                &cgroup,
+                "--direction",
+                "ingress",
+            ],
+            "60s",
+        )
+        .unwrap_err();
+    assert!(
+        refused.stderr.starts_with("error: invalid cgroup") && refused.stderr.contains("dropped"),
+        "{refused}"
+    );
+    // Partition: both directions by default.
+    let fault = d.net("partition", &d.world.a, &["--cgroup", &cgroup], "60s");
+    let status = d.chaos.status(&fault).expect("status");
+    assert_eq!(
+        status["strategy"]
+            .as_str()
+            .map(|s| s.ends_with("+cgroup-skb")),
+        Some(true),
+        "{status}"
+    );
+    assert_eq!(
+        outbound(&d, &inside, 200),
+        0,
+        "the cgroup's sockets cannot send"
+    );
+    assert_eq!(inbound(&d, &inside, 200, false), 0, "nor receive");
+    assert_eq!(outbound(&d, &outside, 200), 200, "other sockets send");
+    assert_eq!(inbound(&d, &outside, 200, false), 200, "and receive");
+    // The fault is on A's veth: the same socket still hears loopback.
+    assert_eq!(inbound(&d, &inside, 200, true), 200, "loopback is not cut");
+    let acted = d.chaos.status(&fault).expect("status")["counters"]["acted"]
+        .as_u64()
+        .expect("acted");
+    assert_eq!(acted, 400, "200 out and 200 in dropped: {acted}");
+    d.chaos.recover(&fault).expect("recover");
+    assert_eq!(outbound(&d, &inside, 200), 200, "recovered: out");
+    assert_eq!(inbound(&d, &inside, 200, false), 200, "recovered: in");
+    drop(inside);
+    d.assert_clean();
+}
+
+#[test]
+fn loss_by_cgroup_inbound_within_binomial_interval() {
+    let d = skip_on_err!(Drill::new("any"));
+    skip_unless!(own_cgroup_v2().ok_or("this process is in no cgroup v2"));
+    skip_on_err!(d.chaos.probe_row("cgroup_skb"));
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let inside = socket_in_cgroup(&d, &cg);
+    let cgroup = cg.path().to_string_lossy().into_owned();
     let fault = d.net(
-        "partition",
+        "loss",
         &d.world.a,
         &[
+            "--percent",
+            "30",
             "--cgroup",
-            &cg.path().to_string_lossy(),
+            &cgroup,
             "--direction",
-            "egress",
+            "ingress",
         ],
         "60s",
     );
-    let to = SocketAddr::new(d.world.b.v4(), PORT);
-    let count = |sock: &UdpSocket| {
-        let sink = bpf_tests::UdpSink::bind(&d.world.b.ns, to.ip(), PORT).expect("sink");
-        for i in 0..200u32 {
-            sock.send_to(&i.to_be_bytes(), to).expect("send");
-        }
-        sink.count()
-    };
-    assert_eq!(count(&inside), 0, "sockets of cgroup {id} are cut");
-    assert_eq!(count(&outside), 200, "other sockets flow");
+    let n = 20_000;
+    big_receive_buffer(&inside);
+    let lost = n - inbound(&d, &inside, n, false);
+    assert!(
+        within_binomial_999(n, 0.30, lost),
+        "lost {lost} of {n} for 30 %"
+    );
+    assert_eq!(outbound(&d, &inside, 200), 200, "egress untouched");
     d.chaos.recover(&fault).expect("recover");
-    assert_eq!(count(&inside), 200, "recovered");
     drop(inside);
     d.assert_clean();
 }
@@ -397,12 +497,7 @@ fn dst_finds_the_interface_and_target_pid_the_namespace() {
 #[test]
 fn partition_by_pid_hits_the_sockets_it_held() {
     let d = skip_on_err!(Drill::new("any"));
-    let held = d
-        .world
-        .a
-        .ns
-        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
-        .expect("socket");
+    let held = plain_socket(&d);
     let pid = std::process::id().to_string();
     let fault = d.net(
         "partition",
@@ -410,23 +505,15 @@ fn partition_by_pid_hits_the_sockets_it_held() {
         &["--pid", &pid, "--direction", "egress"],
         "60s",
     );
-    let to = SocketAddr::new(d.world.b.v4(), PORT);
-    let count = |sock: &UdpSocket| {
-        let sink = bpf_tests::UdpSink::bind(&d.world.b.ns, to.ip(), PORT).expect("sink");
-        for i in 0..200u32 {
-            sock.send_to(&i.to_be_bytes(), to).expect("send");
-        }
-        sink.count()
-    };
     assert_eq!(
-        count(&held),
+        outbound(&d, &held, 200),
         0,
         "a socket the process held when armed is cut"
     );
     // `Drill::send` opens its socket now, after arming: not one the fault selected.
     assert_eq!(d.send_v4(200), 200, "sockets opened later are not selected");
     d.chaos.recover(&fault).expect("recover");
-    assert_eq!(count(&held), 200, "recovered");
+    assert_eq!(outbound(&d, &held, 200), 200, "recovered");
     let refused = d
         .try_net("partition", &d.world.a, &["--pid", "999999999"], "60s")
         .unwrap_err();
@@ -434,5 +521,63 @@ fn partition_by_pid_hits_the_sockets_it_held() {
         refused.stderr.starts_with("error: invalid pid"),
         "{refused}"
     );
+    if own_cgroup_v2() == cgroup2_mount() {
+        // Inbound by pid hooks the process's cgroup: never the root one unless forced.
+        let refused = d
+            .try_net("partition", &d.world.a, &["--pid", &pid], "60s")
+            .unwrap_err();
+        assert!(
+            refused.stderr.starts_with("error: invalid pid")
+                && refused.stderr.contains("root cgroup"),
+            "{refused}"
+        );
+    }
+    d.assert_clean();
+}
+
+#[test]
+fn partition_by_pid_cuts_both_directions() {
+    let d = skip_on_err!(Drill::new("any"));
+    skip_unless!(own_cgroup_v2().ok_or("this process is in no cgroup v2"));
+    skip_on_err!(d.chaos.probe_row("cgroup_skb"));
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    // A process in its own cgroup holding a socket made there (as fd 3); the test reads and
+    // writes the same socket through its own descriptor.
+    let held = socket_in_cgroup(&d, &cg);
+    let fd = held.as_raw_fd();
+    let mut sleep = Command::new("sleep");
+    sleep.arg("600");
+    // SAFETY: dup2 is async-signal-safe; it gives the child the socket as fd 3.
+    unsafe {
+        sleep.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = ChildProcess::builder(sleep)
+        .cgroup(&cg)
+        .spawn()
+        .expect("sleep");
+    let fault = d.net(
+        "partition",
+        &d.world.a,
+        &["--pid", &child.pid().to_string()],
+        "60s",
+    );
+    // Made after arming, in the same cgroup: not one of the process's sockets then.
+    let later = socket_in_cgroup(&d, &cg);
+    assert_eq!(
+        outbound(&d, &held, 200),
+        0,
+        "the process's socket cannot send"
+    );
+    assert_eq!(inbound(&d, &held, 200, false), 0, "nor receive");
+    assert_eq!(outbound(&d, &later, 200), 200, "a later socket sends");
+    assert_eq!(inbound(&d, &later, 200, false), 200, "and receives");
+    d.chaos.recover(&fault).expect("recover");
+    assert_eq!(inbound(&d, &held, 200, false), 200, "recovered");
+    drop(child);
     d.assert_clean();
 }

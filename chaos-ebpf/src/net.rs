@@ -1,6 +1,8 @@
 //! Network faults on TC: one classifier instance per armed interface and direction (an
 //! "attachment"). Rules live in maps, so arming or disarming a fault is a map update, never a
-//! reload.
+//! reload. Inbound traffic selected by cgroup or process (TC ingress runs before the packet has
+//! a socket) is judged by a `cgroup_skb/ingress` instance attached to the target cgroup
+//! instead; that hook can only drop.
 //!
 //! Per packet: one hash lookup for the attachment's rule slots (nothing else when none is
 //! armed), a parse of the IPv4/IPv6 and TCP/UDP headers, the LPM and cgroup lookups that some
@@ -16,17 +18,17 @@ use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
-        bpf_loop, bpf_redirect, bpf_skb_cgroup_id,
+        bpf_loop, bpf_redirect, bpf_skb_ancestor_cgroup_id,
     },
-    macros::{classifier, map},
+    macros::{cgroup_skb, classifier, map},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::TcContext,
+    programs::{SkBuffContext, TcContext, sk_buff::SkBuff},
 };
 use chaos_common::{
     PROBABILITY_ONE,
     net::{
-        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_NET_RULES, NetCounters,
-        NetRule, NetState, action, cidr, dist, matches,
+        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_CGROUP_DEPTH,
+        MAX_NET_RULES, NetCounters, NetRule, NetState, action, cidr, dist, matches,
     },
 };
 
@@ -57,7 +59,7 @@ static CHAOS_NET_ATTACH: HashMap<u32, AttachSlots> = HashMap::pinned(1024, 0);
 #[map(name = "CHAOS_NET_CIDR")]
 static CHAOS_NET_CIDR: LpmTrie<CidrKey, u64> = LpmTrie::pinned(16384, 1);
 
-/// cgroup v2 id -> rule slots that target it.
+/// cgroup v2 id -> rule slots that target it (and every cgroup below it).
 #[map(name = "CHAOS_NET_CGRP")]
 static CHAOS_NET_CGRP: HashMap<u64, u64> = HashMap::pinned(4096, 0);
 
@@ -82,6 +84,10 @@ pub struct Scratch {
 #[map(name = "CHAOS_NET_SOCK")]
 static CHAOS_NET_SOCK: HashMap<u64, u64> = HashMap::pinned(65536, 0);
 
+/// Interface index -> rule slots limited to it.
+#[map(name = "CHAOS_NET_IFACE")]
+static CHAOS_NET_IFACE: HashMap<u32, u64> = HashMap::pinned(1024, 0);
+
 /// Jitter distribution tables, `dist::KINDS` tables of `DIST_TABLE_SIZE` entries.
 #[map(name = "CHAOS_NET_DIST")]
 static CHAOS_NET_DIST: Array<i16> = Array::pinned(dist::KINDS * DIST_TABLE_SIZE, 0);
@@ -97,13 +103,40 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// TC egress hook.
 #[classifier]
 pub fn chaos_tc_egress(ctx: TcContext) -> i32 {
-    run(&ctx, false)
+    tc(&ctx, Hook::TcEgress)
 }
 
 /// TC ingress hook.
 #[classifier]
 pub fn chaos_tc_ingress(ctx: TcContext) -> i32 {
-    run(&ctx, true)
+    tc(&ctx, Hook::TcIngress)
+}
+
+/// cgroup ingress hook, for inbound faults selected by cgroup or process: it runs when the
+/// packet reaches a socket of the cgroup (or one below it), so the socket is known. 1 lets the
+/// packet through, 0 drops it; nothing else can be done here.
+#[cgroup_skb(ingress)]
+pub fn chaos_cgroup_ingress(ctx: SkBuffContext) -> i32 {
+    match judge_packet(&ctx.skb, Hook::CgroupIngress, 0) {
+        // SAFETY: this CPU's scratch value, just filled.
+        Some(scratch) if unsafe { (*scratch).verdict.drop } != 0 => 0,
+        _ => 1,
+    }
+}
+
+/// Where a program instance runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    TcEgress,
+    TcIngress,
+    CgroupIngress,
+}
+
+impl Hook {
+    /// Whether the packet carries its socket here (TC ingress runs before socket lookup).
+    fn has_socket(self) -> bool {
+        self != Hook::TcIngress
+    }
 }
 
 /// What the packet's headers say.
@@ -119,6 +152,11 @@ struct Packet {
     /// Offset of the L4 payload (after the TCP/UDP header), 0 if unknown.
     payload: u32,
     len: u32,
+    /// Length on the wire as qdiscs (and netem's rate) count it: `len` plus the headers of
+    /// every GSO segment after the first.
+    wire_len: u32,
+    /// The interface the packet is on.
+    ifindex: u32,
 }
 
 /// What the armed rules decided for one packet.
@@ -134,7 +172,7 @@ pub struct Verdict {
     redirect: u32,
 }
 
-fn run(ctx: &TcContext, ingress: bool) -> i32 {
+fn tc(ctx: &TcContext, hook: Hook) -> i32 {
     // The context is only ever accessed through this raw pointer, never a `&mut`: helpers such
     // as `bpf_clone_redirect` read it behind the compiler's back, so a reference's no-alias
     // promise would let the compiler drop the mark written just before the clone.
@@ -147,14 +185,47 @@ fn run(ctx: &TcContext, ingress: bool) -> i32 {
         unsafe { write_volatile(&mut (*skb).mark, mark & !DUP_MARK) };
         return TC_ACT_UNSPEC;
     }
-    // SAFETY: reading a plain static; volatile so the loader-set value is used.
-    let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
-    let Some(attach) = CHAOS_NET_ATTACH.get_ptr(attach_id) else {
+    // What a qdisc counts for the packet: with GSO, every segment's headers (the kernel sets it
+    // before the egress hook). Only TC programs may read it.
+    // SAFETY: as above.
+    let wire_len = unsafe { read_volatile(&(*skb).wire_len) };
+    let Some(scratch) = judge_packet(&ctx.skb, hook, wire_len) else {
         return TC_ACT_UNSPEC;
     };
+    // SAFETY: this CPU's scratch value, just filled; nothing else runs on this CPU meanwhile.
+    let scratch = unsafe { &*scratch };
+    if scratch.verdict.drop != 0 {
+        return TC_ACT_SHOT;
+    }
+    apply(
+        ctx,
+        &scratch.judging.pkt,
+        &scratch.verdict,
+        hook == Hook::TcIngress,
+    )
+}
+
+/// Judges the packet against the rules armed on this instance's attachment; `None` when none
+/// is armed. The verdict is in the returned per-CPU scratch value. `wire_len`: the packet's
+/// length as qdiscs count it, 0 if unknown.
+fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch> {
+    // SAFETY: reading a plain static; volatile so the loader-set value is used.
+    let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
+    let attach = CHAOS_NET_ATTACH.get_ptr(attach_id)?;
     // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
     let AttachSlots { slots, needs, .. } = unsafe { *attach };
-    let pkt = parse(ctx, ctx.len());
+    let scratch = CHAOS_NET_VERD.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while we do. Everything is
+    // written in place: the BPF stack (512 bytes for all frames) has no room for copies.
+    let s = unsafe { &mut *scratch };
+    s.verdict = Verdict::default();
+    let j = &mut s.judging;
+    j.slots = slots;
+    parse(skb, hook, &mut j.pkt);
+    if wire_len > j.pkt.len {
+        j.pkt.wire_len = wire_len;
+    }
+    let pkt = &j.pkt;
     let lookup = |kind: u8, addr: &[u8; 16]| -> u64 {
         let key = Key::new(
             8 + if pkt.v6 { 128 } else { 32 },
@@ -168,65 +239,51 @@ fn run(ctx: &TcContext, ingress: bool) -> i32 {
         CHAOS_NET_CIDR.get(&key).copied().unwrap_or(0)
     };
     let known = pkt.proto != 0;
-    let dst = if known && needs & matches::DST != 0 {
+    let wants = |bit: u32| known && needs & bit != 0;
+    let sel = &mut j.sel;
+    sel.dst = if wants(matches::DST) {
         lookup(cidr::DST4, &pkt.dst)
     } else {
         0
     };
-    let src = if known && needs & matches::SRC != 0 {
+    sel.src = if wants(matches::SRC) {
         lookup(cidr::SRC4, &pkt.src)
     } else {
         0
     };
-    let xdst = if known && needs & matches::XDST != 0 {
+    sel.xdst = if wants(matches::XDST) {
         lookup(cidr::DST4 + cidr::EXCLUDE, &pkt.dst)
     } else {
         0
     };
-    let xsrc = if known && needs & matches::XSRC != 0 {
+    sel.xsrc = if wants(matches::XSRC) {
         lookup(cidr::SRC4 + cidr::EXCLUDE, &pkt.src)
     } else {
         0
     };
-    let cgroup = if needs & matches::CGROUP != 0 && !ingress {
-        // SAFETY: helper on the program's own context.
-        let id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-        // SAFETY: plain u64 value.
-        unsafe { CHAOS_NET_CGRP.get(id) }.copied().unwrap_or(0)
+    sel.cgroup = if needs & matches::CGROUP != 0 && hook.has_socket() {
+        cgroup_slots(skb)
     } else {
         0
     };
-    let socket = if needs & matches::SOCKET != 0 && !ingress {
+    sel.socket = if needs & matches::SOCKET != 0 && hook.has_socket() {
         // SAFETY: helper on the program's own context; 0 when the packet has no socket.
-        let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+        let cookie = unsafe { bpf_get_socket_cookie(skb.skb.cast()) };
         // SAFETY: plain u64 value.
         unsafe { CHAOS_NET_SOCK.get(cookie) }.copied().unwrap_or(0)
     } else {
         0
     };
-    let sel = Selected {
-        dst,
-        src,
-        xdst,
-        xsrc,
-        cgroup,
-        socket,
+    sel.iface = if needs & matches::IFINDEX != 0 {
+        // SAFETY: plain u32 key.
+        unsafe { CHAOS_NET_IFACE.get(pkt.ifindex) }
+            .copied()
+            .unwrap_or(0)
+    } else {
+        0
     };
     // SAFETY: helpers without arguments.
-    let (boot_now, mono_now) = unsafe { (bpf_ktime_get_boot_ns(), bpf_ktime_get_ns()) };
-    let Some(scratch) = CHAOS_NET_VERD.get_ptr_mut(0) else {
-        return TC_ACT_UNSPEC;
-    };
-    // SAFETY: this CPU's scratch value; nothing else runs on this CPU while we do.
-    let scratch = unsafe { &mut *scratch };
-    scratch.verdict = Verdict::default();
-    scratch.judging = Judging {
-        slots,
-        pkt,
-        sel,
-        boot_now,
-        mono_now,
-    };
+    (j.boot_now, j.mono_now) = unsafe { (bpf_ktime_get_boot_ns(), bpf_ktime_get_ns()) };
     // The rules are judged from a bpf_loop callback, which the verifier checks once, instead of
     // an unrolled-in-verification loop whose states multiplied with every filter (it hit the 1M
     // instruction limit). One iteration per armed slot, lowest first.
@@ -239,10 +296,26 @@ fn run(ctx: &TcContext, ingress: bool) -> i32 {
             0,
         );
     }
-    if scratch.verdict.drop != 0 {
-        return TC_ACT_SHOT;
+    Some(scratch)
+}
+
+/// The slots whose cgroups hold the packet's socket: its own cgroup or any ancestor (level 0 is
+/// the root, which only a forced rule targets).
+fn cgroup_slots(skb: &SkBuff) -> u64 {
+    let mut slots = 0;
+    let mut level = 0;
+    while level <= MAX_CGROUP_DEPTH {
+        // SAFETY: helper on the program's own context; 0 past the socket's own level or without
+        // a full socket.
+        let id = unsafe { bpf_skb_ancestor_cgroup_id(skb.skb, level as i32) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: plain u64 value.
+        slots |= unsafe { CHAOS_NET_CGRP.get(id) }.copied().unwrap_or(0);
+        level += 1;
     }
-    apply(ctx, &scratch.judging.pkt, &scratch.verdict, ingress)
+    slots
 }
 
 /// The state of one packet's judging, read by [`judge_next`].
@@ -301,42 +374,56 @@ struct Selected {
     xsrc: u64,
     cgroup: u64,
     socket: u64,
+    iface: u64,
 }
 
-fn parse(ctx: &TcContext, len: u32) -> Packet {
-    let mut p = Packet {
-        len,
+/// Reads the headers. TC programs see the Ethernet header; cgroup programs start at the network
+/// header and learn the protocol from `skb->protocol`.
+fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
+    let skb = ctx.skb;
+    // SAFETY (both): `skb` is the program's context; these fields are readable from TC and
+    // cgroup programs.
+    let (ifindex, protocol) = unsafe {
+        (
+            read_volatile(&(*skb).ifindex),
+            read_volatile(&(*skb).protocol),
+        )
+    };
+    *p = Packet {
+        len: ctx.len(),
+        wire_len: ctx.len(),
+        ifindex,
         ..Packet::default()
     };
-    let Ok(ethertype) = ctx.load::<u16>(12) else {
-        return p;
+    let (l3, ethertype) = if hook == Hook::CgroupIngress {
+        (0, u16::from_be(protocol as u16))
+    } else {
+        let Ok(ethertype) = ctx.load::<u16>(12) else {
+            return;
+        };
+        (ETH_HLEN, u16::from_be(ethertype))
     };
-    let l4 = match u16::from_be(ethertype) {
+    let l4 = match ethertype {
         ETH_P_IP => {
-            let (Ok(vihl), Ok(proto)) = (ctx.load::<u8>(ETH_HLEN), ctx.load::<u8>(ETH_HLEN + 9))
-            else {
-                return p;
+            let (Ok(vihl), Ok(proto)) = (ctx.load::<u8>(l3), ctx.load::<u8>(l3 + 9)) else {
+                return;
             };
-            let (Ok(s), Ok(d)) = (
-                ctx.load::<[u8; 4]>(ETH_HLEN + 12),
-                ctx.load::<[u8; 4]>(ETH_HLEN + 16),
-            ) else {
-                return p;
+            let (Ok(s), Ok(d)) = (ctx.load::<[u8; 4]>(l3 + 12), ctx.load::<[u8; 4]>(l3 + 16))
+            else {
+                return;
             };
             p.src[..4].copy_from_slice(&s);
             p.dst[..4].copy_from_slice(&d);
             p.proto = proto;
-            ETH_HLEN + usize::from(vihl & 0x0f) * 4
+            l3 + usize::from(vihl & 0x0f) * 4
         }
         ETH_P_IPV6 => {
-            let Ok(next) = ctx.load::<u8>(ETH_HLEN + 6) else {
-                return p;
+            let Ok(next) = ctx.load::<u8>(l3 + 6) else {
+                return;
             };
-            let (Ok(s), Ok(d)) = (
-                ctx.load::<[u8; 16]>(ETH_HLEN + 8),
-                ctx.load::<[u8; 16]>(ETH_HLEN + 24),
-            ) else {
-                return p;
+            let (Ok(s), Ok(d)) = (ctx.load::<[u8; 16]>(l3 + 8), ctx.load::<[u8; 16]>(l3 + 24))
+            else {
+                return;
             };
             p.v6 = true;
             p.src = s;
@@ -344,9 +431,9 @@ fn parse(ctx: &TcContext, len: u32) -> Packet {
             // Extension headers are not followed: their packets match by address and protocol
             // "other" only.
             p.proto = next;
-            ETH_HLEN + 40
+            l3 + 40
         }
-        _ => return p,
+        _ => return,
     };
     let header = match p.proto {
         IPPROTO_TCP => ctx
@@ -363,7 +450,6 @@ fn parse(ctx: &TcContext, len: u32) -> Packet {
         p.dport = u16::from_be(dport);
         p.payload = (l4 + header) as u32;
     }
-    p
 }
 
 /// Whether `rule`'s filters select the packet.
@@ -387,6 +473,7 @@ fn selects(rule: &NetRule, slot: u32, pkt: &Packet, sel: &Selected) -> bool {
         || (m & matches::SRC != 0 && sel.src & bit == 0)
         || (m & matches::CGROUP != 0 && sel.cgroup & bit == 0)
         || (m & matches::SOCKET != 0 && sel.socket & bit == 0)
+        || (m & matches::IFINDEX != 0 && sel.iface & bit == 0)
         || (m & matches::XDST != 0 && sel.xdst & bit != 0)
         || (m & matches::XSRC != 0 && sel.xsrc & bit != 0)
     {
@@ -458,8 +545,10 @@ fn judge(slot: u32, pkt: &Packet, sel: &Selected, boot_now: u64, mono_now: u64, 
                 // SAFETY: as above; concurrent packets may share a departure slot.
                 let next = unsafe { &mut (*s).next_departure_ns };
                 let at = (*next).max(mono_now);
-                let cost =
-                    (pkt.len as u64).saturating_mul(1_000_000_000) / rule.rate_bytes_per_s.max(1);
+                // Wire bytes, as netem's rate counts them: a GSO packet pays for the headers
+                // each of its segments will carry.
+                let cost = (pkt.wire_len as u64).saturating_mul(1_000_000_000)
+                    / rule.rate_bytes_per_s.max(1);
                 *next = at.saturating_add(cost);
                 v.tstamp = v.tstamp.max(at);
             }

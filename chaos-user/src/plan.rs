@@ -73,6 +73,10 @@ pub struct NetPlan {
     pub filter: NetFilter,
     /// What happens to them.
     pub effect: Effect,
+    /// cgroups whose inbound packets the cgroup ingress hook judges, for inbound faults selected
+    /// by cgroup or process (TC ingress runs before a packet has a socket). Empty: inbound
+    /// packets, if any, are judged on TC ingress.
+    pub socket_hooks: Vec<CgroupTarget>,
 }
 
 /// A probability with correlation, as thresholds of the kernel's two-state chain.
@@ -166,8 +170,8 @@ pub struct NetFilter {
     pub exclude_nets: Vec<IpNet>,
     /// Ports never touched, as source or destination port.
     pub exclude_ports: Vec<u16>,
-    /// cgroup v2 of the sending sockets.
-    pub cgroup: Option<CgroupTarget>,
+    /// cgroups v2 whose sockets (and their sub-cgroups' sockets) are selected; any of them.
+    pub cgroups: Vec<CgroupTarget>,
     /// The sockets of a process (`--pid`), by cookie.
     pub sockets: Option<PidSockets>,
 }
@@ -189,7 +193,7 @@ impl NetFilter {
             && self.sport.is_none()
             && self.dst.is_empty()
             && self.src.is_empty()
-            && self.cgroup.is_none()
+            && self.cgroups.is_empty()
             && self.sockets.is_none()
     }
 }
@@ -430,10 +434,7 @@ fn interfaces_for(ns: Option<&NetNs>, dsts: &[IpNet]) -> Result<Vec<Interface>> 
 fn resolve_cgroup(text: &str, force: bool) -> Result<CgroupTarget> {
     let fix =
         "give a cgroup v2 directory, e.g. system.slice/postgresql.service (see /proc/PID/cgroup)";
-    let mounts = CgroupMounts::read()?;
-    let root = mounts
-        .v2
-        .ok_or_else(|| Error::invalid("cgroup", "no cgroup v2 hierarchy is mounted", fix))?;
+    let root = cgroup_v2_root("cgroup", fix)?;
     let path = if Path::new(text).is_absolute() && Path::new(text).starts_with(&root) {
         PathBuf::from(text)
     } else {
@@ -460,6 +461,70 @@ fn resolve_cgroup(text: &str, force: bool) -> Result<CgroupTarget> {
         path,
         id: meta.ino(),
     })
+}
+
+fn cgroup_v2_root(field: &'static str, fix: &str) -> Result<PathBuf> {
+    CgroupMounts::read()?
+        .v2
+        .ok_or_else(|| Error::invalid(field, "no cgroup v2 hierarchy is mounted", fix))
+}
+
+/// The cgroup v2 that `--pid`'s process is in, where its inbound packets can be judged.
+fn process_cgroup(pid: u32, force: bool) -> Result<CgroupTarget> {
+    let fix = "add --direction egress, or select its inbound traffic with --dport/--src";
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| {
+        Error::invalid(
+            "pid",
+            format!("cannot read process {pid}'s cgroups ({e})"),
+            fix,
+        )
+    })?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| Error::invalid("pid", format!("process {pid} has no cgroup v2"), fix))?;
+    let root = cgroup_v2_root("pid", fix)?;
+    let path = root.join(rel.trim().trim_start_matches('/'));
+    if path == root && !force {
+        return Err(Error::invalid(
+            "pid",
+            format!(
+                "process {pid} is in the root cgroup v2, and its inbound packets can only be \
+                 judged by a hook on its cgroup"
+            ),
+            "run it in a cgroup of its own (e.g. systemd-run --scope), add --direction egress, \
+             or add --force to hook the root cgroup",
+        ));
+    }
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| Error::invalid("pid", format!("no cgroup {} ({e})", path.display()), fix))?;
+    Ok(CgroupTarget {
+        path,
+        id: meta.ino(),
+    })
+}
+
+/// Where the cgroup ingress hook goes for an inbound fault selected by cgroup or process: the
+/// selected cgroups that are not below another selected one (a hook covers its sub-cgroups, and
+/// two hooks on one path would judge a packet twice), or the process's cgroup.
+fn socket_hooks(filter: &NetFilter, force: bool) -> Result<Vec<CgroupTarget>> {
+    if filter.cgroups.is_empty() {
+        return match &filter.sockets {
+            Some(s) => Ok(vec![process_cgroup(s.pid, force)?]),
+            None => Ok(Vec::new()),
+        };
+    }
+    let mut hooks: Vec<CgroupTarget> = Vec::new();
+    for c in &filter.cgroups {
+        let covered = filter
+            .cgroups
+            .iter()
+            .any(|o| o.path != c.path && c.path.starts_with(&o.path));
+        if !covered && !hooks.iter().any(|h| h.path == c.path) {
+            hooks.push(c.clone());
+        }
+    }
+    Ok(hooks)
 }
 
 /// `spec.field` must be absent for `action`.
@@ -600,11 +665,11 @@ fn filter(n: &NetSpec) -> Result<NetFilter> {
             .iter()
             .map(|d| parse_net("src", d))
             .collect::<Result<_>>()?,
-        cgroup: n
+        cgroups: n
             .cgroup
-            .as_deref()
+            .iter()
             .map(|c| resolve_cgroup(c, n.force))
-            .transpose()?,
+            .collect::<Result<_>>()?,
         sockets: n
             .pid
             .map(|pid| {
@@ -688,21 +753,27 @@ pub fn plan(spec: &FaultSpec) -> Result<Plan> {
         NetAction::Partition => Direction::Both,
         _ => Direction::Egress,
     });
-    if filter.sockets.is_some() && direction != Direction::Egress {
-        return Err(Error::invalid(
-            "pid",
-            "--pid selects by the sending socket, which TC sees on egress only",
-            "add --direction egress, or select inbound traffic with --dport/--src",
-        ));
-    }
-    if filter.cgroup.is_some() && direction != Direction::Egress {
-        return Err(Error::invalid(
-            "cgroup",
-            "--cgroup selects by the sending socket, which TC sees on egress only",
-            "add --direction egress (for a partition, the peer's replies are then never sent to \
-             or acknowledged by the cgroup), or select inbound traffic with --dport/--src",
-        ));
-    }
+    let by_socket = !filter.cgroups.is_empty() || filter.sockets.is_some();
+    let socket_hooks = if by_socket && direction != Direction::Egress {
+        let field = if filter.cgroups.is_empty() {
+            "pid"
+        } else {
+            "cgroup"
+        };
+        if !matches!(effect, Effect::Drop(_)) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "inbound packets selected by --{field} can only be dropped (loss, \
+                     partition): the hook that knows their socket runs after every qdisc"
+                ),
+                "add --direction egress, or select the inbound traffic with --dport/--src",
+            ));
+        }
+        socket_hooks(&filter, n.force)?
+    } else {
+        Vec::new()
+    };
     if let Effect::Drop(c) = &effect
         && c.percent >= 100.0
         && filter.selects_everything()
@@ -729,6 +800,7 @@ pub fn plan(spec: &FaultSpec) -> Result<Plan> {
             direction,
             filter,
             effect,
+            socket_hooks,
         }),
     })
 }
@@ -865,5 +937,30 @@ mod tests {
         s.netns = Some("no-such-ns-xyz".into());
         let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
         assert!(err.starts_with("invalid netns:"), "{err}");
+    }
+
+    #[test]
+    fn one_cgroup_hook_per_subtree() {
+        let cg = |path: &str, id: u64| CgroupTarget {
+            path: path.into(),
+            id,
+        };
+        let filter = NetFilter {
+            cgroups: vec![
+                cg("/cg/a/b", 3),
+                cg("/cg/a", 2),
+                cg("/cg/ab", 4),
+                cg("/cg/a", 2),
+            ],
+            ..NetFilter::default()
+        };
+        let hooks = socket_hooks(&filter, false).unwrap();
+        // /cg/a/b is below /cg/a (one hook covers both); /cg/ab is only a name prefix.
+        assert_eq!(hooks, vec![cg("/cg/a", 2), cg("/cg/ab", 4)]);
+        assert!(
+            socket_hooks(&NetFilter::default(), false)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -163,10 +163,11 @@ pub struct NetSpec {
     /// Transport protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<Proto>,
-    /// cgroup v2 of the sending sockets (a path under the cgroup v2 mount, or absolute).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    /// Only the sockets this process holds when the fault is armed (egress).
+    /// cgroups v2 whose sockets (theirs and their sub-cgroups') the fault selects: paths under
+    /// the cgroup v2 mount, or absolute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup: Vec<String>,
+    /// Only the sockets this process holds when the fault is armed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     /// Prefixes or ports never touched.

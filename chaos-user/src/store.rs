@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     error::{Error, IoContext, Result},
-    plan::Interface,
+    plan::{CgroupTarget, Interface},
     spec::{Direction, FaultSpec},
     strategy::Strategy,
 };
@@ -75,25 +75,44 @@ pub struct NetArmed {
     /// Socket cookies the rule selects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<u64>,
+    /// Interface indexes the rule is limited to (rules the cgroup ingress hook judges).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifindexes: Vec<u32>,
     /// fq roots, netem band and ifb the rule relies on.
     #[serde(default)]
     pub shaping: crate::backend::shaping::Shaped,
 }
 
-/// One TC program instance attached to one interface and direction.
+/// One program instance attached to one hook.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attachment {
     /// Attachment id: the key of `CHAOS_NET_ATTACH`, and the program instance's global.
     pub id: u32,
-    /// The interface.
-    pub interface: Interface,
-    /// Egress or ingress (never both).
-    pub direction: Direction,
+    /// Where it runs.
+    pub hook: Hook,
     /// How it is attached, to undo it.
     pub link: AttachLink,
 }
 
-/// How a TC program is attached.
+/// Where a network program instance runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "hook", rename_all = "kebab-case")]
+pub enum Hook {
+    /// TC on one interface, one direction.
+    Tc {
+        /// The interface.
+        interface: Interface,
+        /// Egress or ingress (never both).
+        direction: Direction,
+    },
+    /// `cgroup_skb/ingress` on a cgroup: inbound packets of its sockets and its sub-cgroups'.
+    CgroupIngress {
+        /// The cgroup.
+        cgroup: CgroupTarget,
+    },
+}
+
+/// How a program is attached.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum AttachLink {
@@ -110,6 +129,11 @@ pub enum AttachLink {
         handle: u32,
         /// Whether we added the clsact qdisc (and so remove it when its last filter goes).
         created_qdisc: bool,
+    },
+    /// A cgroup link pinned on bpffs.
+    Cgroup {
+        /// The pin.
+        pin: PathBuf,
     },
 }
 
@@ -339,6 +363,7 @@ mod tests {
             strategy: Strategy {
                 attach: crate::strategy::Attach::Tcx,
                 shaping: crate::strategy::Shaping::None,
+                cgroup_ingress: false,
             },
             state: FaultState::Arming,
             created_unix_ms: 1,
@@ -351,6 +376,7 @@ mod tests {
                 cidrs: vec![(1, "10.0.0.0/8".parse().unwrap())],
                 cgroups: vec![],
                 sockets: vec![],
+                ifindexes: vec![],
                 shaping: Default::default(),
             }),
         }

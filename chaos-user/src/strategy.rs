@@ -30,7 +30,8 @@ pub enum Shaping {
     Netem,
 }
 
-/// How a fault is made: printed and stored as e.g. `tcx-bpf`, `clsact-bpf+fq`, `tcx-bpf+netem`.
+/// How a fault is made: printed and stored as e.g. `tcx-bpf`, `clsact-bpf+fq`, `tcx-bpf+netem`,
+/// `tcx-bpf+cgroup-skb`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Strategy {
@@ -38,6 +39,9 @@ pub struct Strategy {
     pub attach: Attach,
     /// What shapes the traffic.
     pub shaping: Shaping,
+    /// Inbound packets selected by cgroup or process are judged by a `cgroup_skb/ingress`
+    /// program on the cgroup (TC ingress runs before the packet has a socket).
+    pub cgroup_ingress: bool,
 }
 
 impl Strategy {
@@ -52,7 +56,12 @@ impl Strategy {
             Shaping::Fq => " + fq departure times",
             Shaping::Netem => " + netem bands",
         };
-        format!("{attach}{shaping}, rules in maps")
+        let cgroup = if self.cgroup_ingress {
+            " + cgroup_skb ingress (inbound by socket)"
+        } else {
+            ""
+        };
+        format!("{attach}{shaping}{cgroup}, rules in maps")
     }
 }
 
@@ -66,6 +75,11 @@ impl std::fmt::Display for Strategy {
             Shaping::None => "",
             Shaping::Fq => "+fq",
             Shaping::Netem => "+netem",
+        })?;
+        f.write_str(if self.cgroup_ingress {
+            "+cgroup-skb"
+        } else {
+            ""
         })
     }
 }
@@ -80,20 +94,26 @@ impl TryFrom<String> for Strategy {
     type Error = String;
 
     fn try_from(s: String) -> Result<Strategy, String> {
-        let (attach, shaping) = s.split_once('+').unwrap_or((&s, ""));
-        Ok(Strategy {
-            attach: match attach {
-                "tcx-bpf" => Attach::Tcx,
-                "clsact-bpf" => Attach::Clsact,
-                _ => return Err(format!("unknown strategy {s}")),
+        let unknown = || format!("unknown strategy {s}");
+        let mut parts = s.split('+');
+        let mut strategy = Strategy {
+            attach: match parts.next() {
+                Some("tcx-bpf") => Attach::Tcx,
+                Some("clsact-bpf") => Attach::Clsact,
+                _ => return Err(unknown()),
             },
-            shaping: match shaping {
-                "" => Shaping::None,
-                "fq" => Shaping::Fq,
-                "netem" => Shaping::Netem,
-                _ => return Err(format!("unknown strategy {s}")),
-            },
-        })
+            shaping: Shaping::None,
+            cgroup_ingress: false,
+        };
+        for part in parts {
+            match part {
+                "fq" if strategy.shaping == Shaping::None => strategy.shaping = Shaping::Fq,
+                "netem" if strategy.shaping == Shaping::None => strategy.shaping = Shaping::Netem,
+                "cgroup-skb" if !strategy.cgroup_ingress => strategy.cgroup_ingress = true,
+                _ => return Err(unknown()),
+            }
+        }
+        Ok(strategy)
     }
 }
 
@@ -105,6 +125,10 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
         why,
     };
     let attach = tc_attach(probe).map_err(unsupported)?;
+    let cgroup_ingress = !net.socket_hooks.is_empty();
+    if cgroup_ingress {
+        probe.require(Feature::CgroupSkb).map_err(unsupported)?;
+    }
     let ingress = net.direction != Direction::Egress;
     let timed = matches!(
         net.effect,
@@ -119,6 +143,7 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
             return Ok(Strategy {
                 attach,
                 shaping: Shaping::Netem,
+                cgroup_ingress,
             });
         }
         Ok("fq") if timed => {
@@ -131,6 +156,7 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
             return Ok(Strategy {
                 attach,
                 shaping: Shaping::Fq,
+                cgroup_ingress,
             });
         }
         Ok(other) if !other.is_empty() && other != "fq" && other != "netem" => {
@@ -174,7 +200,11 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
             Shaping::Netem
         }
     };
-    Ok(Strategy { attach, shaping })
+    Ok(Strategy {
+        attach,
+        shaping,
+        cgroup_ingress,
+    })
 }
 
 /// Ingress shaping redirects packets from TC ingress to an ifb. Measured: on Debian 6.1 every
@@ -289,16 +319,19 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
             ],
         ),
         (
-            "net by pid (egress)",
-            true,
-            vec![c("tc bpf + socket cookies", &[F::TcClsact])],
-        ),
-        (
-            "net by cgroup (egress)",
+            "net by pid",
             true,
             vec![c(
-                "tc bpf + bpf_skb_cgroup_id",
-                &[F::TcClsact, F::HelperSkbCgroupId],
+                "tc bpf + socket cookies (inbound: cgroup_skb, drop only)",
+                &[F::TcClsact, F::CgroupSkb],
+            )],
+        ),
+        (
+            "net by cgroup",
+            true,
+            vec![c(
+                "tc bpf + cgroup ids (inbound: cgroup_skb, drop only)",
+                &[F::TcClsact, F::HelperSkbCgroupId, F::CgroupSkb],
             )],
         ),
         (
@@ -430,6 +463,7 @@ mod tests {
                 direction,
                 filter: Default::default(),
                 effect,
+                socket_hooks: vec![],
             }),
         }
     }
@@ -441,7 +475,11 @@ mod tests {
     const BASE: [Feature; 2] = [Feature::Bpffs, Feature::HelperKtimeBootNs];
 
     fn s(attach: Attach, shaping: Shaping) -> Strategy {
-        Strategy { attach, shaping }
+        Strategy {
+            attach,
+            shaping,
+            cgroup_ingress: false,
+        }
     }
 
     #[test]
@@ -512,6 +550,10 @@ mod tests {
             s(Attach::Tcx, Shaping::None),
             s(Attach::Clsact, Shaping::Fq),
             s(Attach::Tcx, Shaping::Netem),
+            Strategy {
+                cgroup_ingress: true,
+                ..s(Attach::Clsact, Shaping::None)
+            },
         ] {
             let json = serde_json::to_string(&st).unwrap();
             assert_eq!(
@@ -521,6 +563,14 @@ mod tests {
             );
         }
         assert_eq!(s(Attach::Tcx, Shaping::None).to_string(), "tcx-bpf");
+        for bad in [
+            "tcx-bpf+fq+fq",
+            "tcx-bpf+netem+fq",
+            "fq",
+            "tcx-bpf+cgroup-skb+cgroup-skb",
+        ] {
+            assert!(Strategy::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
     }
 
     #[test]

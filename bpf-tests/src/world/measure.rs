@@ -23,35 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::traffic::{SO_RCVBUFFORCE, SO_SNDBUFFORCE, UdpReceiver, set_buffer};
 use super::{DRAIN_QUIET, NetNs, SOCKET_BUFFER};
-
-// From <asm-generic/socket.h> (libc does not export them for every target).
-const SO_SNDBUFFORCE: libc::c_int = 32;
-const SO_RCVBUFFORCE: libc::c_int = 33;
 
 /// How long the background threads block in one `recv`/`accept` before checking for stop.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Sets a socket buffer, bypassing `rmem_max`/`wmem_max` (we are root), else as large as allowed.
-/// (The same as the traffic helpers do; kept private to each module.)
-fn set_buffer(fd: libc::c_int, force: libc::c_int, plain: libc::c_int, size: usize) {
-    let size = size as libc::c_int;
-    let set = |opt| {
-        // SAFETY: setsockopt reads one c_int we own.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(force) != 0 {
-        set(plain);
-    }
-}
+// From <asm-generic/socket.h> (libc does not export them for every target).
 
 fn is_transient(e: &io::Error) -> bool {
     matches!(
@@ -282,62 +260,27 @@ impl SinkStats {
 /// buffer, so it loses nothing on its own.
 #[derive(Debug)]
 pub struct UdpProbeSink {
-    local: SocketAddr,
+    rx: UdpReceiver,
     len: usize,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl UdpProbeSink {
     /// Binds `addr:port` (port 0 picks one: see [`UdpProbeSink::local_addr`]) inside `ns` and
     /// starts receiving probes of `len` bytes (other lengths count as corrupted).
     pub fn bind(ns: &NetNs, addr: IpAddr, port: u16, len: usize) -> io::Result<Self> {
-        let socket = ns.run(|| UdpSocket::bind(SocketAddr::new(addr, port)))?;
-        set_buffer(
-            socket.as_raw_fd(),
-            SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            SOCKET_BUFFER,
-        );
-        socket.set_read_timeout(Some(POLL))?;
-        let local = socket.local_addr()?;
         let arrivals = Arc::new(Mutex::new(Vec::new()));
-        let count = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (arrivals, count, stop) = (arrivals.clone(), count.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("udp-probe-sink-{local}"))
-                .spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    while !stop.load(Ordering::Relaxed) {
-                        match socket.recv(&mut buf) {
-                            Ok(n) => {
-                                let a = classify(&buf[..n], len, Instant::now());
-                                arrivals.lock().expect("arrivals lock").push(a);
-                                count.fetch_add(1, Ordering::Release);
-                            }
-                            Err(e) if is_transient(&e) => {}
-                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                        }
-                    }
-                })?
-        };
-        Ok(UdpProbeSink {
-            local,
-            len,
-            arrivals,
-            count,
-            stop,
-            thread: Some(thread),
-        })
+        let seen = arrivals.clone();
+        let rx = UdpReceiver::bind(ns, addr, port, "udp-probe-sink", move |d| {
+            let a = classify(d, len, Instant::now());
+            seen.lock().expect("arrivals lock").push(a);
+        })?;
+        Ok(UdpProbeSink { rx, len, arrivals })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.rx.local_addr()
     }
 
     /// The expected payload length.
@@ -347,7 +290,7 @@ impl UdpProbeSink {
 
     /// Datagrams received so far, without waiting.
     pub fn count_now(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
+        self.rx.count_now()
     }
 
     /// Datagrams received, once the count has not changed for [`DRAIN_QUIET`].
@@ -357,19 +300,7 @@ impl UdpProbeSink {
 
     /// Waits until the count has not changed for `quiet` (at most 30 s), then returns it.
     pub fn drain(&self, quiet: Duration) -> u64 {
-        let start = Instant::now();
-        let mut last = self.count_now();
-        let mut since = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(10));
-            let now = self.count_now();
-            if now != last {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() >= quiet || start.elapsed() > Duration::from_secs(30) {
-                return now;
-            }
-        }
+        self.rx.drain(quiet)
     }
 
     /// The statistics against `0..sent`, once nothing has arrived for [`DRAIN_QUIET`]: call it
@@ -394,16 +325,7 @@ impl UdpProbeSink {
     pub fn reset(&self) {
         let mut arrivals = self.arrivals.lock().expect("arrivals lock");
         arrivals.clear();
-        self.count.store(0, Ordering::Release);
-    }
-}
-
-impl Drop for UdpProbeSink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.rx.reset();
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use super::NetNs;
 
 // From <asm-generic/socket.h> (libc does not export them for every target).
-const SO_SNDBUFFORCE: libc::c_int = 32;
-const SO_RCVBUFFORCE: libc::c_int = 33;
+pub(crate) const SO_SNDBUFFORCE: libc::c_int = 32;
+pub(crate) const SO_RCVBUFFORCE: libc::c_int = 33;
 
 /// Socket buffer size asked for on both ends: enough for 20,000 small datagrams queued at once,
 /// so that neither end loses any on its own.
@@ -21,8 +21,19 @@ pub const SOCKET_BUFFER: usize = 64 << 20;
 /// How long [`UdpSink::count`] waits for the count to stop changing.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
+/// Gives `socket` a [`SOCKET_BUFFER`] receive buffer, so bursts of datagrams queue instead of
+/// overflowing it.
+pub fn big_receive_buffer(socket: &impl AsRawFd) {
+    set_buffer(
+        socket.as_raw_fd(),
+        SO_RCVBUFFORCE,
+        libc::SO_RCVBUF,
+        SOCKET_BUFFER,
+    );
+}
+
 /// Sets a socket buffer, bypassing `rmem_max`/`wmem_max` (we are root), else as large as allowed.
-fn set_buffer(fd: libc::c_int, force: libc::c_int, plain: libc::c_int, size: usize) {
+pub(crate) fn set_buffer(fd: libc::c_int, force: libc::c_int, plain: libc::c_int, size: usize) {
     let size = size as libc::c_int;
     let set = |opt| {
         // SAFETY: setsockopt reads one c_int we own.
@@ -41,42 +52,42 @@ fn set_buffer(fd: libc::c_int, force: libc::c_int, plain: libc::c_int, size: usi
     }
 }
 
-/// Receives UDP datagrams in a namespace on a background thread and counts them.
+/// A UDP socket in a namespace, read on a background thread until dropped: the common part of
+/// [`UdpSink`] and [`crate::UdpProbeSink`].
 #[derive(Debug)]
-pub struct UdpSink {
+pub(crate) struct UdpReceiver {
     local: SocketAddr,
     count: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl UdpSink {
-    /// Binds `addr:port` (port 0 picks one: see [`UdpSink::local_addr`]) inside `ns`, with a
-    /// 64 MiB receive buffer, and starts counting.
-    pub fn bind(ns: &NetNs, addr: IpAddr, port: u16) -> io::Result<Self> {
+impl UdpReceiver {
+    /// Binds `addr:port` inside `ns` with a [`SOCKET_BUFFER`] receive buffer and hands every
+    /// datagram to `on_datagram` (then counts it) on a thread named after `what`.
+    pub(crate) fn bind(
+        ns: &NetNs,
+        addr: IpAddr,
+        port: u16,
+        what: &str,
+        mut on_datagram: impl FnMut(&[u8]) + Send + 'static,
+    ) -> io::Result<Self> {
         let socket = ns.run(|| UdpSocket::bind(SocketAddr::new(addr, port)))?;
-        set_buffer(
-            socket.as_raw_fd(),
-            SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            SOCKET_BUFFER,
-        );
+        big_receive_buffer(&socket);
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         let local = socket.local_addr()?;
         let count = Arc::new(AtomicU64::new(0));
-        let bytes = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (count, bytes, stop) = (count.clone(), bytes.clone(), stop.clone());
+            let (count, stop) = (count.clone(), stop.clone());
             std::thread::Builder::new()
-                .name(format!("udp-sink-{local}"))
+                .name(format!("{what}-{local}"))
                 .spawn(move || {
                     let mut buf = vec![0u8; 65536];
                     while !stop.load(Ordering::Relaxed) {
                         match socket.recv(&mut buf) {
                             Ok(n) => {
-                                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                                on_datagram(&buf[..n]);
                                 count.fetch_add(1, Ordering::Release);
                             }
                             Err(e)
@@ -91,38 +102,26 @@ impl UdpSink {
                     }
                 })?
         };
-        Ok(UdpSink {
+        Ok(UdpReceiver {
             local,
             count,
-            bytes,
             stop,
             thread: Some(thread),
         })
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// Datagrams received so far, without waiting.
-    pub fn count_now(&self) -> u64 {
+    pub(crate) fn count_now(&self) -> u64 {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Payload bytes received so far.
-    pub fn bytes_now(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
-    }
-
-    /// Datagrams received, once the count has not changed for [`DRAIN_QUIET`]: call it after the
-    /// sender finished.
-    pub fn count(&self) -> u64 {
-        self.drain(DRAIN_QUIET)
-    }
-
     /// Waits until the count has not changed for `quiet` (at most 30 s), then returns it.
-    pub fn drain(&self, quiet: Duration) -> u64 {
+    pub(crate) fn drain(&self, quiet: Duration) -> u64 {
         let start = Instant::now();
         let mut last = self.count_now();
         let mut since = Instant::now();
@@ -138,19 +137,70 @@ impl UdpSink {
         }
     }
 
-    /// Sets the count back to zero (e.g. between two phases of a test).
-    pub fn reset(&self) {
+    /// Sets the count back to zero.
+    pub(crate) fn reset(&self) {
         self.count.store(0, Ordering::Release);
-        self.bytes.store(0, Ordering::Release);
     }
 }
 
-impl Drop for UdpSink {
+impl Drop for UdpReceiver {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Receives UDP datagrams in a namespace on a background thread and counts them.
+#[derive(Debug)]
+pub struct UdpSink {
+    rx: UdpReceiver,
+    bytes: Arc<AtomicU64>,
+}
+
+impl UdpSink {
+    /// Binds `addr:port` (port 0 picks one: see [`UdpSink::local_addr`]) inside `ns`, with a
+    /// 64 MiB receive buffer, and starts counting.
+    pub fn bind(ns: &NetNs, addr: IpAddr, port: u16) -> io::Result<Self> {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        let rx = UdpReceiver::bind(ns, addr, port, "udp-sink", move |d| {
+            counted.fetch_add(d.len() as u64, Ordering::Relaxed);
+        })?;
+        Ok(UdpSink { rx, bytes })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.rx.local_addr()
+    }
+
+    /// Datagrams received so far, without waiting.
+    pub fn count_now(&self) -> u64 {
+        self.rx.count_now()
+    }
+
+    /// Payload bytes received so far.
+    pub fn bytes_now(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Datagrams received, once the count has not changed for [`DRAIN_QUIET`]: call it after the
+    /// sender finished.
+    pub fn count(&self) -> u64 {
+        self.drain(DRAIN_QUIET)
+    }
+
+    /// Waits until the count has not changed for `quiet` (at most 30 s), then returns it.
+    pub fn drain(&self, quiet: Duration) -> u64 {
+        self.rx.drain(quiet)
+    }
+
+    /// Sets the count back to zero (e.g. between two phases of a test).
+    pub fn reset(&self) {
+        self.rx.reset();
+        self.bytes.store(0, Ordering::Release);
     }
 }
 

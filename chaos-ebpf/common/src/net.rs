@@ -26,6 +26,10 @@ pub const NET_CGROUP_MAP: &str = "CHAOS_NET_CGRP";
 /// Name of the hash map from socket cookie to the bitmask of rule slots that target it (the
 /// sockets a `--pid` process held when the fault was armed).
 pub const NET_SOCKET_MAP: &str = "CHAOS_NET_SOCK";
+/// Name of the hash map from interface index to the bitmask of rule slots limited to it
+/// ([`matches::IFINDEX`]). Indexes repeat across network namespaces; a rule's cgroup keeps it to
+/// the namespace its sockets live in.
+pub const NET_IFACE_MAP: &str = "CHAOS_NET_IFACE";
 /// Name of the array map of jitter distribution tables ([`DIST_TABLE_SIZE`] entries per
 /// [`dist`] kind, in units of `sigma / DIST_SCALE`), filled by the controller.
 pub const NET_DIST_MAP: &str = "CHAOS_NET_DIST";
@@ -38,6 +42,13 @@ pub const ATTACH_ID_GLOBAL: &str = "CHAOS_ATTACH_ID";
 pub const PROG_TC_EGRESS: &str = "chaos_tc_egress";
 /// The TC program for ingress traffic.
 pub const PROG_TC_INGRESS: &str = "chaos_tc_ingress";
+/// The `cgroup_skb/ingress` program, for inbound faults selected by cgroup or process: attached
+/// to the target cgroup, it sees each packet with its receiving socket, and can only drop.
+pub const PROG_CGROUP_INGRESS: &str = "chaos_cgroup_ingress";
+
+/// cgroup levels below the root that a rule's cgroup filter looks through: a rule on a cgroup
+/// also selects the sockets of every cgroup below it, down to this depth.
+pub const MAX_CGROUP_DEPTH: u32 = 16;
 
 /// `skb->mark` bit carried by the copies that `duplicate` makes, so the program lets them pass
 /// instead of acting on them again; cleared before the copy leaves.
@@ -100,10 +111,15 @@ pub mod matches {
     pub const XSRC: u32 = 64;
     /// Skip packets with a source or destination port in `exclude_ports`.
     pub const XPORT: u32 = 128;
-    /// The sending socket's cgroup v2 must be one of the rule's cgroups (egress).
+    /// The packet's socket must be in one of the rule's cgroups v2, or below one (TC egress and
+    /// the cgroup ingress hook; TC ingress has no socket yet).
     pub const CGROUP: u32 = 256;
-    /// The sending socket must be one of the rule's sockets (by cookie; egress).
+    /// The packet's socket must be one of the rule's sockets (by cookie; same hooks as
+    /// [`CGROUP`]).
     pub const SOCKET: u32 = 512;
+    /// The packet's interface index must be one of the rule's, in [`super::NET_IFACE_MAP`] (set
+    /// for rules that the cgroup ingress hook judges, since that hook sees every interface).
+    pub const IFINDEX: u32 = 1024;
 }
 
 /// Address kinds in [`CidrKey::kind`].

@@ -9,7 +9,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
     programs::{
-        SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType,
         links::{FdLink, LinkOrder, PinnedLink},
         tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle, qdisc_add_clsact},
     },
@@ -17,9 +17,9 @@ use aya::{
 };
 use chaos_common::net::{
     ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_NET_RULES, NET_ATTACH_MAP,
-    NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_RULES_MAP, NET_SOCKET_MAP,
-    NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr,
-    dist, matches,
+    NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP, NET_RULES_MAP,
+    NET_SOCKET_MAP, NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches,
 };
 use ipnet::IpNet;
 
@@ -28,9 +28,9 @@ use crate::{
     ebpf,
     error::{Error, Result},
     netns,
-    plan::{Chance, Effect, Interface, NetPlan},
+    plan::{CgroupTarget, Chance, Effect, Interface, NetPlan},
     spec::{Direction, Distribution, Proto},
-    store::{AttachLink, Attachment, FaultRecord, NetArmed, Store},
+    store::{AttachLink, Attachment, FaultRecord, Hook, NetArmed, Store},
     strategy::{Attach, Shaping, Strategy},
 };
 
@@ -42,6 +42,7 @@ struct Maps {
     cidr: LpmTrie<MapData, CidrKey, u64>,
     cgroup: HashMap<MapData, u64, u64>,
     socket: HashMap<MapData, u64, u64>,
+    iface: HashMap<MapData, u32, u64>,
     dist: Array<MapData, i16>,
 }
 
@@ -54,6 +55,7 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(cidr),
         Some(cgroup),
         Some(socket),
+        Some(iface),
         Some(dist),
     ) = (
         ebpf::typed_map(NET_RULES_MAP, Map::Array)?,
@@ -63,6 +65,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(NET_CIDR_MAP, Map::LpmTrie)?,
         ebpf::typed_map(NET_CGROUP_MAP, Map::HashMap)?,
         ebpf::typed_map(NET_SOCKET_MAP, Map::HashMap)?,
+        ebpf::typed_map(NET_IFACE_MAP, Map::HashMap)?,
         ebpf::typed_map(NET_DIST_MAP, Map::Array)?,
     )
     else {
@@ -76,6 +79,7 @@ fn open_maps() -> Result<Option<Maps>> {
         cidr,
         cgroup,
         socket,
+        iface,
         dist,
     }))
 }
@@ -120,11 +124,15 @@ fn rule(plan: &NetPlan, strategy: Strategy, band: (u32, u32)) -> NetRule {
             *slot = *p;
         }
     }
-    if f.cgroup.is_some() {
+    if !f.cgroups.is_empty() {
         r.matches |= matches::CGROUP;
     }
     if f.sockets.is_some() {
         r.matches |= matches::SOCKET;
+    }
+    if !plan.socket_hooks.is_empty() {
+        // The cgroup hook sees the cgroup's packets on every interface: keep to the fault's.
+        r.matches |= matches::IFINDEX;
     }
     let chance = |r: &mut NetRule, c: &Chance| {
         r.threshold = c.threshold;
@@ -243,25 +251,45 @@ pub(crate) fn arm(
         attachments: Vec::new(),
         needs: rule.matches,
         cidrs: cidrs(&plan.filter),
-        cgroups: plan.filter.cgroup.iter().map(|c| c.id).collect(),
+        cgroups: plan.filter.cgroups.iter().map(|c| c.id).collect(),
         sockets: plan
             .filter
             .sockets
             .as_ref()
             .map(|s| s.cookies.clone())
             .unwrap_or_default(),
+        ifindexes: if plan.socket_hooks.is_empty() {
+            Vec::new()
+        } else {
+            plan.interfaces.iter().map(|i| i.ifindex).collect()
+        },
         shaping,
     };
     let mut created = Vec::new();
     let result = (|| {
+        let mut hooks = Vec::new();
         for interface in &plan.interfaces {
-            for &dir in plan.direction.parts() {
-                let (a, new) = find_or_attach(store, interface, dir, strategy.attach)?;
-                if new {
-                    created.push(a.clone());
+            for &direction in plan.direction.parts() {
+                if direction == Direction::Ingress && !plan.socket_hooks.is_empty() {
+                    continue;
                 }
-                armed.attachments.push(a.id);
+                hooks.push(Hook::Tc {
+                    interface: interface.clone(),
+                    direction,
+                });
             }
+        }
+        for cgroup in &plan.socket_hooks {
+            hooks.push(Hook::CgroupIngress {
+                cgroup: cgroup.clone(),
+            });
+        }
+        for hook in hooks {
+            let (a, new) = find_or_attach(store, hook, strategy.attach)?;
+            if new {
+                created.push(a.clone());
+            }
+            armed.attachments.push(a.id);
         }
         let mut maps = open_maps()?.ok_or_else(|| Error::Store {
             path: ebpf::MAP_PIN_DIR.into(),
@@ -314,7 +342,7 @@ pub(crate) fn disarm(armed: &NetArmed, remaining: &[&NetArmed]) -> Result<()> {
     shaping::release(&armed.shaping, remaining)
 }
 
-/// Rewrites the attachment masks, the prefix trie and the cgroup map from `armed`, the complete
+/// Rewrites the attachment masks, the prefix trie, the cgroup, socket and interface maps from `armed`, the complete
 /// list of armed rules, and deletes entries nothing needs any more.
 fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     use std::collections::BTreeMap;
@@ -345,12 +373,16 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     }
     let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
     let mut socket: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut iface: BTreeMap<u32, u64> = BTreeMap::new();
     for a in armed {
         for &id in &a.cgroups {
             *cgroup.entry(id).or_default() |= bit(a);
         }
         for &cookie in &a.sockets {
             *socket.entry(cookie).or_default() |= bit(a);
+        }
+        for &ifindex in &a.ifindexes {
+            *iface.entry(ifindex).or_default() |= bit(a);
         }
     }
 
@@ -376,6 +408,7 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     }
     replace_all(&mut maps.cgroup, &cgroup)?;
     replace_all(&mut maps.socket, &socket)?;
+    replace_all(&mut maps.iface, &iface)?;
     replace_all(&mut maps.attach, &attach)?;
     Ok(())
 }
@@ -438,49 +471,66 @@ pub fn counters(slot: u32) -> Result<NetCounters> {
         }))
 }
 
-fn find_or_attach(
-    store: &Store,
-    interface: &Interface,
-    direction: Direction,
-    mode: Attach,
-) -> Result<(Attachment, bool)> {
+fn find_or_attach(store: &Store, hook: Hook, mode: Attach) -> Result<(Attachment, bool)> {
     let existing = store.attachments()?;
-    let same_ns = |a: &Attachment| match (&a.interface.netns, &interface.netns) {
-        (Some(x), Some(y)) => x.id == y.id,
-        (None, None) => true,
-        _ => false,
-    };
-    if let Some(a) = existing.iter().find(|a| {
-        a.direction == direction && a.interface.ifindex == interface.ifindex && same_ns(a)
-    }) {
+    if let Some(a) = existing.iter().find(|a| same_hook(&a.hook, &hook)) {
         return Ok((a.clone(), false));
     }
     let id = existing.iter().map(|a| a.id).max().unwrap_or(0) + 1;
-    // A clsact qdisc we added for the other direction is ours too: whichever of the two
-    // attachments goes last removes it.
-    let qdisc_is_ours = existing.iter().any(|a| {
-        a.interface.ifindex == interface.ifindex
-            && same_ns(a)
-            && matches!(
-                a.link,
-                AttachLink::Clsact {
-                    created_qdisc: true,
-                    ..
-                }
-            )
-    });
-    let link = attach(interface, direction, mode, id, qdisc_is_ours)?;
-    let a = Attachment {
-        id,
-        interface: interface.clone(),
-        direction,
-        link,
+    let link = match &hook {
+        Hook::Tc {
+            interface,
+            direction,
+        } => {
+            // A clsact qdisc we added for the other direction is ours too: whichever of the two
+            // attachments goes last removes it.
+            let qdisc_is_ours = existing.iter().any(|a| {
+                matches!(&a.hook, Hook::Tc { interface: i, .. } if same_interface(i, interface))
+                    && matches!(
+                        a.link,
+                        AttachLink::Clsact {
+                            created_qdisc: true,
+                            ..
+                        }
+                    )
+            });
+            attach_tc(interface, *direction, mode, id, qdisc_is_ours)?
+        }
+        Hook::CgroupIngress { cgroup } => attach_cgroup(cgroup, id)?,
     };
+    let a = Attachment { id, hook, link };
     if let Err(e) = store.put_attachment(&a) {
         let _ = detach(&a);
         return Err(e);
     }
     Ok((a, true))
+}
+
+/// Whether two hooks are the same place (interface indexes repeat across namespaces).
+fn same_hook(a: &Hook, b: &Hook) -> bool {
+    match (a, b) {
+        (
+            Hook::Tc {
+                interface: x,
+                direction: dx,
+            },
+            Hook::Tc {
+                interface: y,
+                direction: dy,
+            },
+        ) => dx == dy && same_interface(x, y),
+        (Hook::CgroupIngress { cgroup: x }, Hook::CgroupIngress { cgroup: y }) => x.id == y.id,
+        _ => false,
+    }
+}
+
+fn same_interface(x: &Interface, y: &Interface) -> bool {
+    let same_ns = match (&x.netns, &y.netns) {
+        (Some(x), Some(y)) => x.id == y.id,
+        (None, None) => true,
+        _ => false,
+    };
+    same_ns && x.ifindex == y.ifindex
 }
 
 fn tc_attach_type(direction: Direction) -> TcAttachType {
@@ -490,10 +540,70 @@ fn tc_attach_type(direction: Direction) -> TcAttachType {
     }
 }
 
+/// Program `name` of a freshly loaded object, loaded into the kernel.
+fn load_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: LoadProgram,
+{
+    let program: &mut P = bpf
+        .program_mut(name)
+        .ok_or_else(|| {
+            Error::bpf(
+                format!("finding {name}"),
+                aya::programs::ProgramError::NotLoaded,
+            )
+        })?
+        .try_into()
+        .map_err(|e| Error::bpf(format!("finding {name}"), e))?;
+    program
+        .load_program()
+        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+    Ok(program)
+}
+
+/// aya's program types each have their own `load`.
+trait LoadProgram {
+    fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError>;
+}
+
+impl LoadProgram for SchedClassifier {
+    fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+impl LoadProgram for CgroupSkb {
+    fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+/// Loads a `cgroup_skb/ingress` instance for attachment `id` and links it to `cgroup`; the link
+/// is pinned on bpffs so that it outlives this process.
+fn attach_cgroup(cgroup: &CgroupTarget, id: u32) -> Result<AttachLink> {
+    let mut bpf = ebpf::load(&[(ATTACH_ID_GLOBAL, id)])?;
+    let program: &mut CgroupSkb = load_program(&mut bpf, PROG_CGROUP_INGRESS)?;
+    let dir = std::fs::File::open(&cgroup.path)
+        .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.path.display()), e))?;
+    let link_id = program
+        .attach(&dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+        .map_err(|e| Error::bpf(format!("attaching to cgroup {}", cgroup.path.display()), e))?;
+    let link: FdLink = program
+        .take_link(link_id)
+        .map_err(|e| Error::bpf("taking the cgroup link", e))?
+        .try_into()
+        .map_err(|e| Error::bpf("cgroup link as fd link", e))?;
+    let pin = ebpf::link_pin(&format!("cgroup-{id}"));
+    link.pin(&pin)
+        .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
+    Ok(AttachLink::Cgroup { pin })
+}
+
 /// Loads a program instance for attachment `id` and attaches it; the attachment outlives this
 /// process (TCX link pinned on bpffs, or a clsact filter held by the kernel). `qdisc_is_ours`:
 /// another attachment of ours on the interface added its clsact qdisc.
-fn attach(
+fn attach_tc(
     interface: &Interface,
     direction: Direction,
     mode: Attach,
@@ -507,19 +617,7 @@ fn attach(
     let ifname = interface.name.clone();
     netns::run_in(interface.netns.as_ref(), move || {
         let mut bpf = ebpf::load(&[(ATTACH_ID_GLOBAL, id)])?;
-        let program: &mut SchedClassifier = bpf
-            .program_mut(prog_name)
-            .ok_or_else(|| {
-                Error::bpf(
-                    "finding the TC program",
-                    aya::programs::ProgramError::NotLoaded,
-                )
-            })?
-            .try_into()
-            .map_err(|e| Error::bpf("finding the TC program", e))?;
-        program
-            .load()
-            .map_err(|e| Error::bpf(format!("loading {prog_name}"), e))?;
+        let program: &mut SchedClassifier = load_program(&mut bpf, prog_name)?;
         let attach_type = tc_attach_type(direction);
         match mode {
             Attach::Tcx => {
@@ -586,7 +684,7 @@ fn attach(
 /// with it; that is success.
 pub(crate) fn detach(a: &Attachment) -> Result<()> {
     match &a.link {
-        AttachLink::Tcx { pin } => match PinnedLink::from_pin(pin) {
+        AttachLink::Tcx { pin } | AttachLink::Cgroup { pin } => match PinnedLink::from_pin(pin) {
             Ok(link) => {
                 let fd_link = link
                     .unpin()
@@ -602,15 +700,25 @@ pub(crate) fn detach(a: &Attachment) -> Result<()> {
             handle,
             created_qdisc,
         } => {
-            if let Some(ns) = &a.interface.netns
+            let Hook::Tc {
+                interface,
+                direction,
+            } = &a.hook
+            else {
+                return Err(Error::Store {
+                    path: format!("attachment {}", a.id).into(),
+                    problem: "a clsact filter recorded for a cgroup hook".into(),
+                });
+            };
+            if let Some(ns) = &interface.netns
                 && !ns.path.exists()
             {
                 return Ok(());
             }
-            let ifname = a.interface.name.clone();
-            let attach_type = tc_attach_type(a.direction);
+            let ifname = interface.name.clone();
+            let attach_type = tc_attach_type(*direction);
             let (priority, handle, created_qdisc) = (*priority, *handle, *created_qdisc);
-            netns::run_in(a.interface.netns.as_ref(), move || {
+            netns::run_in(interface.netns.as_ref(), move || {
                 if netns::ifindex(&ifname).is_none() {
                     return Ok(());
                 }

@@ -40,12 +40,8 @@ enum Family {
 enum NetCommand {
     /// Drop a share of the packets (with --correlation, in bursts).
     Loss {
-        /// Share of packets to drop, 0-100.
-        #[arg(long, allow_negative_numbers = true)]
-        percent: f64,
-        /// How much each decision follows the previous one, 0-100.
-        #[arg(long, allow_negative_numbers = true)]
-        correlation: Option<f64>,
+        #[command(flatten)]
+        chance: Chance,
         #[command(flatten)]
         target: NetTarget,
     },
@@ -78,23 +74,15 @@ enum NetCommand {
     },
     /// Flip a random bit in a share of the packets.
     Corrupt {
-        /// Share of packets, 0-100.
-        #[arg(long, allow_negative_numbers = true)]
-        percent: f64,
-        /// Correlation, 0-100.
-        #[arg(long, allow_negative_numbers = true)]
-        correlation: Option<f64>,
+        #[command(flatten)]
+        chance: Chance,
         #[command(flatten)]
         target: NetTarget,
     },
     /// Send a share of the packets twice.
     Duplicate {
-        /// Share of packets, 0-100.
-        #[arg(long, allow_negative_numbers = true)]
-        percent: f64,
-        /// Correlation, 0-100.
-        #[arg(long, allow_negative_numbers = true)]
-        correlation: Option<f64>,
+        #[command(flatten)]
+        chance: Chance,
         #[command(flatten)]
         target: NetTarget,
     },
@@ -109,6 +97,27 @@ enum NetCommand {
         #[command(flatten)]
         target: NetTarget,
     },
+}
+
+/// How often a loss, corrupt or duplicate fault acts.
+#[derive(clap::Args, Debug)]
+struct Chance {
+    /// Share of the selected packets, 0-100.
+    #[arg(long, allow_negative_numbers = true)]
+    percent: f64,
+    /// How much each decision follows the previous one, 0-100 (bursts at the same average).
+    #[arg(long, allow_negative_numbers = true)]
+    correlation: Option<f64>,
+}
+
+impl Chance {
+    fn into_spec(self, target: NetTarget, action: NetAction) -> NetSpec {
+        NetSpec {
+            percent: Some(self.percent),
+            correlation: self.correlation,
+            ..target.into_spec(action)
+        }
+    }
 }
 
 /// Which traffic a network fault selects, and for how long.
@@ -141,10 +150,11 @@ struct NetTarget {
     /// Transport protocol.
     #[arg(long, value_enum)]
     proto: Option<ProtoArg>,
-    /// cgroup v2 of the sending sockets (egress).
+    /// Only the sockets of this cgroup v2 and those below it (repeatable). Inbound, it can
+    /// only drop (loss, partition).
     #[arg(long)]
-    cgroup: Option<String>,
-    /// Only the sockets this process holds when the fault is armed (egress).
+    cgroup: Vec<String>,
+    /// Only the sockets this process holds when the fault is armed. Inbound, it can only drop.
     #[arg(long)]
     pid: Option<u32>,
     /// A port, address or CIDR never touched (repeatable). Port 22 is always kept unless --force.
@@ -213,15 +223,7 @@ impl NetTarget {
 
 fn net_spec(cmd: NetCommand) -> NetSpec {
     match cmd {
-        NetCommand::Loss {
-            percent,
-            correlation,
-            target,
-        } => NetSpec {
-            percent: Some(percent),
-            correlation,
-            ..target.into_spec(NetAction::Loss)
-        },
+        NetCommand::Loss { chance, target } => chance.into_spec(target, NetAction::Loss),
         NetCommand::Partition { target } => target.into_spec(NetAction::Partition),
         NetCommand::Delay {
             latency,
@@ -243,24 +245,8 @@ fn net_spec(cmd: NetCommand) -> NetSpec {
             rate: Some(rate),
             ..target.into_spec(NetAction::Rate)
         },
-        NetCommand::Corrupt {
-            percent,
-            correlation,
-            target,
-        } => NetSpec {
-            percent: Some(percent),
-            correlation,
-            ..target.into_spec(NetAction::Corrupt)
-        },
-        NetCommand::Duplicate {
-            percent,
-            correlation,
-            target,
-        } => NetSpec {
-            percent: Some(percent),
-            correlation,
-            ..target.into_spec(NetAction::Duplicate)
-        },
+        NetCommand::Corrupt { chance, target } => chance.into_spec(target, NetAction::Corrupt),
+        NetCommand::Duplicate { chance, target } => chance.into_spec(target, NetAction::Duplicate),
         NetCommand::Reorder {
             percent,
             latency,

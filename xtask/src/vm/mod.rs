@@ -45,6 +45,10 @@ pub struct VmArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory: u32,
+    /// Run only these test binaries in the VMs (repeatable or comma separated, e.g.
+    /// net_shaping); all by default.
+    #[arg(long = "only", value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,7 +77,18 @@ impl KernelRun {
 /// `cargo xtask vm-test`: build, run, print per-kernel counts.
 pub fn run_command(args: &VmArgs) -> Result<ExitCode> {
     let chaos = cargo::build_chaos()?;
-    let tests = cargo::build_bpf_tests()?;
+    let mut tests = cargo::build_bpf_tests()?;
+    if !args.only.is_empty() {
+        if let Some(unknown) = args
+            .only
+            .iter()
+            .find(|o| !tests.iter().any(|t| &t.name == *o))
+        {
+            let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+            anyhow::bail!("no test binary {unknown}; there are: {}", names.join(", "));
+        }
+        tests.retain(|t| args.only.contains(&t.name));
+    }
     let runs = run_kernels(args, &chaos, &tests)?;
     println!();
     print_runs(&runs);
@@ -109,6 +124,20 @@ fn out_dir() -> PathBuf {
 /// Boots each kernel in turn; a kernel that cannot be fetched or booted is reported in its
 /// `KernelRun`, not as an error, so the others still run.
 pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<Vec<KernelRun>> {
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|o| !tests.iter().any(|t| &t.name == *o))
+    {
+        let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+        anyhow::bail!("no test binary {unknown}; there are: {}", names.join(", "));
+    }
+    let selected: Vec<TestBinary> = tests
+        .iter()
+        .filter(|t| args.only.is_empty() || args.only.contains(&t.name))
+        .cloned()
+        .collect();
+    let tests = &selected[..];
     let dir = out_dir();
     fs::create_dir_all(&dir)?;
     let staging = dir.join("staging");

@@ -101,6 +101,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             timeout_minutes: args.vm_timeout_minutes,
             accel: args.accel,
             memory: 1024,
+            only: Vec::new(),
         };
         let binary = TestBinary {
             name: "chaos-bench".to_owned(),

@@ -168,11 +168,76 @@ fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
     Ok(v)
 }
 
-/// One rule naming [`CGROUPS`] cgroups made for it, none holding the sender: needs a repeatable
-/// `--cgroup` (`NetSpec::cgroup` a list), which this build of the library does not have yet.
-fn many_cgroups_variant(_w: &TwoHosts) -> Result<Option<Variant>> {
-    let _ = CGROUPS;
-    Ok(None)
+/// One rule naming [`CGROUPS`] cgroups made for it, none holding the sender.
+fn many_cgroups_variant(w: &TwoHosts) -> Result<Option<Variant>> {
+    let cgroups = (0..CGROUPS)
+        .map(|_| TestCgroup::new_v2())
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("making the cgroups the rule names")?;
+    let paths: Vec<String> = cgroups
+        .iter()
+        .map(|c| c.path().to_string_lossy().into_owned())
+        .collect();
+    Ok(Some(Variant {
+        suffix: ".1k_cgroups".to_owned(),
+        what: format!(
+            "1 rule with {CGROUPS} --cgroup (sender {SENDER_DEPTH} levels below the root, in none \
+             of them)"
+        ),
+        specs: vec![spec_on_a(w, NetAction::Loss, |s| {
+            s.percent = Some(100.0);
+            s.proto = Some(Proto::Udp);
+            s.cgroup = paths;
+        })],
+        _cgroups: cgroups,
+    }))
+}
+
+/// How deep below the cgroup v2 root the sender runs during the throughput trials: a cgroup
+/// rule looks up the socket's cgroup and each ancestor, and services usually sit a few levels
+/// down (`system.slice/app.service`).
+const SENDER_DEPTH: usize = 3;
+
+/// Moves this process into a cgroup `depth` levels below the cgroup v2 root, made for it; on
+/// drop moves it back where it was and removes the cgroups.
+struct SenderCgroup {
+    top: TestCgroup,
+    original: std::path::PathBuf,
+}
+
+impl SenderCgroup {
+    fn enter(depth: usize) -> Result<SenderCgroup> {
+        let root = crate::world::cgroup2_mount().context("no cgroup v2 mount")?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .context("this process has no cgroup v2")?;
+        let original = root.join(rel.trim_start_matches('/'));
+        let top = TestCgroup::new_v2()?;
+        let mut dir = top.path().to_owned();
+        for level in 1..depth {
+            dir = dir.join(format!("level{level}"));
+            std::fs::create_dir(&dir)?;
+        }
+        let me = SenderCgroup { top, original };
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("moving the bench into {}", dir.display()))?;
+        Ok(me)
+    }
+}
+
+impl Drop for SenderCgroup {
+    fn drop(&mut self) {
+        let procs = self.original.join("cgroup.procs");
+        if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+            eprintln!(
+                "chaos-bench: moving back to {}: {e}",
+                self.original.display()
+            );
+        }
+        let _ = &self.top;
+    }
 }
 
 /// Packets per second from A to B through the veth: `count` datagrams sent as fast as the
@@ -193,6 +258,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     let w = TwoHosts::new()?;
     let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
     let variants = variants(&w)?;
+    // The sender's sockets are made while the bench is in this cgroup.
+    let _sender = SenderCgroup::enter(SENDER_DEPTH)?;
     let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
     // Warm-up: the first trial after a world is built is slower (caches, neighbour entries).
     pps(&w, &sink, count / 4)?;

@@ -26,13 +26,13 @@ pub fn run(b: &mut Bench) {
 fn controller(b: &mut Bench) -> Result<()> {
     let chaos = Chaos::from_env().map_err(|e| anyhow!(e))?;
     let runs = b.config().pick(5, 15);
-    let version = || run_measured(&mut chaos.command(&["--version"]));
+    let version = || run_measured(&chaos.command(&["--version"]));
 
     let (mut probe, mut start) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         b.check()?;
         start.push(version()?);
-        probe.push(run_measured(&mut chaos.command(&["probe", "--json"]))?);
+        probe.push(run_measured(&chaos.command(&["probe", "--json"]))?);
     }
     let ms =
         |u: &[RunUsage]| -> Vec<f64> { u.iter().map(|r| r.wall.as_secs_f64() * 1e3).collect() };
@@ -58,7 +58,7 @@ fn controller(b: &mut Bench) -> Result<()> {
     for _ in 0..holds {
         b.check()?;
         idle.push(version()?.max_rss_kib as f64);
-        let u = run_measured(&mut chaos.command(&[
+        let u = run_measured(&chaos.command(&[
             "inject",
             "net",
             "loss",

@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -14,64 +14,101 @@ pub struct RunUsage {
     pub wall: Duration,
     /// Peak resident set size (`ru_maxrss`), KiB.
     pub max_rss_kib: u64,
-    /// Exit code (`None`: killed by a signal).
-    pub code: Option<i32>,
 }
 
-/// Runs `cmd` (stdin, stdout and stderr to /dev/null) and reports its wall time and peak
-/// resident memory. Fails if it cannot start or exits unsuccessfully.
-pub fn run_measured(cmd: &mut Command) -> io::Result<RunUsage> {
-    use std::process::Stdio;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+/// The first argument of `chaos-bench` that makes it run the rest of its arguments as a
+/// command and print that command's [`RunUsage`] (see [`run_measured`]).
+pub const RUSAGE_ARG: &str = "--rusage-of";
+
+/// Runs `cmd` (stdin and stdout to /dev/null) and reports its wall time and peak resident
+/// memory. Fails if it cannot start or exits unsuccessfully, with its standard error.
+///
+/// The command is started by a fresh `chaos-bench` process ([`rusage_main`], through
+/// [`RUSAGE_ARG`]): a child's `ru_maxrss` includes the memory of the process it was forked from
+/// (exec records the old address space's peak), so a command forked from the bench itself would
+/// report the bench's peak. Only callable from the `chaos-bench` binary.
+pub fn run_measured(cmd: &Command) -> io::Result<RunUsage> {
+    let mut helper = Command::new(std::env::current_exe()?);
+    helper
+        .arg(RUSAGE_ARG)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => helper.env(k, v),
+            None => helper.env_remove(k),
+        };
+    }
+    let out = helper.stdin(Stdio::null()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    match (out.status.success(), fields.as_slice()) {
+        (true, [wall_ns, rss]) => Ok(RunUsage {
+            wall: Duration::from_nanos(*wall_ns),
+            max_rss_kib: *rss,
+        }),
+        _ => Err(io::Error::other(format!(
+            "{} failed ({}): {}",
+            crate::cmd::describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+/// The `chaos-bench --rusage-of PROGRAM ARGS...` mode: runs the command with stdout to
+/// /dev/null and stderr inherited, then prints `<wall ns> <ru_maxrss KiB>`; exits 1 (printing
+/// nothing on stdout) if the command fails. Call it first thing in `main`, while this process is
+/// still small.
+pub fn rusage_main(argv: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("{RUSAGE_ARG} needs a command");
+        return ExitCode::FAILURE;
+    };
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot run {}: {e}", crate::cmd::describe(cmd)),
-        )
-    })?;
-    let stderr = child.stderr.take();
-    // Read stderr on a thread so that a chatty child cannot block on a full pipe.
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = io::Read::read_to_string(&mut e, &mut s);
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot run {}: {e}", program.to_string_lossy());
+            return ExitCode::FAILURE;
         }
-        s
-    });
+    };
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: zero is a valid rusage; wait4 fills it and `status` for our own child, which
     // `child` never waits for afterwards (dropping a std Child does not wait).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = loop {
+    loop {
         // SAFETY: see above.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
+        if r >= 0 {
+            break;
         }
-        break r;
-    };
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            eprintln!("wait4: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let wall = start.elapsed();
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        eprintln!(
+            "{} ended with wait status {status:#x}",
+            program.to_string_lossy()
+        );
+        return ExitCode::FAILURE;
     }
-    let errors = reader.join().unwrap_or_default();
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    if code != Some(0) {
-        return Err(io::Error::other(format!(
-            "{} exited with {code:?}: {}",
-            crate::cmd::describe(cmd),
-            errors.trim()
-        )));
-    }
-    Ok(RunUsage {
-        wall,
-        max_rss_kib: usage.ru_maxrss as u64,
-        code,
-    })
+    println!("{} {}", wall.as_nanos(), usage.ru_maxrss);
+    ExitCode::SUCCESS
 }
 
 /// Kernel CPU time of the whole machine (every CPU), from the `cpu` line of `/proc/stat`.

@@ -62,6 +62,11 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Config> {
 }
 
 fn main() -> ExitCode {
+    // Internal: run a command and report its resource usage (see `bench::proc::run_measured`).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if argv.first().is_some_and(|a| a == bench::proc::RUSAGE_ARG) {
+        return bench::proc::rusage_main(&argv[1..]);
+    }
     let config = match parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {

@@ -326,6 +326,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
         };
         let ratios = paired_ratios(&t.armed_pps, &t.baseline_pps);
         let base_pps = median(&t.baseline_pps);
+        // What the program's own time predicts, as a cross-check of the noisier throughput.
+        let predicted = 1.0 / (1.0 + median(&t.prog_ns) * base_pps / 1e9);
         let mut row = Row::cost(
             &format!("net.nonmatching_pps_ratio{suffix}"),
             "pkt/s",
@@ -336,7 +338,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
         .spread(Spread::of(&ratios))
         .note(format!(
             "{what}, none matching, vs no program; {PPS_PAYLOAD}-byte UDP, {count} per trial, \
-             ratio = median of paired trials"
+             ratio = median of paired trials; the program's time per packet predicts \
+             {predicted:.3}"
         ));
         if v.suffix.is_empty() {
             row = row.goal(Goal::ratio_at_least(0.97));

@@ -74,10 +74,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mode = match (config.place, config.quick) {
+        // The VM rows do not depend on --quick (and the VM's init could not pass it).
+        (Place::Vm, _) => "",
+        (_, true) => ", quick",
+        (_, false) => ", full",
+    };
     println!(
-        "chaos-bench: {} rows, {} mode, kernel {}",
+        "chaos-bench: {} rows{mode}, kernel {}",
         config.place.as_str(),
-        if config.quick { "quick" } else { "full" },
         bench::kernel_label()
     );
     match bench::run(config) {

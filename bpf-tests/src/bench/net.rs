@@ -37,7 +37,7 @@ use chaos_user::{
 use super::{
     Bench, Faults, Goal, Place, Row,
     bpf::{self, RunStats, RunTotals},
-    proc::KernelCpu,
+    proc::{CpuThief, KernelCpu},
     stats::{self, Spread, median, paired_ratios, percentile},
 };
 use crate::{
@@ -821,6 +821,14 @@ fn settle(max: Duration) -> Result<()> {
     Ok(())
 }
 
+/// One paced load: CPU per packet sent (us), by [`CpuThief`] and by `/proc/stat`, and how many
+/// datagrams did not arrive.
+struct Load {
+    cpu_us: f64,
+    stat_us: f64,
+    lost: u64,
+}
+
 fn delay_cpu(b: &mut Bench) -> Result<()> {
     const PACKETS: u64 = 8_000;
     const GAP: Duration = Duration::from_micros(300);
@@ -830,54 +838,64 @@ fn delay_cpu(b: &mut Bench) -> Result<()> {
     let w = TwoHosts::new()?;
     let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
     let to = SocketAddr::new(w.b.v4(), PORT);
-    // Kernel CPU per packet sent (us) of the paced load, the delay's queue drained, and how
-    // many datagrams did not arrive.
-    let load = || -> Result<(f64, u64)> {
+    let thief = CpuThief::start()?;
+    let load = || -> Result<Load> {
         settle(Duration::from_secs(5))?;
+        let idle_rate = thief.rate(Duration::from_millis(500));
         sink.reset();
         let before = KernelCpu::now()?;
-        let sent = udp_send_seq(&w.a.ns, to, PACKETS, 64, Some(GAP))?;
-        let got = sink.count();
-        let secs = KernelCpu::now()?.seconds_since(&before);
-        Ok((secs * 1e6 / sent as f64, sent.saturating_sub(got)))
+        let (used, counts) = thief.used_during(idle_rate, || -> Result<(u64, u64)> {
+            let sent = udp_send_seq(&w.a.ns, to, PACKETS, 64, Some(GAP))?;
+            // The delay's queue drains before the window closes.
+            Ok((sent, sink.count()))
+        });
+        let (sent, got) = counts?;
+        let stat = KernelCpu::now()?.seconds_since(&before);
+        Ok(Load {
+            cpu_us: used * 1e6 / sent as f64,
+            stat_us: stat * 1e6 / sent as f64,
+            lost: sent.saturating_sub(got),
+        })
     };
     let spec = spec_on_a(&w, NetAction::Delay, |s| {
         s.latency = Some(LOAD_DELAY.to_owned())
     });
-    let (mut none, mut ours, mut netem) = (Vec::new(), Vec::new(), Vec::new());
-    // Datagrams lost under no fault, ours, tc netem (a delay should lose none).
-    let mut lost = [0u64; 3];
+    // Per round: no fault, ours, tc netem.
+    let mut loads: Vec<[Load; 3]> = Vec::new();
     let mut strategy = String::new();
     // Warm-up: the first load after the world is built pays for caches and neighbour entries.
     load()?;
     for round in 0..rounds {
         b.check()?;
-        let (cpu, l0) = load()?;
-        none.push(cpu);
-        let (cpu, l1) = {
+        let none = load()?;
+        let ours = {
             let mut faults = Faults::new(&inj);
             strategy = faults.arm(&spec)?.strategy.describe();
             load()?
         };
-        ours.push(cpu);
-        let (cpu, l2) = {
+        let netem = {
             let _q = Netem::add(&w, &["delay", LOAD_DELAY])?;
             load()?
         };
-        netem.push(cpu);
-        for (sum, l) in lost.iter_mut().zip([l0, l1, l2]) {
-            *sum += l;
-        }
         println!(
-            "  round {round}: kernel CPU per packet {:.1} us no fault, {:.1} us ours, {:.1} us tc \
-             netem; lost {l0} / {l1} / {l2} of {PACKETS}",
-            none[round], ours[round], netem[round]
+            "  round {round}: CPU per packet {:.1} / {:.1} / {:.1} us (no fault / ours / tc \
+             netem); /proc/stat says {:.1} / {:.1} / {:.1} us; lost {} / {} / {} of {PACKETS}",
+            none.cpu_us,
+            ours.cpu_us,
+            netem.cpu_us,
+            none.stat_us,
+            ours.stat_us,
+            netem.stat_us,
+            none.lost,
+            ours.lost,
+            netem.lost
         );
+        loads.push([none, ours, netem]);
     }
-    let lost_note = format!(
-        "; datagrams lost over {rounds} loads: {} no fault, {} ours, {} tc netem",
-        lost[0], lost[1], lost[2]
-    );
+    let col = |i: usize| -> Vec<f64> { loads.iter().map(|l| l[i].cpu_us).collect() };
+    let stat = |i: usize| median(&loads.iter().map(|l| l[i].stat_us).collect::<Vec<_>>());
+    let lost = |i: usize| loads.iter().map(|l| l[i].lost).sum::<u64>();
+    let (none, ours, netem) = (col(0), col(1), col(2));
     let vs_netem = paired_ratios(&ours, &netem);
     b.row(
         Row::cost(
@@ -889,10 +907,18 @@ fn delay_cpu(b: &mut Bench) -> Result<()> {
         .with_ratio(median(&vs_netem))
         .spread(Spread::of(&vs_netem))
         .note(format!(
-            "system+irq+softirq CPU of the whole VM per packet, {PACKETS} UDP datagrams paced \
-             every {GAP:?} under a {LOAD_DELAY} delay, machine idle before each load: ours \
-             ({strategy}) vs tc netem; no fault: {:.1} us{lost_note}",
-            median(&none)
+            "CPU of the whole VM per packet (what idle-priority busy loops lost, all contexts), \
+             {PACKETS} UDP datagrams paced every {GAP:?} under a {LOAD_DELAY} delay, machine \
+             idle before each load: ours ({strategy}) vs tc netem; no fault {:.1} us; \
+             /proc/stat system+irq+softirq (tick-sampled here) {:.1} / {:.1} / {:.1} us; \
+             datagrams lost over {rounds} loads {} / {} / {} (no fault / ours / tc netem)",
+            median(&none),
+            stat(0),
+            stat(1),
+            stat(2),
+            lost(0),
+            lost(1),
+            lost(2)
         )),
     );
     let vs_none = paired_ratios(&ours, &none);

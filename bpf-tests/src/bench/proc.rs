@@ -4,6 +4,10 @@
 use std::{
     io,
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -152,6 +156,121 @@ fn parse_stat(text: &str) -> Option<KernelCpu> {
         irq: *f.get(5)?,
         softirq: *f.get(6)?,
     })
+}
+
+/// Measures the CPU time everything else on the machine uses, by what it takes away from
+/// busy loops of the lowest priority (`SCHED_IDLE`), one pinned to each CPU: they run only when
+/// nothing else wants the CPU, so their lost iterations count every context alike (processes,
+/// interrupts, softirqs, timers). `/proc/stat` cannot do this on a tick-accounting kernel, where
+/// softirq work done between ticks from idle is never sampled.
+pub struct CpuThief {
+    stop: Arc<AtomicBool>,
+    spins: Vec<Arc<AtomicU64>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuThief {
+    /// Starts one idle-priority busy loop per CPU this process may run on.
+    pub fn start() -> io::Result<CpuThief> {
+        let cpus: Vec<usize> = {
+            // SAFETY: zero is a valid cpu_set_t; sched_getaffinity fills it.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `set` is a cpu_set_t of the size given.
+            let r = unsafe {
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+            };
+            if r != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            (0..libc::CPU_SETSIZE as usize)
+                // SAFETY: `cpu` is below CPU_SETSIZE.
+                .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+                .collect()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut thief = CpuThief {
+            stop: stop.clone(),
+            spins: Vec::new(),
+            threads: Vec::new(),
+        };
+        for cpu in cpus {
+            let count = Arc::new(AtomicU64::new(0));
+            let (stop, c) = (stop.clone(), count.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("cpu-thief-{cpu}"))
+                .spawn(move || {
+                    let _ = tx.send(Self::demote(cpu));
+                    while !stop.load(Ordering::Relaxed) {
+                        for i in 0..1000u32 {
+                            std::hint::black_box(i);
+                        }
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                })?;
+            thief.spins.push(count);
+            thief.threads.push(thread);
+            rx.recv().map_err(io::Error::other)??;
+        }
+        Ok(thief)
+    }
+
+    /// Pins the calling thread to `cpu` and gives it the idle scheduling policy.
+    fn demote(cpu: usize) -> io::Result<()> {
+        // SAFETY: zero is a valid cpu_set_t; CPU_SET writes within it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu` is below CPU_SETSIZE (it came from sched_getaffinity).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is a cpu_set_t of the size given; 0 is the calling thread.
+        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: 0 is the calling thread; `param` is valid for SCHED_IDLE.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The loops' iterations so far.
+    pub fn spins(&self) -> u64 {
+        self.spins.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The number of CPUs watched.
+    pub fn cpus(&self) -> usize {
+        self.spins.len()
+    }
+
+    /// Iterations per second (all loops together) over `window`, for calibration on an idle
+    /// machine.
+    pub fn rate(&self, window: Duration) -> f64 {
+        let (start, before) = (Instant::now(), self.spins());
+        std::thread::sleep(window);
+        (self.spins() - before) as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// CPU seconds used by everything else while `f` ran, given the idle `rate` (iterations per
+    /// second of all loops together); and `f`'s result.
+    pub fn used_during<T>(&self, rate: f64, f: impl FnOnce() -> T) -> (f64, T) {
+        let (start, before) = (Instant::now(), self.spins());
+        let out = f();
+        let secs = start.elapsed().as_secs_f64();
+        let spun = (self.spins() - before) as f64;
+        let capacity = secs * self.cpus() as f64;
+        ((capacity - spun / rate * self.cpus() as f64).max(0.0), out)
+    }
+}
+
+impl Drop for CpuThief {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// This process's resident set size now (`VmRSS`), KiB.

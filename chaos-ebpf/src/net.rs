@@ -14,6 +14,7 @@ use core::{
     ptr::{read_volatile, write_volatile},
 };
 
+use crate::bits::lowest_bit;
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{
@@ -348,20 +349,6 @@ extern "C" fn judge_next(_index: u64, _ctx: *mut c_void) -> i64 {
     j.slots &= j.slots - 1;
     judge(slot, &j.pkt, &j.sel, j.boot_now, j.mono_now, verdict);
     i64::from(verdict.drop != 0)
-}
-
-/// Index of the lowest set bit of `x` (non-zero), by halving: BPF has no count-trailing-zeros.
-fn lowest_bit(x: u64) -> u32 {
-    let mut x = x;
-    let mut n = 0;
-    for shift in [32u32, 16, 8, 4, 2, 1] {
-        let mask = (1u64 << shift) - 1;
-        if x & mask == 0 {
-            n += shift;
-            x >>= shift;
-        }
-    }
-    n
 }
 
 /// Results of the shared lookups: for each, the slots it selects.

@@ -7,7 +7,7 @@ use chaos_common::net::NetCounters;
 use serde::Serialize;
 
 use crate::{
-    backend::net,
+    backend::{net, syscall},
     clock::{boot_ns, unix_ms},
     ebpf,
     error::{Error, Result},
@@ -16,7 +16,7 @@ use crate::{
     probe::{self, Report},
     spec::FaultSpec,
     store::{FaultRecord, FaultState, Store},
-    strategy::{self, Strategy},
+    strategy::{self, Strategy, SyscallStrategy},
 };
 
 /// Arms and recovers faults.
@@ -148,20 +148,39 @@ impl Injector {
             deadline_unix_ms: now_unix + plan.duration.as_millis() as u64,
             deadline_boot_ns: now_boot + plan.duration.as_nanos() as u64,
             net: None,
+            syscall: None,
         };
         // Recorded before the kernel is touched: a crash from here on leaves a record that
         // `recover --all` undoes. The deadline is provisional until the rule goes live.
         self.store.put_fault(&record)?;
-        let armed = match &plan.fault {
-            PlannedFault::Net(p) => net::arm(&self.store, &faults, p, strategy, plan.duration),
+        let armed = match (&plan.fault, strategy) {
+            (PlannedFault::Net(p), Strategy::Net(s)) => {
+                net::arm(&self.store, &faults, p, s, plan.duration)
+                    .map(|(n, deadline)| (Some(n), None, deadline))
+            }
+            (PlannedFault::Syscall(p), Strategy::Syscall(s)) => {
+                if s == SyscallStrategy::SeccompNotify {
+                    let _ = self.store.remove_fault(&record.id);
+                    return Err(Error::Unsupported {
+                        what: "arm a seccomp fault on a running process".into(),
+                        why: "seccomp filters are installed by the process itself: run the \
+                              command under chaos exec"
+                            .into(),
+                    });
+                }
+                syscall::arm(&self.store, &faults, p, s, plan.duration)
+                    .map(|(x, deadline)| (None, Some(x), deadline))
+            }
+            (fault, strategy) => unreachable!("{strategy} chosen for {fault:?}"),
         };
         match armed {
-            Ok((n, deadline)) => {
+            Ok((n, x, deadline)) => {
                 // The fault lasts its full duration from the moment its rule went live.
                 record.deadline_boot_ns = deadline;
                 record.deadline_unix_ms =
                     unix_ms() + deadline.saturating_sub(boot_ns()) / 1_000_000;
-                record.net = Some(n);
+                record.net = n;
+                record.syscall = x;
                 record.state = FaultState::Armed;
                 if let Err(e) = self.store.put_fault(&record) {
                     let _ = self.recover_locked(&record);
@@ -198,9 +217,17 @@ impl Injector {
 
     fn status_of(&self, record: FaultRecord) -> Result<Status> {
         let now = boot_ns();
-        let counters = match &record.net {
-            Some(n) => Some(net::counters(n.slot)?.into()),
-            None => None,
+        let counters = match (&record.net, &record.syscall) {
+            (Some(n), _) => Some(net::counters(n.slot)?.into()),
+            (_, Some(s)) => {
+                let c = syscall::counters(s.slot)?;
+                Some(Counters {
+                    seen: c.seen,
+                    matched: c.matched,
+                    acted: c.acted,
+                })
+            }
+            _ => None,
         };
         Ok(Status {
             expired: now >= record.deadline_boot_ns,
@@ -279,6 +306,15 @@ impl Injector {
                 .collect();
             net::disarm(n, &remaining)?;
         }
+        if let Some(x) = &record.syscall {
+            let others = self.store.faults()?;
+            let remaining: Vec<_> = others
+                .iter()
+                .filter(|f| f.id != record.id)
+                .filter_map(|f| f.syscall.as_ref())
+                .collect();
+            syscall::disarm(x, &remaining)?;
+        }
         self.store.remove_fault(&record.id)?;
         Ok(Recovered {
             faults: vec![record.id.clone()],
@@ -295,10 +331,13 @@ impl Injector {
                 f.net
                     .as_ref()
                     .is_some_and(|x| x.attachments.contains(&a.id))
-                    || (f.state == FaultState::Arming && f.net.is_none())
+                    || f.syscall
+                        .as_ref()
+                        .is_some_and(|x| x.attachments.contains(&a.id))
+                    || (f.state == FaultState::Arming && f.net.is_none() && f.syscall.is_none())
             });
             if !used {
-                net::detach(&a)?;
+                crate::backend::detach(&a)?;
                 self.store.remove_attachment(a.id)?;
                 n += 1;
             }

@@ -54,6 +54,9 @@ pub struct FaultRecord {
     /// The network backend's share of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<NetArmed>,
+    /// The syscall backend's share of the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<SysArmed>,
 }
 
 /// Where a network fault lives in the BPF maps.
@@ -83,6 +86,28 @@ pub struct NetArmed {
     pub shaping: crate::backend::shaping::Shaped,
 }
 
+/// Where a syscall fault lives in the BPF maps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SysArmed {
+    /// Rule slot in `CHAOS_SYS_RULES`.
+    pub slot: u32,
+    /// Attachments the rule needs (sys_enter, kprobes, fork).
+    pub attachments: Vec<u32>,
+    /// Syscall numbers it is armed on.
+    pub syscalls: Vec<u32>,
+    /// Process ids it targets (`--pid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tgids: Vec<u32>,
+    /// cgroup v2 ids it targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<u64>,
+    /// Whom it targets, to continue what a `stop` fault stopped when it is recovered.
+    pub target: crate::plan::SyscallTarget,
+    /// The signal it sends, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
 /// One program instance attached to one hook.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attachment {
@@ -110,6 +135,15 @@ pub enum Hook {
         /// The cgroup.
         cgroup: CgroupTarget,
     },
+    /// The raw tracepoint `sys_enter` (syscall signals, followed children).
+    SysEnter,
+    /// The tracepoint `sched/sched_process_fork` (children of followed processes).
+    SysFork,
+    /// A kprobe with `bpf_override_return` on a syscall entry point (syscall errors).
+    SysKprobe {
+        /// The kernel function, e.g. `__x64_sys_fsync`.
+        function: String,
+    },
 }
 
 /// How a program is attached.
@@ -130,8 +164,8 @@ pub enum AttachLink {
         /// Whether we added the clsact qdisc (and so remove it when its last filter goes).
         created_qdisc: bool,
     },
-    /// A cgroup link pinned on bpffs.
-    Cgroup {
+    /// A BPF link pinned on bpffs (cgroup, tracepoint, kprobe links).
+    Link {
         /// The pin.
         pin: PathBuf,
     },
@@ -360,11 +394,11 @@ mod tests {
                 duration: "10s".into(),
                 ..NetSpec::default()
             }),
-            strategy: Strategy {
+            strategy: Strategy::Net(crate::strategy::NetStrategy {
                 attach: crate::strategy::Attach::Tcx,
                 shaping: crate::strategy::Shaping::None,
                 cgroup_ingress: false,
-            },
+            }),
             state: FaultState::Arming,
             created_unix_ms: 1,
             deadline_unix_ms: 2,
@@ -379,6 +413,7 @@ mod tests {
                 ifindexes: vec![],
                 shaping: Default::default(),
             }),
+            syscall: None,
         }
     }
 

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod net;
+pub mod syscall;
 
 /// Probability scale: a rule fires when `bpf_get_prandom_u32() < threshold`, with the threshold in
 /// `0..=PROBABILITY_ONE`. `PROBABILITY_ONE` (2^32) means always; 0 means never.

@@ -10,7 +10,7 @@ use aya::{
     },
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, SchedClassifier, TcAttachType,
-        links::{FdLink, LinkOrder, PinnedLink},
+        links::{FdLink, LinkOrder},
         tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle, qdisc_add_clsact},
     },
     util::nr_cpus,
@@ -23,7 +23,7 @@ use chaos_common::net::{
 };
 use ipnet::IpNet;
 
-use super::shaping;
+use super::{detach, load_program, map_err, pin_link, replace_all, shaping};
 use crate::{
     ebpf,
     error::{Error, Result},
@@ -31,7 +31,7 @@ use crate::{
     plan::{CgroupTarget, Chance, Effect, Interface, NetPlan},
     spec::{Direction, Distribution, Proto},
     store::{AttachLink, Attachment, FaultRecord, Hook, NetArmed, Store},
-    strategy::{Attach, Shaping, Strategy},
+    strategy::{Attach, NetStrategy, Shaping},
 };
 
 struct Maps {
@@ -84,13 +84,9 @@ fn open_maps() -> Result<Option<Maps>> {
     }))
 }
 
-fn map_err(what: &str) -> impl FnOnce(aya::maps::MapError) -> Error + '_ {
-    move |e| Error::bpf(what.to_owned(), e)
-}
-
 /// The kernel rule for `plan`, without its deadline (set when it goes live). `band` is the netem
 /// band (priority, redirect ifindex) for netem-shaped effects.
-fn rule(plan: &NetPlan, strategy: Strategy, band: (u32, u32)) -> NetRule {
+fn rule(plan: &NetPlan, strategy: NetStrategy, band: (u32, u32)) -> NetRule {
     let f = &plan.filter;
     let mut r = NetRule::EMPTY;
     if let Some(p) = f.proto {
@@ -229,7 +225,7 @@ pub(crate) fn arm(
     store: &Store,
     faults: &[FaultRecord],
     plan: &NetPlan,
-    strategy: Strategy,
+    strategy: NetStrategy,
     duration: std::time::Duration,
 ) -> Result<(NetArmed, u64)> {
     let used: Vec<u32> = faults
@@ -413,30 +409,6 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     Ok(())
 }
 
-/// Makes hash map `map` hold exactly `wanted`: new values first, then stale keys removed.
-fn replace_all<K, V>(
-    map: &mut HashMap<MapData, K, V>,
-    wanted: &std::collections::BTreeMap<K, V>,
-) -> Result<()>
-where
-    K: aya::Pod + Ord,
-    V: aya::Pod,
-{
-    for (k, v) in wanted {
-        map.insert(k, v, 0)
-            .map_err(map_err("updating a selector map"))?;
-    }
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| !wanted.contains_key(k))
-        .collect();
-    for k in stale {
-        let _ = map.remove(&k);
-    }
-    Ok(())
-}
-
 /// Writes the jitter distribution tables, once per map lifetime.
 fn fill_dist_tables(maps: &mut Maps) -> Result<()> {
     let last = dist::NORMAL * DIST_TABLE_SIZE + DIST_TABLE_SIZE - 1;
@@ -472,12 +444,7 @@ pub fn counters(slot: u32) -> Result<NetCounters> {
 }
 
 fn find_or_attach(store: &Store, hook: Hook, mode: Attach) -> Result<(Attachment, bool)> {
-    let existing = store.attachments()?;
-    if let Some(a) = existing.iter().find(|a| same_hook(&a.hook, &hook)) {
-        return Ok((a.clone(), false));
-    }
-    let id = existing.iter().map(|a| a.id).max().unwrap_or(0) + 1;
-    let link = match &hook {
+    super::find_or_attach(store, hook, |hook, id, existing| match hook {
         Hook::Tc {
             interface,
             direction,
@@ -494,20 +461,15 @@ fn find_or_attach(store: &Store, hook: Hook, mode: Attach) -> Result<(Attachment
                         }
                     )
             });
-            attach_tc(interface, *direction, mode, id, qdisc_is_ours)?
+            attach_tc(interface, *direction, mode, id, qdisc_is_ours)
         }
-        Hook::CgroupIngress { cgroup } => attach_cgroup(cgroup, id)?,
-    };
-    let a = Attachment { id, hook, link };
-    if let Err(e) = store.put_attachment(&a) {
-        let _ = detach(&a);
-        return Err(e);
-    }
-    Ok((a, true))
+        Hook::CgroupIngress { cgroup } => attach_cgroup(cgroup, id),
+        other => unreachable!("{other:?} is not a network hook"),
+    })
 }
 
 /// Whether two hooks are the same place (interface indexes repeat across namespaces).
-fn same_hook(a: &Hook, b: &Hook) -> bool {
+pub(super) fn same_hook(a: &Hook, b: &Hook) -> bool {
     match (a, b) {
         (
             Hook::Tc {
@@ -520,7 +482,8 @@ fn same_hook(a: &Hook, b: &Hook) -> bool {
             },
         ) => dx == dy && same_interface(x, y),
         (Hook::CgroupIngress { cgroup: x }, Hook::CgroupIngress { cgroup: y }) => x.id == y.id,
-        _ => false,
+        (Hook::Tc { .. } | Hook::CgroupIngress { .. }, _) => false,
+        (x, y) => x == y,
     }
 }
 
@@ -540,45 +503,6 @@ fn tc_attach_type(direction: Direction) -> TcAttachType {
     }
 }
 
-/// Program `name` of a freshly loaded object, loaded into the kernel.
-fn load_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
-where
-    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-    P: LoadProgram,
-{
-    let program: &mut P = bpf
-        .program_mut(name)
-        .ok_or_else(|| {
-            Error::bpf(
-                format!("finding {name}"),
-                aya::programs::ProgramError::NotLoaded,
-            )
-        })?
-        .try_into()
-        .map_err(|e| Error::bpf(format!("finding {name}"), e))?;
-    program
-        .load_program()
-        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
-    Ok(program)
-}
-
-/// aya's program types each have their own `load`.
-trait LoadProgram {
-    fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError>;
-}
-
-impl LoadProgram for SchedClassifier {
-    fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError> {
-        self.load()
-    }
-}
-
-impl LoadProgram for CgroupSkb {
-    fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError> {
-        self.load()
-    }
-}
-
 /// Loads a `cgroup_skb/ingress` instance for attachment `id` and links it to `cgroup`; the link
 /// is pinned on bpffs so that it outlives this process.
 fn attach_cgroup(cgroup: &CgroupTarget, id: u32) -> Result<AttachLink> {
@@ -594,10 +518,7 @@ fn attach_cgroup(cgroup: &CgroupTarget, id: u32) -> Result<AttachLink> {
         .map_err(|e| Error::bpf("taking the cgroup link", e))?
         .try_into()
         .map_err(|e| Error::bpf("cgroup link as fd link", e))?;
-    let pin = ebpf::link_pin(&format!("cgroup-{id}"));
-    link.pin(&pin)
-        .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
-    Ok(AttachLink::Cgroup { pin })
+    pin_link(link, &format!("cgroup-{id}"))
 }
 
 /// Loads a program instance for attachment `id` and attaches it; the attachment outlives this
@@ -680,21 +601,9 @@ fn attach_tc(
     })
 }
 
-/// Detaches an attachment. An interface or namespace that no longer exists took the attachment
-/// with it; that is success.
-pub(crate) fn detach(a: &Attachment) -> Result<()> {
+/// Detaches a clsact filter attachment (and the clsact qdisc, if we added it and it is empty).
+pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
     match &a.link {
-        AttachLink::Tcx { pin } | AttachLink::Cgroup { pin } => match PinnedLink::from_pin(pin) {
-            Ok(link) => {
-                let fd_link = link
-                    .unpin()
-                    .map_err(|e| Error::io(format!("unpinning {}", pin.display()), e))?;
-                drop(fd_link);
-                Ok(())
-            }
-            Err(_) if !pin.exists() => Ok(()),
-            Err(e) => Err(Error::bpf(format!("opening {}", pin.display()), e)),
-        },
         AttachLink::Clsact {
             priority,
             handle,
@@ -739,6 +648,8 @@ pub(crate) fn detach(a: &Attachment) -> Result<()> {
                 Ok(())
             })
         }
+        // Pinned links are not clsact filters.
+        AttachLink::Tcx { .. } | AttachLink::Link { .. } => Ok(()),
     }
 }
 

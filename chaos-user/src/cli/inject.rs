@@ -11,7 +11,7 @@ use std::{
 
 use chaos_user::{
     FaultSpec, Injector,
-    spec::{Direction, Distribution, NetAction, NetSpec, Proto},
+    spec::{Direction, Distribution, NetAction, NetSpec, Proto, SyscallAction, SyscallSpec},
 };
 
 /// Arguments of `chaos inject`.
@@ -34,6 +34,150 @@ enum Family {
         #[command(subcommand)]
         action: NetCommand,
     },
+    /// Syscall faults.
+    Syscall {
+        #[command(subcommand)]
+        action: SyscallCommand,
+    },
+}
+
+/// `chaos inject syscall ACTION`.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum SyscallCommand {
+    /// Make the calls fail with an errno instead of running.
+    Fail {
+        /// The error, by name or number (EIO, ENOSPC, 5).
+        #[arg(long)]
+        errno: String,
+        #[command(flatten)]
+        calls: SyscallCalls,
+        #[command(flatten)]
+        target: SyscallTargetArgs,
+    },
+    /// Run the calls late.
+    Delay {
+        /// How late, e.g. 200ms.
+        #[arg(long)]
+        latency: String,
+        #[command(flatten)]
+        calls: SyscallCalls,
+        #[command(flatten)]
+        target: SyscallTargetArgs,
+    },
+    /// Send a signal (SIGKILL by default) to the caller at the call.
+    Kill {
+        /// The signal, by name or number (SIGKILL, TERM, 6).
+        #[arg(long)]
+        signal: Option<String>,
+        #[command(flatten)]
+        calls: SyscallCalls,
+        #[command(flatten)]
+        target: SyscallTargetArgs,
+    },
+    /// Stop the caller (SIGSTOP) at the call; recovery continues it.
+    Stop {
+        #[command(flatten)]
+        calls: SyscallCalls,
+        #[command(flatten)]
+        target: SyscallTargetArgs,
+    },
+}
+
+/// Which calls a syscall fault selects, how often, and for how long.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SyscallCalls {
+    /// System calls, comma separated or repeated (openat,read,write,fsync).
+    #[arg(long = "syscall", required = true)]
+    syscalls: Vec<String>,
+    /// Share of the selected calls acted on, 0-100 (default 100).
+    #[arg(long, allow_negative_numbers = true)]
+    percent: Option<f64>,
+    /// Only calls on files under this directory (file calls only).
+    #[arg(long)]
+    path_prefix: Option<String>,
+    /// Let the first N selected calls through.
+    #[arg(long)]
+    after: Option<u64>,
+    /// Act on every Nth selected call.
+    #[arg(long)]
+    every: Option<u64>,
+    /// Act at most this many times.
+    #[arg(long)]
+    max_count: Option<u64>,
+    /// How long the fault lasts (30s, 5m, 1h); the kernel ends it on time even if chaos dies.
+    #[arg(long)]
+    duration: String,
+}
+
+/// Whose calls: exactly one of the three.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SyscallTargetArgs {
+    /// This process (all its threads).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// With --pid: also the processes it starts from now on.
+    #[arg(long)]
+    follow_children: bool,
+    /// The processes of this cgroup v2 and those below it.
+    #[arg(long)]
+    cgroup: Option<String>,
+    /// Processes with this name (as in /proc/PID/comm).
+    #[arg(long)]
+    comm: Option<String>,
+    /// Override the guards (pid 1, the root cgroup, chaos itself).
+    #[arg(long)]
+    force: bool,
+}
+
+impl SyscallCommand {
+    /// The spec this command asks for.
+    pub(crate) fn into_spec(self) -> SyscallSpec {
+        let (action, calls, target, errno, latency, signal) = match self {
+            SyscallCommand::Fail {
+                errno,
+                calls,
+                target,
+            } => (SyscallAction::Fail, calls, target, Some(errno), None, None),
+            SyscallCommand::Delay {
+                latency,
+                calls,
+                target,
+            } => (
+                SyscallAction::Delay,
+                calls,
+                target,
+                None,
+                Some(latency),
+                None,
+            ),
+            SyscallCommand::Kill {
+                signal,
+                calls,
+                target,
+            } => (SyscallAction::Kill, calls, target, None, None, signal),
+            SyscallCommand::Stop { calls, target } => {
+                (SyscallAction::Stop, calls, target, None, None, None)
+            }
+        };
+        SyscallSpec {
+            action,
+            syscall: calls.syscalls,
+            errno,
+            percent: calls.percent,
+            path_prefix: calls.path_prefix,
+            after: calls.after,
+            every: calls.every,
+            max_count: calls.max_count,
+            latency,
+            signal,
+            pid: target.pid,
+            follow_children: target.follow_children,
+            cgroup: target.cgroup,
+            comm: target.comm,
+            force: target.force,
+            duration: calls.duration,
+        }
+    }
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -262,6 +406,7 @@ fn net_spec(cmd: NetCommand) -> NetSpec {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec = match args.family {
         Family::Net { action } => FaultSpec::Net(net_spec(action)),
+        Family::Syscall { action } => FaultSpec::Syscall(action.into_spec()),
     };
     let injector = Injector::new()?;
     let armed = injector.inject(&spec)?;

@@ -30,11 +30,11 @@ fn injector() -> anyhow::Result<Injector> {
 fn line(s: &Status) -> String {
     let c = s.counters.unwrap_or_default();
     format!(
-        "{:<11} {:<9} {:<8} {:<28} {:>9} {:>9} {:>9}  {}",
+        "{:<11} {:<15} {:<8} {:<22} {:>9} {:>9} {:>9}  {}",
         s.record.id,
         s.record.spec.name(),
         if s.expired { "expired" } else { "armed" },
-        s.record.strategy.describe(),
+        s.record.strategy.to_string(),
         c.seen,
         c.matched,
         c.acted,
@@ -47,7 +47,7 @@ fn line(s: &Status) -> String {
 }
 
 const HEADER: &str =
-    "id          fault     state    strategy                          seen   matched     acted";
+    "id          fault           state    strategy                    seen   matched     acted";
 
 pub fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let statuses = injector()?.list()?;

@@ -1,53 +1,26 @@
-//! Validated plans: a [`FaultSpec`] checked field by field and resolved against the system
-//! (durations and rates parsed, namespaces, interfaces and cgroups looked up, safety guards
-//! applied). A plan is what strategies and backends consume; a spec that does not become a plan
-//! arms nothing.
+//! Network fault plans: interfaces found in their namespace (or from the routes to `--dst`),
+//! selectors parsed, cgroups and sockets resolved, the management-path guards applied.
 
-use std::{
-    net::IpAddr,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
-use chaos_common::{PROBABILITY_ONE, percent_to_threshold};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::{
+    CgroupTarget, Chance, Plan, PlannedFault, check_percent, parse_duration, parse_span,
+    process_cgroup, resolve_cgroup,
+};
 use crate::{
     error::{Error, Result},
-    mounts::CgroupMounts,
     netns::{self, NetNs},
     spec::{Direction, Distribution, FaultSpec, NetAction, NetSpec, Proto},
 };
-
-/// The longest fault accepted.
-pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The longest delay: the fq qdisc drops packets scheduled further ahead than its 10 s horizon.
 pub const MAX_LATENCY: Duration = Duration::from_secs(10);
 
 /// Ports the guard keeps out of every network fault unless `force` is set: the management path.
 pub const GUARDED_PORTS: &[u16] = &[22];
-
-/// A fault ready to arm.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    /// The spec it came from.
-    pub spec: FaultSpec,
-    /// How long the fault lasts once armed.
-    pub duration: Duration,
-    /// What to do, resolved.
-    pub fault: PlannedFault,
-}
-
-/// The resolved fault.
-#[derive(Clone, Debug)]
-pub enum PlannedFault {
-    /// A network fault.
-    Net(NetPlan),
-}
 
 /// An interface in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,45 +50,6 @@ pub struct NetPlan {
     /// by cgroup or process (TC ingress runs before a packet has a socket). Empty: inbound
     /// packets, if any, are judged on TC ingress.
     pub socket_hooks: Vec<CgroupTarget>,
-}
-
-/// A probability with correlation, as thresholds of the kernel's two-state chain.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Chance {
-    /// Average share, percent.
-    pub percent: f64,
-    /// Correlation between consecutive decisions, percent.
-    pub correlation: f64,
-    /// Threshold after a packet the rule let through.
-    pub threshold: u64,
-    /// Threshold after a packet it acted on.
-    pub threshold_after_hit: u64,
-}
-
-impl Chance {
-    /// `percent` on average; consecutive decisions agree more often by `correlation` percent.
-    /// As a Markov chain with P(hit | hit) = p + c(1-p) and P(hit | miss) = p(1-c), the long-run
-    /// share stays exactly p and the mean burst length is 1 / ((1-p)(1-c)).
-    pub fn new(percent: f64, correlation: f64) -> Chance {
-        let p = percent / 100.0;
-        let c = correlation / 100.0;
-        Chance {
-            percent,
-            correlation,
-            threshold: percent_to_threshold(100.0 * p * (1.0 - c)),
-            threshold_after_hit: percent_to_threshold(100.0 * (p + c * (1.0 - p))),
-        }
-    }
-
-    /// Always.
-    pub fn always() -> Chance {
-        Chance {
-            percent: 100.0,
-            correlation: 0.0,
-            threshold: PROBABILITY_ONE,
-            threshold_after_hit: PROBABILITY_ONE,
-        }
-    }
 }
 
 /// What a network fault does to the packets it selects.
@@ -196,58 +130,6 @@ impl NetFilter {
             && self.cgroups.is_empty()
             && self.sockets.is_none()
     }
-}
-
-/// A cgroup v2, resolved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CgroupTarget {
-    /// Its directory.
-    pub path: PathBuf,
-    /// Its id (the directory's inode), as `bpf_skb_cgroup_id` reports it.
-    pub id: u64,
-}
-
-/// Parses a duration such as `30s`, `500ms`, `5m` or `1h 30m` for field `field`.
-pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {
-    let d = parse_span(field, text)?;
-    if d.is_zero() {
-        return Err(Error::invalid(
-            field,
-            "a fault cannot last 0s",
-            "give a positive duration, e.g. 30s",
-        ));
-    }
-    if d > MAX_DURATION {
-        return Err(Error::invalid(
-            field,
-            format!("{text} is longer than the 7-day maximum"),
-            "split the drill or give a shorter duration",
-        ));
-    }
-    Ok(d)
-}
-
-/// Parses a non-negative time span (`100ms`, `1s 500ms`, `250us`).
-fn parse_span(field: &'static str, text: &str) -> Result<Duration> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        Error::invalid(
-            field,
-            format!("{text:?} is not a duration ({e})"),
-            "write it as a number with a unit, e.g. 30s, 500ms, 5m or 1h",
-        )
-    })
-}
-
-/// Checks a percentage for field `field`.
-pub fn check_percent(field: &'static str, percent: f64) -> Result<f64> {
-    if !(0.0..=100.0).contains(&percent) {
-        return Err(Error::invalid(
-            field,
-            format!("{percent} is outside 0-100"),
-            format!("give a percentage between 0 and 100, e.g. --{field} 30"),
-        ));
-    }
-    Ok(percent)
 }
 
 /// Parses a rate in tc's units (`bit`, `kbit`, `mbit`, `gbit`, `kibit`..., `bps` = bytes/s,
@@ -428,80 +310,6 @@ fn interfaces_for(ns: Option<&NetNs>, dsts: &[IpNet]) -> Result<Vec<Interface>> 
         ));
     }
     names.iter().map(|n| resolve_interface(ns, n)).collect()
-}
-
-/// Resolves `--cgroup`: a path under the cgroup v2 mount, or an absolute path in it.
-fn resolve_cgroup(text: &str, force: bool) -> Result<CgroupTarget> {
-    let fix =
-        "give a cgroup v2 directory, e.g. system.slice/postgresql.service (see /proc/PID/cgroup)";
-    let root = cgroup_v2_root("cgroup", fix)?;
-    let path = if Path::new(text).is_absolute() && Path::new(text).starts_with(&root) {
-        PathBuf::from(text)
-    } else {
-        root.join(text.trim_start_matches('/'))
-    };
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        Error::invalid("cgroup", format!("no cgroup {} ({e})", path.display()), fix)
-    })?;
-    if !meta.is_dir() || !path.join("cgroup.procs").exists() {
-        return Err(Error::invalid(
-            "cgroup",
-            format!("{} is not a cgroup v2 directory", path.display()),
-            fix,
-        ));
-    }
-    if path == root && !force {
-        return Err(Error::invalid(
-            "cgroup",
-            "the root cgroup holds every process on the host",
-            "pick the target's own cgroup, or add --force",
-        ));
-    }
-    Ok(CgroupTarget {
-        path,
-        id: meta.ino(),
-    })
-}
-
-fn cgroup_v2_root(field: &'static str, fix: &str) -> Result<PathBuf> {
-    CgroupMounts::read()?
-        .v2
-        .ok_or_else(|| Error::invalid(field, "no cgroup v2 hierarchy is mounted", fix))
-}
-
-/// The cgroup v2 that `--pid`'s process is in, where its inbound packets can be judged.
-fn process_cgroup(pid: u32, force: bool) -> Result<CgroupTarget> {
-    let fix = "add --direction egress, or select its inbound traffic with --dport/--src";
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| {
-        Error::invalid(
-            "pid",
-            format!("cannot read process {pid}'s cgroups ({e})"),
-            fix,
-        )
-    })?;
-    let rel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or_else(|| Error::invalid("pid", format!("process {pid} has no cgroup v2"), fix))?;
-    let root = cgroup_v2_root("pid", fix)?;
-    let path = root.join(rel.trim().trim_start_matches('/'));
-    if path == root && !force {
-        return Err(Error::invalid(
-            "pid",
-            format!(
-                "process {pid} is in the root cgroup v2, and its inbound packets can only be \
-                 judged by a hook on its cgroup"
-            ),
-            "run it in a cgroup of its own (e.g. systemd-run --scope), add --direction egress, \
-             or add --force to hook the root cgroup",
-        ));
-    }
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| Error::invalid("pid", format!("no cgroup {} ({e})", path.display()), fix))?;
-    Ok(CgroupTarget {
-        path,
-        id: meta.ino(),
-    })
 }
 
 /// Where the cgroup ingress hook goes for an inbound fault selected by cgroup or process: the
@@ -717,9 +525,8 @@ fn filter(n: &NetSpec) -> Result<NetFilter> {
     Ok(f)
 }
 
-/// Validates `spec` into a plan.
-pub fn plan(spec: &FaultSpec) -> Result<Plan> {
-    let FaultSpec::Net(n) = spec;
+/// Validates network spec `n` (the whole of `spec`) into a plan.
+pub(super) fn plan(spec: &FaultSpec, n: &NetSpec) -> Result<Plan> {
     let duration = parse_duration("duration", &n.duration)?;
     let effect = effect(n)?;
     let filter = filter(n)?;
@@ -807,33 +614,9 @@ pub fn plan(spec: &FaultSpec) -> Result<Plan> {
 
 #[cfg(test)]
 mod tests {
+    use chaos_common::PROBABILITY_ONE;
+
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("duration", "30s").unwrap(),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            parse_duration("duration", "1m 30s").unwrap(),
-            Duration::from_secs(90)
-        );
-        for bad in ["", "abc", "10", "0s", "-5s", "8d"] {
-            let err = parse_duration("duration", bad).unwrap_err().to_string();
-            assert!(err.starts_with("invalid duration:"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn percents() {
-        assert!(check_percent("percent", 0.0).is_ok());
-        assert!(check_percent("percent", 100.0).is_ok());
-        for bad in [-1.0, 100.5, f64::NAN, f64::INFINITY] {
-            let err = check_percent("percent", bad).unwrap_err().to_string();
-            assert!(err.starts_with("invalid percent:"), "{err}");
-        }
-    }
 
     #[test]
     fn rates() {
@@ -889,12 +672,14 @@ mod tests {
         let mut s = net(NetAction::Loss);
         s.rate = Some("1mbit".into());
         s.percent = Some(5.0);
-        let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
+        let err = crate::plan::plan(&FaultSpec::Net(s))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("invalid rate: net loss does not use --rate"),
             "{err}"
         );
-        let err = plan(&FaultSpec::Net(net(NetAction::Delay)))
+        let err = crate::plan::plan(&FaultSpec::Net(net(NetAction::Delay)))
             .unwrap_err()
             .to_string();
         assert!(
@@ -904,13 +689,15 @@ mod tests {
         let mut s = net(NetAction::Delay);
         s.latency = Some("10ms".into());
         s.jitter = Some("20ms".into());
-        let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
+        let err = crate::plan::plan(&FaultSpec::Net(s))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid jitter"), "{err}");
     }
 
     #[test]
     fn guard_keeps_port_22() {
-        let FaultSpec::Net(mut s) = FaultSpec::Net(net(NetAction::Partition));
+        let mut s = net(NetAction::Partition);
         let f = filter(&s).unwrap();
         assert_eq!(f.exclude_ports, vec![22]);
         s.force = true;
@@ -935,7 +722,9 @@ mod tests {
         assert!(err.starts_with("invalid interface:"), "{err}");
         let mut s = net(NetAction::Partition);
         s.netns = Some("no-such-ns-xyz".into());
-        let err = plan(&FaultSpec::Net(s)).unwrap_err().to_string();
+        let err = crate::plan::plan(&FaultSpec::Net(s))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("invalid netns:"), "{err}");
     }
 

@@ -1,11 +1,10 @@
-//! Strategies: how each fault kind is made on the running kernel, chosen from the probe. Every
-//! armed fault records the strategy it used.
+//! Network strategies: how the TC program is attached and what shapes delayed traffic.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
-    plan::{Effect, Plan, PlannedFault},
+    plan::{Effect, NetPlan},
     probe::{Feature, Report},
     spec::Direction,
 };
@@ -34,7 +33,7 @@ pub enum Shaping {
 /// `tcx-bpf+cgroup-skb`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
-pub struct Strategy {
+pub struct NetStrategy {
     /// How the TC program is attached.
     pub attach: Attach,
     /// What shapes the traffic.
@@ -44,7 +43,7 @@ pub struct Strategy {
     pub cgroup_ingress: bool,
 }
 
-impl Strategy {
+impl NetStrategy {
     /// Human description, as in `chaos probe` and reports.
     pub fn describe(self) -> String {
         let attach = match self.attach {
@@ -65,7 +64,7 @@ impl Strategy {
     }
 }
 
-impl std::fmt::Display for Strategy {
+impl std::fmt::Display for NetStrategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.attach {
             Attach::Tcx => "tcx-bpf",
@@ -84,19 +83,19 @@ impl std::fmt::Display for Strategy {
     }
 }
 
-impl From<Strategy> for String {
-    fn from(s: Strategy) -> String {
+impl From<NetStrategy> for String {
+    fn from(s: NetStrategy) -> String {
         s.to_string()
     }
 }
 
-impl TryFrom<String> for Strategy {
+impl TryFrom<String> for NetStrategy {
     type Error = String;
 
-    fn try_from(s: String) -> Result<Strategy, String> {
+    fn try_from(s: String) -> Result<NetStrategy, String> {
         let unknown = || format!("unknown strategy {s}");
         let mut parts = s.split('+');
-        let mut strategy = Strategy {
+        let mut strategy = NetStrategy {
             attach: match parts.next() {
                 Some("tcx-bpf") => Attach::Tcx,
                 Some("clsact-bpf") => Attach::Clsact,
@@ -117,9 +116,8 @@ impl TryFrom<String> for Strategy {
     }
 }
 
-/// Picks the strategy for `plan`, best first, or explains why none can serve it.
-pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
-    let PlannedFault::Net(net) = &plan.fault;
+/// Picks the strategy for network fault `net`, best first, or explains why none can serve it.
+pub fn choose(net: &NetPlan, probe: &Report) -> Result<NetStrategy> {
     let unsupported = |why: String| Error::Unsupported {
         what: format!("net {}", net.action.as_str()),
         why,
@@ -140,7 +138,7 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
             if ingress {
                 ingress_ifb(probe).map_err(unsupported)?;
             }
-            return Ok(Strategy {
+            return Ok(NetStrategy {
                 attach,
                 shaping: Shaping::Netem,
                 cgroup_ingress,
@@ -153,7 +151,7 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
                 )));
             }
             probe.require(Feature::QdiscFq).map_err(unsupported)?;
-            return Ok(Strategy {
+            return Ok(NetStrategy {
                 attach,
                 shaping: Shaping::Fq,
                 cgroup_ingress,
@@ -200,7 +198,7 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
             Shaping::Netem
         }
     };
-    Ok(Strategy {
+    Ok(NetStrategy {
         attach,
         shaping,
         cgroup_ingress,
@@ -261,173 +259,6 @@ fn tc_attach(probe: &Report) -> Result<Attach, String> {
     }
 }
 
-/// One row of the table users read: a fault kind and what will serve it here.
-#[derive(Clone, Debug, Serialize)]
-pub struct KindRow {
-    /// The fault kind, as on the command line.
-    pub kind: &'static str,
-    /// The strategy that will serve it on this kernel, if any.
-    pub strategy: Option<String>,
-    /// Why none can, or what the strategy relies on.
-    pub note: String,
-    /// Whether this build of chaos implements the kind yet.
-    pub implemented: bool,
-}
-
-/// A candidate strategy for the table: its name and the features it needs.
-struct Candidate {
-    name: &'static str,
-    needs: &'static [Feature],
-}
-
-const fn c(name: &'static str, needs: &'static [Feature]) -> Candidate {
-    Candidate { name, needs }
-}
-
-/// The fault kinds of the design and their strategies, best first.
-fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
-    use Feature as F;
-    vec![
-        (
-            "net loss / partition",
-            true,
-            vec![
-                c("tc bpf (tcx)", &[F::Tcx, F::HelperKtimeBootNs, F::Bpffs]),
-                c(
-                    "tc bpf (clsact)",
-                    &[F::TcClsact, F::HelperKtimeBootNs, F::Bpffs],
-                ),
-            ],
-        ),
-        (
-            "net corrupt / duplicate",
-            true,
-            vec![
-                c("tc bpf (tcx)", &[F::Tcx, F::HelperCloneRedirect]),
-                c("tc bpf (clsact)", &[F::TcClsact, F::HelperCloneRedirect]),
-            ],
-        ),
-        (
-            "net delay / jitter / rate / reorder",
-            true,
-            vec![
-                c("tc bpf EDT + fq (egress)", &[F::TcClsact, F::QdiscFq]),
-                c(
-                    "tc bpf + netem bands (ifb for ingress)",
-                    &[F::TcClsact, F::QdiscNetem],
-                ),
-            ],
-        ),
-        (
-            "net by pid",
-            true,
-            vec![c(
-                "tc bpf + socket cookies (inbound: cgroup_skb, drop only)",
-                &[F::TcClsact, F::CgroupSkb],
-            )],
-        ),
-        (
-            "net by cgroup",
-            true,
-            vec![c(
-                "tc bpf + cgroup ids (inbound: cgroup_skb, drop only)",
-                &[F::TcClsact, F::HelperSkbCgroupId, F::CgroupSkb],
-            )],
-        ),
-        (
-            "syscall fail (any syscall)",
-            false,
-            vec![
-                c("fmod_ret on syscall entry", &[F::ErrorInjectionSyscall]),
-                c("kprobe + bpf_override_return", &[F::KprobeOverride]),
-            ],
-        ),
-        (
-            "syscall fail (file, socket, fork hooks)",
-            false,
-            vec![
-                c("bpf lsm", &[F::Lsm]),
-                c("fmod_ret on security_*", &[F::FmodRet]),
-            ],
-        ),
-        (
-            "syscall fail (connect, bind, sockopt)",
-            false,
-            vec![c(
-                "cgroup hooks + bpf_set_retval",
-                &[F::CgroupSockAddr, F::CgroupSockopt, F::HelperSetRetval],
-            )],
-        ),
-        (
-            "syscall fail / delay (chaos exec)",
-            false,
-            vec![c("seccomp user notification", &[F::SeccompUserNotif])],
-        ),
-        (
-            "syscall kill / stop on call",
-            false,
-            vec![c(
-                "tracepoint + bpf_send_signal",
-                &[F::Tracepoint, F::HelperSendSignal],
-            )],
-        ),
-        (
-            "io fail",
-            false,
-            vec![
-                c("fmod_ret on should_fail_bio", &[F::ErrorInjectionBio]),
-                c("bpf lsm file_permission", &[F::Lsm]),
-            ],
-        ),
-        (
-            "io slow / hang",
-            false,
-            vec![
-                c("cgroup v2 io.max", &[F::CgroupV2Io]),
-                c("cgroup v1 blkio.throttle", &[F::CgroupV1Blkio]),
-            ],
-        ),
-        (
-            "io latency measurement",
-            false,
-            vec![c("block tracepoints", &[F::Tracepoint])],
-        ),
-    ]
-}
-
-/// The table `chaos probe` prints: each fault kind and the strategy that will serve it here.
-pub fn table(probe: &Report) -> Vec<KindRow> {
-    catalog()
-        .into_iter()
-        .map(|(kind, implemented, candidates)| {
-            let mut missing = Vec::new();
-            for cand in &candidates {
-                let lacking: Vec<&str> = cand
-                    .needs
-                    .iter()
-                    .filter(|f| !probe.has(**f))
-                    .map(|f| f.label().1)
-                    .collect();
-                if lacking.is_empty() {
-                    return KindRow {
-                        kind,
-                        strategy: Some(cand.name.to_owned()),
-                        note: String::new(),
-                        implemented,
-                    };
-                }
-                missing.push(format!("{}: no {}", cand.name, lacking.join(", ")));
-            }
-            KindRow {
-                kind,
-                strategy: None,
-                note: missing.join("; "),
-                implemented,
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,46 +267,31 @@ mod tests {
         spec,
     };
 
-    fn report(yes: &[Feature]) -> Report {
-        let mut r = Report::unprobed();
-        for row in &mut r.rows {
-            if yes.contains(&row.feature) {
-                row.ok = true;
-                row.detail = "test".into();
-            } else {
-                row.detail = format!("no {:?} in this test", row.feature);
-            }
-        }
-        r
-    }
+    use crate::strategy::tests::report;
 
-    fn net_plan(effect: Effect, direction: Direction) -> Plan {
-        Plan {
-            spec: spec::FaultSpec::Net(spec::NetSpec::default()),
-            duration: std::time::Duration::from_secs(1),
-            fault: PlannedFault::Net(crate::plan::NetPlan {
-                action: spec::NetAction::Loss,
-                interfaces: vec![Interface {
-                    netns: None,
-                    name: "veth0".into(),
-                    ifindex: 7,
-                }],
-                direction,
-                filter: Default::default(),
-                effect,
-                socket_hooks: vec![],
-            }),
+    fn net_plan(effect: Effect, direction: Direction) -> NetPlan {
+        NetPlan {
+            action: spec::NetAction::Loss,
+            interfaces: vec![Interface {
+                netns: None,
+                name: "veth0".into(),
+                ifindex: 7,
+            }],
+            direction,
+            filter: Default::default(),
+            effect,
+            socket_hooks: vec![],
         }
     }
 
-    fn loss_plan() -> Plan {
+    fn loss_plan() -> NetPlan {
         net_plan(Effect::Drop(Chance::new(10.0, 0.0)), Direction::Egress)
     }
 
     const BASE: [Feature; 2] = [Feature::Bpffs, Feature::HelperKtimeBootNs];
 
-    fn s(attach: Attach, shaping: Shaping) -> Strategy {
-        Strategy {
+    fn s(attach: Attach, shaping: Shaping) -> NetStrategy {
+        NetStrategy {
             attach,
             shaping,
             cgroup_ingress: false,
@@ -550,14 +366,14 @@ mod tests {
             s(Attach::Tcx, Shaping::None),
             s(Attach::Clsact, Shaping::Fq),
             s(Attach::Tcx, Shaping::Netem),
-            Strategy {
+            NetStrategy {
                 cgroup_ingress: true,
                 ..s(Attach::Clsact, Shaping::None)
             },
         ] {
             let json = serde_json::to_string(&st).unwrap();
             assert_eq!(
-                serde_json::from_str::<Strategy>(&json).unwrap(),
+                serde_json::from_str::<NetStrategy>(&json).unwrap(),
                 st,
                 "{json}"
             );
@@ -569,20 +385,7 @@ mod tests {
             "fq",
             "tcx-bpf+cgroup-skb+cgroup-skb",
         ] {
-            assert!(Strategy::try_from(bad.to_owned()).is_err(), "{bad}");
+            assert!(NetStrategy::try_from(bad.to_owned()).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn table_names_a_strategy_or_the_lack() {
-        let rows = table(&report(&[Feature::CgroupV1Blkio]));
-        let io = rows.iter().find(|r| r.kind == "io slow / hang").unwrap();
-        assert_eq!(io.strategy.as_deref(), Some("cgroup v1 blkio.throttle"));
-        let net = rows
-            .iter()
-            .find(|r| r.kind == "net loss / partition")
-            .unwrap();
-        assert_eq!(net.strategy, None);
-        assert!(net.note.contains("tc sched_cls (tcx link)"), "{}", net.note);
     }
 }

@@ -1,16 +1,6 @@
-//! Fault specs: what a user asks for, exactly as the CLI flags, the HTTP API and the library take
-//! it (serde). Nothing here is checked beyond its shape; [`crate::plan`] validates.
+//! Network fault specs.
 
 use serde::{Deserialize, Serialize};
-
-/// One fault, tagged by `kind`, e.g.
-/// `{"kind": "net", "action": "loss", "percent": 30, "interface": "veth0", "duration": "60s"}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum FaultSpec {
-    /// A network fault.
-    Net(NetSpec),
-}
 
 /// Network fault actions. (`Default` is `loss`, for building specs in code; a spec without an
 /// action does not parse.)
@@ -181,25 +171,19 @@ pub struct NetSpec {
     pub duration: String,
 }
 
-impl FaultSpec {
-    /// Short name of the fault kind and action, e.g. `net loss`.
-    pub fn name(&self) -> String {
-        match self {
-            FaultSpec::Net(n) => format!("net {}", n.action.as_str()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::FaultSpec;
 
     #[test]
     fn json_round_trip() {
         let json =
             r#"{"kind":"net","action":"loss","percent":30,"interface":"veth0","duration":"60s"}"#;
         let spec: FaultSpec = serde_json::from_str(json).unwrap();
-        let FaultSpec::Net(net) = &spec;
+        let FaultSpec::Net(net) = &spec else {
+            panic!("{spec:?}")
+        };
         assert_eq!(net.percent, Some(30.0));
         assert_eq!(net.action, NetAction::Loss);
         assert_eq!(net.direction, None);
@@ -220,7 +204,9 @@ mod tests {
     fn selectors_parse() {
         let json = r#"{"kind":"net","action":"partition","dst":["10.0.0.0/8","fd00::/8"],
             "dport":"5432","proto":"tcp","exclude":["22"],"duration":"1m"}"#;
-        let FaultSpec::Net(net) = serde_json::from_str::<FaultSpec>(json).unwrap();
+        let Ok(FaultSpec::Net(net)) = serde_json::from_str::<FaultSpec>(json) else {
+            panic!("not a net spec")
+        };
         assert_eq!(net.dst.len(), 2);
         assert_eq!(net.proto, Some(Proto::Tcp));
     }

@@ -1,0 +1,366 @@
+//! Syscall faults on running processes, made in the kernel: kill and stop on call (raw
+//! tracepoint `sys_enter` + `bpf_send_signal`, natively here), and errors (kprobe +
+//! `bpf_override_return`, on kernels with function error injection: the test kernel). Every
+//! target is a process the test starts (or the test itself, for errors it counts); every fault
+//! is recovered, and the oracle must then find nothing of ours.
+
+use std::{
+    os::unix::process::{CommandExt as _, ExitStatusExt as _},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use bpf_tests::{
+    ChildProcess, Oracle, TestCgroup,
+    chaos::Chaos,
+    skip_on_err, skip_unless,
+    world::{cgroup2_mount, measure::within_binomial_999},
+};
+
+/// A fault recovered when the test ends, even by a panic.
+struct Armed<'a> {
+    chaos: &'a Chaos,
+    id: String,
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        let _ = self.chaos.recover(&self.id);
+    }
+}
+
+fn arm<'a>(chaos: &'a Chaos, args: &[&str]) -> Armed<'a> {
+    let mut full = vec!["syscall"];
+    full.extend_from_slice(args);
+    let id = chaos
+        .inject(&full)
+        .unwrap_or_else(|f| panic!("chaos inject syscall {args:?}: {f}"));
+    Armed { chaos, id }
+}
+
+/// A chaos binary on a kernel where signals on call work; `Err` is a skip reason.
+fn chaos_for(features: &[&str]) -> Result<Chaos, String> {
+    bpf_tests::skip::require_root()?;
+    let chaos = Chaos::from_env()?;
+    for f in features {
+        chaos.probe_row(f)?;
+    }
+    Ok(chaos)
+}
+
+/// A shell that forks and waits forever (`wait4` on every round).
+fn busy_shell() -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", "while :; do /bin/true; done"]);
+    c
+}
+
+/// Waits up to 10 s for `child` to exit.
+fn exit_of(child: &mut ChildProcess) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "process {} still running after 10 s",
+            child.pid()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, T...).
+fn state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+/// Waits up to 5 s for `pid`'s state to satisfy `want`.
+fn wait_state(pid: u32, want: impl Fn(char) -> bool) -> char {
+    let start = Instant::now();
+    loop {
+        let s = state(pid);
+        if want(s) || start.elapsed() > Duration::from_secs(5) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_on_call_exits_by_that_signal_and_spares_others() {
+    let chaos = skip_on_err!(chaos_for(&["raw_tracepoint", "helper_send_signal"]));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let mut target = ChildProcess::spawn(busy_shell()).expect("target");
+    let mut bystander = ChildProcess::spawn(busy_shell()).expect("bystander");
+    let pid = target.pid().to_string();
+    let fault = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "wait4",
+            "--pid",
+            &pid,
+            "--duration",
+            "60s",
+        ],
+    );
+    let status = exit_of(&mut target);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let s = chaos.status(&fault.id).expect("status");
+    assert_eq!(s["strategy"], "tracepoint-signal", "{s}");
+    assert!(s["counters"]["acted"].as_u64() >= Some(1), "{s}");
+    assert_eq!(
+        bystander.try_wait().expect("try_wait"),
+        None,
+        "bystander lives"
+    );
+    // Another signal, by name without SIG.
+    let mut second = ChildProcess::spawn(busy_shell()).expect("second target");
+    let pid = second.pid().to_string();
+    let usr1 = arm(
+        &chaos,
+        &[
+            "kill",
+            "--signal",
+            "USR1",
+            "--syscall",
+            "wait4",
+            "--pid",
+            &pid,
+            "--duration",
+            "60s",
+        ],
+    );
+    assert_eq!(exit_of(&mut second).signal(), Some(libc::SIGUSR1));
+    drop((fault, usr1));
+    bystander.kill().expect("kill bystander");
+    oracle.assert_clean(&before);
+}
+
+#[test]
+fn stop_on_call_and_recovery_continues() {
+    let chaos = skip_on_err!(chaos_for(&["raw_tracepoint", "helper_send_signal"]));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let mut target = ChildProcess::spawn(busy_shell()).expect("target");
+    let pid = target.pid();
+    let fault = arm(
+        &chaos,
+        &[
+            "stop",
+            "--syscall",
+            "wait4",
+            "--pid",
+            &pid.to_string(),
+            "--duration",
+            "60s",
+        ],
+    );
+    assert_eq!(wait_state(pid, |s| s == 'T'), 'T', "stopped at its call");
+    drop(fault);
+    assert_ne!(
+        wait_state(pid, |s| s != 'T'),
+        'T',
+        "recovery continues what the fault stopped"
+    );
+    assert_eq!(target.try_wait().expect("try_wait"), None, "still alive");
+    target.kill().expect("kill");
+    oracle.assert_clean(&before);
+}
+
+#[test]
+fn kill_by_cgroup_and_by_name() {
+    let chaos = skip_on_err!(chaos_for(&["raw_tracepoint", "helper_send_signal"]));
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    // By cgroup: a shell in a sub-cgroup of the target cgroup.
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let sub = TestCgroup::in_dir(cg.path(), bpf_tests::world::CgroupVersion::V2).expect("sub");
+    let mut inside = ChildProcess::builder(busy_shell())
+        .cgroup(&sub)
+        .spawn()
+        .expect("inside");
+    let mut outside = ChildProcess::spawn(busy_shell()).expect("outside");
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let by_cgroup = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "wait4",
+            "--cgroup",
+            &cgroup,
+            "--duration",
+            "60s",
+        ],
+    );
+    assert_eq!(exit_of(&mut inside).signal(), Some(libc::SIGKILL));
+    assert_eq!(outside.try_wait().expect("try_wait"), None, "outside lives");
+    drop(by_cgroup);
+    // By name: a copy of `sleep` under a name nothing else on the host has.
+    let dir = tempdir();
+    let name = format!("chz{}", std::process::id() % 1_000_000);
+    let exe = dir.join(&name);
+    std::fs::copy(std::fs::canonicalize(which("sleep")).expect("sleep"), &exe).expect("copy sleep");
+    let by_name = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "clock_nanosleep,nanosleep",
+            "--comm",
+            &name,
+            "--duration",
+            "60s",
+        ],
+    );
+    let mut cmd = Command::new(&exe);
+    // argv[0] "sleep" so that a busybox copy runs its sleep applet.
+    cmd.arg0("sleep").arg("30");
+    let mut named = ChildProcess::spawn(cmd).expect("named sleep");
+    let mut plain = ChildProcess::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    })
+    .expect("plain sleep");
+    assert_eq!(exit_of(&mut named).signal(), Some(libc::SIGKILL));
+    assert_eq!(
+        plain.try_wait().expect("try_wait"),
+        None,
+        "other sleeps live"
+    );
+    drop(by_name);
+    plain.kill().expect("kill");
+    outside.kill().expect("kill");
+    let _ = std::fs::remove_dir_all(&dir);
+    oracle.assert_clean(&before);
+}
+
+#[test]
+fn fail_with_errno_at_the_asked_rate() {
+    let chaos = skip_on_err!(chaos_for(&["kprobe_override", "raw_tracepoint"]));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let dir = tempdir();
+    let file = std::fs::File::create(dir.join("data")).expect("file");
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // This test process is the target: it counts the errors it sees itself.
+    let pid = std::process::id().to_string();
+    let fault = arm(
+        &chaos,
+        &[
+            "fail",
+            "--syscall",
+            "fdatasync",
+            "--errno",
+            "EIO",
+            "--percent",
+            "30",
+            "--pid",
+            &pid,
+            "--duration",
+            "120s",
+        ],
+    );
+    let n = 2000u64;
+    let mut failed = 0u64;
+    for _ in 0..n {
+        // SAFETY: fdatasync on a descriptor this test owns.
+        if unsafe { libc::fdatasync(fd) } != 0 {
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EIO),
+                "the errno user space sees"
+            );
+            failed += 1;
+        }
+    }
+    // Another process on the same file is not a target.
+    let other = Command::new("sh")
+        .args([
+            "-c",
+            "echo x >> \"$0\" && sync",
+            &dir.join("data").to_string_lossy(),
+        ])
+        .status()
+        .expect("sh");
+    assert!(other.success());
+    let s = chaos.status(&fault.id).expect("status");
+    println!(
+        "fdatasync failed {failed} of {n} at 30 %; {}",
+        s["counters"]
+    );
+    assert_eq!(s["strategy"], "kprobe-override", "{s}");
+    assert_eq!(s["counters"]["acted"].as_u64(), Some(failed), "{s}");
+    assert!(within_binomial_999(n, 0.30, failed), "{failed} of {n}");
+    drop(fault);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fdatasync(fd) }, 0, "recovered");
+    // Counting: after 10, every 5th, at most 3.
+    let fault = arm(
+        &chaos,
+        &[
+            "fail",
+            "--syscall",
+            "fdatasync",
+            "--errno",
+            "ENOSPC",
+            "--after",
+            "10",
+            "--every",
+            "5",
+            "--max-count",
+            "3",
+            "--pid",
+            &pid,
+            "--duration",
+            "120s",
+        ],
+    );
+    let failed_at: Vec<u32> = (1..=40)
+        // SAFETY: as above.
+        .filter(|_| unsafe { libc::fdatasync(fd) } != 0)
+        .collect();
+    assert_eq!(
+        failed_at,
+        vec![11, 16, 21],
+        "after 10, every 5th, 3 at most"
+    );
+    drop(fault);
+    drop(file);
+    let _ = std::fs::remove_dir_all(&dir);
+    oracle.assert_clean(&before);
+}
+
+/// A fresh directory under the temp dir.
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "chaos-syscall-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// `prog`'s path on `PATH`.
+fn which(prog: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(prog))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{prog} not on PATH"))
+}

@@ -1,0 +1,143 @@
+//! Syscall fault rules, judged by the programs on syscall entry (a raw tracepoint on
+//! `sys_enter` for signals, kprobes with `bpf_override_return` on `__x64_sys_*` for errors).
+//!
+//! A call is checked against the rule slots set in [`SYS_HOOK_MAP`] for its syscall number. Each
+//! rule selects its target (process set, cgroup or command name), then counts the selected call
+//! (after-N, every-N), rolls its probability, honours its maximum count and its in-kernel
+//! deadline, and acts.
+
+/// Maximum number of syscall rules armed at once (one bit each in a u64).
+pub const MAX_SYS_RULES: u32 = 64;
+
+/// Syscall numbers covered by [`SYS_HOOK_MAP`] (x86_64 numbers are below 512).
+pub const MAX_SYSCALL_NR: u32 = 512;
+
+/// Name of the array map of [`SysRule`]s, indexed by rule slot.
+pub const SYS_RULES_MAP: &str = "CHAOS_SYS_RULES";
+/// Name of the per-CPU array map of [`SysCounters`], indexed by rule slot.
+pub const SYS_COUNTERS_MAP: &str = "CHAOS_SYS_COUNT";
+/// Name of the array map of [`SysState`], indexed by rule slot (updated atomically).
+pub const SYS_STATE_MAP: &str = "CHAOS_SYS_STATE";
+/// Name of the array map from syscall number to the bitmask of rule slots armed on it.
+pub const SYS_HOOK_MAP: &str = "CHAOS_SYS_HOOK";
+/// Name of the hash map from process id (tgid) to the bitmask of rule slots that target it.
+pub const SYS_TGID_MAP: &str = "CHAOS_SYS_TGID";
+/// Name of the hash map from cgroup v2 id to the bitmask of rule slots that target it (and the
+/// cgroups below it).
+pub const SYS_CGROUP_MAP: &str = "CHAOS_SYS_CGRP";
+/// Name of the hash map from process id to the rule slots that follow it because a followed
+/// process started it (written by the kernel).
+pub const SYS_KIDS_MAP: &str = "CHAOS_SYS_KIDS";
+/// Name of the hash map from new task id to the rule slots following its parent, until its first
+/// syscall shows whether it is a process or a thread (written by the kernel).
+pub const SYS_NEW_MAP: &str = "CHAOS_SYS_NEW";
+
+/// Name of the global set at load time to the offset of `child_pid` in the
+/// `sched_process_fork` record (from the tracepoint's format file).
+pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
+
+/// The raw tracepoint program on `sys_enter` (signals, followed children).
+pub const PROG_SYS_ENTER: &str = "chaos_sys_enter";
+/// The kprobe program on `__x64_sys_*` entry points (errors, with `bpf_override_return`).
+pub const PROG_SYS_KPROBE: &str = "chaos_sys_kprobe";
+/// The tracepoint program on `sched_process_fork` that adds children of followed processes.
+pub const PROG_SYS_FORK: &str = "chaos_sys_fork";
+
+/// cgroup levels below the root that a rule's cgroup filter looks through.
+pub const MAX_SYS_CGROUP_DEPTH: u32 = 16;
+
+/// What a selected call suffers.
+pub mod action {
+    /// Slot unused.
+    pub const NONE: u32 = 0;
+    /// Return `-errno` without running the call (kprobe override).
+    pub const FAIL: u32 = 1;
+    /// Send `signal` to the calling thread's process (raw tracepoint).
+    pub const SIGNAL: u32 = 2;
+}
+
+/// Filter bits for [`SysRule::matches`].
+pub mod matches {
+    /// The caller's process must be in [`super::SYS_TGID_MAP`] with the rule's bit.
+    pub const TGID: u32 = 1;
+    /// The caller's cgroup (or an ancestor) must be in [`super::SYS_CGROUP_MAP`] with the
+    /// rule's bit.
+    pub const CGROUP: u32 = 2;
+    /// The caller's `comm` must equal [`super::SysRule::comm`].
+    pub const COMM: u32 = 4;
+    /// Children the target starts are added to [`super::SYS_TGID_MAP`] (with [`TGID`]).
+    pub const FOLLOW: u32 = 8;
+}
+
+/// One armed syscall fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRule {
+    /// One of [`action`]'s values; [`action::NONE`] marks a free slot.
+    pub action: u32,
+    /// [`matches`] bits.
+    pub matches: u32,
+    /// Error returned for [`action::FAIL`] (positive).
+    pub errno: i32,
+    /// Signal sent for [`action::SIGNAL`].
+    pub signal: u32,
+    /// Command name for [`matches::COMM`], NUL-padded.
+    pub comm: [u8; 16],
+    /// Probability threshold on the `PROBABILITY_ONE` scale.
+    pub threshold: u64,
+    /// Selected calls let through first.
+    pub after: u64,
+    /// Act on every Nth selected call after those (1 = each).
+    pub every: u64,
+    /// Act at most this many times (`u64::MAX`: no limit).
+    pub max_count: u64,
+    /// `CLOCK_BOOTTIME` ns after which the rule no longer acts: the in-kernel deadline.
+    pub deadline_ns: u64,
+}
+
+impl SysRule {
+    /// A free slot.
+    pub const EMPTY: SysRule = SysRule {
+        action: action::NONE,
+        matches: 0,
+        errno: 0,
+        signal: 0,
+        comm: [0; 16],
+        threshold: 0,
+        after: 0,
+        every: 1,
+        max_count: u64::MAX,
+        deadline_ns: 0,
+    };
+}
+
+/// Per-rule state shared by all CPUs, updated with atomic adds so after-N, every-N and the
+/// maximum count are exact.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysState {
+    /// Selected calls so far.
+    pub selected: u64,
+    /// Calls acted on so far (may exceed the maximum by the calls refused for it).
+    pub acted: u64,
+}
+
+/// Per-rule counters, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysCounters {
+    /// Calls of an armed syscall number the rule examined.
+    pub seen: u64,
+    /// Calls of its target inside the deadline.
+    pub matched: u64,
+    /// Calls it acted on.
+    pub acted: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY (all): plain `#[repr(C)]` data without padding holes or pointers.
+    unsafe impl aya::Pod for super::SysRule {}
+    unsafe impl aya::Pod for super::SysState {}
+    unsafe impl aya::Pod for super::SysCounters {}
+}

@@ -1,0 +1,295 @@
+//! Syscall faults. Rules live in maps keyed by syscall number, so arming one is a map update.
+//!
+//! - `chaos_sys_enter` (raw tracepoint `sys_enter`, every syscall of every process): signal
+//!   rules (kill, stop), and the first-call bookkeeping of followed children.
+//! - `chaos_sys_kprobe` (kprobe on `__x64_sys_*`, with `bpf_override_return`): error rules, on
+//!   kernels with function error injection.
+//! - `chaos_sys_fork` (tracepoint `sched/sched_process_fork`): notes the children of followed
+//!   processes; their first syscall tells whether they are processes or threads.
+//!
+//! A call costs one array lookup when no rule is armed on its number.
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
+
+use crate::bits::lowest_bit;
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_loop, bpf_override_return,
+        bpf_probe_read_kernel, bpf_send_signal,
+    },
+    macros::{kprobe, map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::{ProbeContext, RawTracePointContext, TracePointContext},
+};
+use chaos_common::{
+    PROBABILITY_ONE,
+    syscall::{
+        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysRule, SysState,
+        action, matches,
+    },
+};
+
+/// Rule slots. Pinned so every `chaos` process shares them.
+#[map(name = "CHAOS_SYS_RULES")]
+static CHAOS_SYS_RULES: Array<SysRule> = Array::pinned(MAX_SYS_RULES, 0);
+
+/// Per-rule, per-CPU counters.
+#[map(name = "CHAOS_SYS_COUNT")]
+static CHAOS_SYS_COUNT: PerCpuArray<SysCounters> = PerCpuArray::pinned(MAX_SYS_RULES, 0);
+
+/// Per-rule shared counts for after-N, every-N and the maximum.
+#[map(name = "CHAOS_SYS_STATE")]
+static CHAOS_SYS_STATE: Array<SysState> = Array::pinned(MAX_SYS_RULES, 0);
+
+/// Syscall number -> rule slots armed on it.
+#[map(name = "CHAOS_SYS_HOOK")]
+static CHAOS_SYS_HOOK: Array<u64> = Array::pinned(MAX_SYSCALL_NR, 0);
+
+/// Process id -> rule slots that target it (written by the controller).
+#[map(name = "CHAOS_SYS_TGID")]
+static CHAOS_SYS_TGID: HashMap<u32, u64> = HashMap::pinned(4096, 0);
+
+/// Process id -> rule slots that target it because its parent was followed (written here; the
+/// controller only clears the bits of rules it disarms).
+#[map(name = "CHAOS_SYS_KIDS")]
+static CHAOS_SYS_KIDS: HashMap<u32, u64> = HashMap::pinned(16384, 0);
+
+/// New task id -> rule slots its parent was followed by, until its first syscall shows whether
+/// it is a process (its own tgid) or a thread.
+#[map(name = "CHAOS_SYS_NEW")]
+static CHAOS_SYS_NEW: HashMap<u32, u64> = HashMap::pinned(16384, 0);
+
+/// cgroup v2 id -> rule slots that target it and the cgroups below it.
+#[map(name = "CHAOS_SYS_CGRP")]
+static CHAOS_SYS_CGRP: HashMap<u64, u64> = HashMap::pinned(1024, 0);
+
+/// Offset of `child_pid` in the `sched_process_fork` record, set by the loader from the
+/// tracepoint's format file (it moved between kernels).
+#[unsafe(no_mangle)]
+static CHAOS_FORK_CHILD_PID_OFFSET: u32 = 0;
+
+/// The call being judged, one per CPU (`bpf_loop` callbacks only get a stack pointer).
+#[map(name = "CHAOS_SYS_CALL")]
+static CHAOS_SYS_CALL: PerCpuArray<Call> = PerCpuArray::with_max_entries(1, 0);
+
+/// One call under judgement.
+#[repr(C)]
+#[derive(Default)]
+pub struct Call {
+    /// Slots left to judge.
+    slots: u64,
+    /// Which action this program can perform ([`action::FAIL`] or [`action::SIGNAL`]).
+    wants: u32,
+    tgid: u32,
+    /// Slots selecting the caller by process, by cgroup.
+    by_tgid: u64,
+    by_cgroup: u64,
+    comm: [u8; 16],
+    now: u64,
+    /// The decision: the rule that acts, or `u32::MAX`.
+    acting: u32,
+}
+
+/// `pt_regs->orig_ax` on x86_64: the syscall number, in the user registers a `__x64_sys_*`
+/// entry point receives.
+const PT_REGS_ORIG_AX: usize = 15 * 8;
+
+/// Signals and followed children, on every syscall.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let nr: u64 = ctx.arg(1);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: plain u32 key.
+    if let Some(bits) = unsafe { CHAOS_SYS_NEW.get(tid) }.copied() {
+        // A followed parent's new task, at its first syscall: a process of its own if its tgid
+        // is its tid; a thread of an already targeted process otherwise.
+        if tgid == tid {
+            let _ = CHAOS_SYS_KIDS.insert(tgid, bits, 0);
+        }
+        let _ = CHAOS_SYS_NEW.remove(tid);
+    }
+    if let Some(acting) = judge(nr as u32, action::SIGNAL, tgid)
+        && let Some(rule) = CHAOS_SYS_RULES.get(acting)
+    {
+        // SAFETY: helper acting on the current task's process.
+        unsafe { bpf_send_signal(rule.signal) };
+    }
+    0
+}
+
+/// Errors, on the `__x64_sys_*` entry points the controller attached it to.
+#[kprobe]
+pub fn chaos_sys_kprobe(ctx: ProbeContext) -> u32 {
+    // The entry point's only argument is the user's saved registers; orig_ax is the number.
+    // SAFETY: reading a kernel pointer argument and a field of the struct it points to.
+    let nr = unsafe {
+        let user_regs = (*ctx.regs).rdi as *const u8;
+        bpf_probe_read_kernel(user_regs.add(PT_REGS_ORIG_AX) as *const u64).unwrap_or(u64::MAX)
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(acting) = judge(nr as u32, action::FAIL, tgid)
+        && let Some(rule) = CHAOS_SYS_RULES.get(acting)
+    {
+        // Syscall entry points return a 64-bit long: the errno must be sign-extended.
+        let rc = -(i64::from(rule.errno)) as u64;
+        // SAFETY: helper on this kprobe's registers; the kernel allows it only on functions
+        // marked for error injection.
+        unsafe { bpf_override_return(ctx.regs, rc) };
+    }
+    0
+}
+
+/// Notes the children of followed processes.
+#[tracepoint(category = "sched", name = "sched_process_fork")]
+pub fn chaos_sys_fork(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: plain u32 keys.
+    let bits = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) }
+        | unsafe { CHAOS_SYS_KIDS.get(tgid).copied().unwrap_or(0) };
+    if bits == 0 {
+        return 0;
+    }
+    let mut follow = 0u64;
+    let mut slot = 0;
+    while slot < MAX_SYS_RULES {
+        if bits & (1 << slot) != 0
+            && let Some(rule) = CHAOS_SYS_RULES.get(slot)
+            && rule.matches & matches::FOLLOW != 0
+        {
+            follow |= 1 << slot;
+        }
+        slot += 1;
+    }
+    if follow == 0 {
+        return 0;
+    }
+    // SAFETY: volatile so the loader-set value is used.
+    let offset = unsafe { core::ptr::read_volatile(&CHAOS_FORK_CHILD_PID_OFFSET) } as usize;
+    // SAFETY: reading a field of the tracepoint record at the offset its format file gives.
+    if offset != 0
+        && let Ok(child) = unsafe { ctx.read_at::<i32>(offset) }
+    {
+        let _ = CHAOS_SYS_NEW.insert(child as u32, follow, 0);
+    }
+    0
+}
+
+/// The slot of the rule that acts on this call with `wants`, if any.
+fn judge(nr: u32, wants: u32, tgid: u32) -> Option<u32> {
+    let slots = CHAOS_SYS_HOOK.get(nr).copied().unwrap_or(0);
+    if slots == 0 {
+        return None;
+    }
+    // SAFETY: plain u32 keys.
+    let by_tgid = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) }
+        | unsafe { CHAOS_SYS_KIDS.get(tgid).copied().unwrap_or(0) };
+    let mut by_cgroup = 0;
+    let mut level = 0;
+    while level <= MAX_SYS_CGROUP_DEPTH {
+        // SAFETY: helper without pointers; 0 past the task's own level.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: plain u64 key.
+        by_cgroup |= unsafe { CHAOS_SYS_CGRP.get(id) }.copied().unwrap_or(0);
+        level += 1;
+    }
+    let call = CHAOS_SYS_CALL.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value; nothing else runs on this CPU meanwhile.
+    let c = unsafe { &mut *call };
+    c.slots = slots;
+    c.wants = wants;
+    c.tgid = tgid;
+    c.by_tgid = by_tgid;
+    c.by_cgroup = by_cgroup;
+    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: helper without arguments.
+    c.now = unsafe { bpf_ktime_get_boot_ns() };
+    c.acting = u32::MAX;
+    // SAFETY: the callback takes no context; it works on this CPU's scratch value.
+    unsafe {
+        bpf_loop(
+            MAX_SYS_RULES + 1,
+            judge_next as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+    (c.acting != u32::MAX).then_some(c.acting)
+}
+
+/// `bpf_loop` callback: judges the lowest slot left; 1 (stop) when none is left or a rule acts.
+extern "C" fn judge_next(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(call) = CHAOS_SYS_CALL.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch value, filled by `judge`.
+    let c = unsafe { &mut *call };
+    if c.slots == 0 {
+        return 1;
+    }
+    let slot = lowest_bit(c.slots);
+    c.slots &= c.slots - 1;
+    if acts(slot, c) {
+        c.acting = slot;
+        return 1;
+    }
+    0
+}
+
+/// Whether rule `slot` acts on the call.
+fn acts(slot: u32, c: &Call) -> bool {
+    let Some(rule) = CHAOS_SYS_RULES.get(slot) else {
+        return false;
+    };
+    if rule.action != c.wants {
+        return false;
+    }
+    let counters = CHAOS_SYS_COUNT.get_ptr_mut(slot);
+    let count = |f: fn(&mut SysCounters)| {
+        if let Some(p) = counters {
+            // SAFETY: per-CPU slot; only this CPU writes it while the program runs.
+            f(unsafe { &mut *p });
+        }
+    };
+    count(|n| n.seen += 1);
+    let bit = 1u64 << slot;
+    let m = rule.matches;
+    if c.now >= rule.deadline_ns
+        || (m & matches::TGID != 0 && c.by_tgid & bit == 0)
+        || (m & matches::CGROUP != 0 && c.by_cgroup & bit == 0)
+        || (m & matches::COMM != 0 && c.comm != rule.comm)
+    {
+        return false;
+    }
+    count(|n| n.matched += 1);
+    let Some(state) = CHAOS_SYS_STATE.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: map value pointer; its fields are only ever updated with atomic adds (BPF has
+    // fetch-and-add; the target lacks Rust's atomic types).
+    let fetch_add =
+        |field: *mut u64| unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, 1) };
+    // SAFETY: as above.
+    let index = fetch_add(unsafe { &raw mut (*state).selected }) + 1;
+    if index <= rule.after || (index - rule.after - 1) % rule.every.max(1) != 0 {
+        return false;
+    }
+    // SAFETY: helper without arguments.
+    let roll = u64::from(unsafe { bpf_get_prandom_u32() });
+    if rule.threshold < PROBABILITY_ONE && roll >= rule.threshold {
+        return false;
+    }
+    // SAFETY: as above.
+    if fetch_add(unsafe { &raw mut (*state).acted }) >= rule.max_count {
+        return false;
+    }
+    count(|n| n.acted += 1);
+    true
+}

@@ -1,0 +1,420 @@
+//! Syscall faults: rule slots in the shared maps, and the programs they need, each attached once
+//! and shared by every rule: the `sys_enter` raw tracepoint (signals, followed children), one
+//! kprobe per `__x64_sys_*` entry point (errors), the `sched_process_fork` tracepoint (children
+//! of followed processes).
+
+use std::collections::BTreeMap;
+
+use aya::{
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{KProbe, RawTracePoint, TracePoint, links::FdLink},
+    util::nr_cpus,
+};
+use chaos_common::syscall::{
+    MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
+    SYS_COUNTERS_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP, SYS_STATE_MAP,
+    SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches,
+};
+
+use super::{find_or_attach, load_program, map_err, pin_link, replace_all};
+use crate::{
+    ebpf,
+    error::{Error, Result},
+    plan::{SyscallEffect, SyscallPlan, SyscallTarget},
+    store::{FaultRecord, Hook, Store, SysArmed},
+    strategy::SyscallStrategy,
+};
+
+struct Maps {
+    rules: Array<MapData, SysRule>,
+    counters: PerCpuArray<MapData, SysCounters>,
+    state: Array<MapData, SysState>,
+    hook: Array<MapData, u64>,
+    tgid: HashMap<MapData, u32, u64>,
+    kids: HashMap<MapData, u32, u64>,
+    new: HashMap<MapData, u32, u64>,
+    cgroup: HashMap<MapData, u64, u64>,
+}
+
+fn open_maps() -> Result<Option<Maps>> {
+    let (
+        Some(rules),
+        Some(counters),
+        Some(state),
+        Some(hook),
+        Some(tgid),
+        Some(kids),
+        Some(new),
+        Some(cgroup),
+    ) = (
+        ebpf::typed_map(SYS_RULES_MAP, Map::Array)?,
+        ebpf::typed_map(SYS_COUNTERS_MAP, Map::PerCpuArray)?,
+        ebpf::typed_map(SYS_STATE_MAP, Map::Array)?,
+        ebpf::typed_map(SYS_HOOK_MAP, Map::Array)?,
+        ebpf::typed_map(SYS_TGID_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_KIDS_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_NEW_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_CGROUP_MAP, Map::HashMap)?,
+    )
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Maps {
+        rules,
+        counters,
+        state,
+        hook,
+        tgid,
+        kids,
+        new,
+        cgroup,
+    }))
+}
+
+/// The kernel rule for `plan`, without its deadline.
+fn rule(plan: &SyscallPlan) -> SysRule {
+    let mut r = SysRule::EMPTY;
+    match plan.effect {
+        SyscallEffect::Fail { errno } => {
+            r.action = action::FAIL;
+            r.errno = errno;
+        }
+        SyscallEffect::Signal { signal } => {
+            r.action = action::SIGNAL;
+            r.signal = signal as u32;
+        }
+        // Refused by the strategy: delays of running processes are not made in the kernel.
+        SyscallEffect::Delay { .. } => {}
+    }
+    match &plan.target {
+        SyscallTarget::Pid {
+            follow_children, ..
+        } => {
+            r.matches |= matches::TGID;
+            if *follow_children {
+                r.matches |= matches::FOLLOW;
+            }
+        }
+        SyscallTarget::Cgroup(_) => r.matches |= matches::CGROUP,
+        SyscallTarget::Comm(name) => {
+            r.matches |= matches::COMM;
+            r.comm[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        SyscallTarget::Exec => {}
+    }
+    r.threshold = plan.chance.threshold;
+    r.after = plan.after;
+    r.every = plan.every;
+    r.max_count = plan.max_count.unwrap_or(u64::MAX);
+    r
+}
+
+/// The hooks a rule needs.
+fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
+    let mut hooks = Vec::new();
+    let follow = matches!(
+        plan.target,
+        SyscallTarget::Pid {
+            follow_children: true,
+            ..
+        }
+    );
+    if strategy == SyscallStrategy::KprobeOverride {
+        for call in &plan.syscalls {
+            hooks.push(Hook::SysKprobe {
+                function: format!("__x64_sys_{}", call.name),
+            });
+        }
+    }
+    // sys_enter sends the signals, and settles followed children at their first call.
+    if strategy == SyscallStrategy::TracepointSignal || follow {
+        hooks.push(Hook::SysEnter);
+    }
+    if follow {
+        hooks.push(Hook::SysFork);
+    }
+    hooks
+}
+
+/// Arms a syscall rule: attaches what it needs, writes the rule into a free slot, then brings
+/// the shared maps in line with every armed rule. On error, everything this call did is undone.
+pub(crate) fn arm(
+    store: &Store,
+    faults: &[FaultRecord],
+    plan: &SyscallPlan,
+    strategy: SyscallStrategy,
+    duration: std::time::Duration,
+) -> Result<(SysArmed, u64)> {
+    let used: Vec<u32> = faults
+        .iter()
+        .filter_map(|f| f.syscall.as_ref().map(|s| s.slot))
+        .collect();
+    let slot = (0..MAX_SYS_RULES)
+        .find(|s| !used.contains(s))
+        .ok_or_else(|| Error::Unsupported {
+            what: "arm another syscall rule".into(),
+            why: format!("all {MAX_SYS_RULES} rule slots are in use; recover some faults first"),
+        })?;
+    let others: Vec<&SysArmed> = faults.iter().filter_map(|f| f.syscall.as_ref()).collect();
+    let mut rule = rule(plan);
+    let mut armed = SysArmed {
+        slot,
+        attachments: Vec::new(),
+        syscalls: plan.syscalls.iter().map(|c| c.nr).collect(),
+        tgids: match plan.target {
+            SyscallTarget::Pid { pid, .. } => vec![pid],
+            _ => Vec::new(),
+        },
+        cgroups: match &plan.target {
+            SyscallTarget::Cgroup(c) => vec![c.id],
+            _ => Vec::new(),
+        },
+        target: plan.target.clone(),
+        signal: match plan.effect {
+            SyscallEffect::Signal { signal } => Some(signal),
+            _ => None,
+        },
+    };
+    let mut created = Vec::new();
+    let result = (|| {
+        for hook in hooks(plan, strategy) {
+            let (a, new) = find_or_attach(store, hook, |hook, id, _| attach(hook, id))?;
+            if new {
+                created.push(a.clone());
+            }
+            armed.attachments.push(a.id);
+        }
+        let mut maps = open_maps()?.ok_or_else(|| Error::Store {
+            path: ebpf::MAP_PIN_DIR.into(),
+            problem: "syscall maps missing right after loading the programs".into(),
+        })?;
+        let zero = PerCpuValues::try_from(vec![SysCounters::default(); nr_cpus().unwrap_or(1)])
+            .map_err(|e| Error::io("sizing per-CPU counters", e))?;
+        maps.counters
+            .set(slot, zero, 0)
+            .map_err(map_err("zeroing rule counters"))?;
+        maps.state
+            .set(slot, SysState::default(), 0)
+            .map_err(map_err("resetting rule state"))?;
+        rule.deadline_ns = crate::clock::boot_ns() + duration.as_nanos() as u64;
+        maps.rules
+            .set(slot, rule, 0)
+            .map_err(map_err("writing the rule"))?;
+        let mut all = others.clone();
+        all.push(&armed);
+        sync(&mut maps, &all)
+    })();
+    match result {
+        Ok(()) => Ok((armed, rule.deadline_ns)),
+        Err(e) => {
+            let _ = disarm(&armed, &others);
+            for a in created {
+                let _ = super::detach(&a);
+                let _ = store.remove_attachment(a.id);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Takes a rule out of service: the shared maps first, then its slot; then whatever a `stop`
+/// fault stopped is continued.
+pub(crate) fn disarm(armed: &SysArmed, remaining: &[&SysArmed]) -> Result<()> {
+    let mut followed = Vec::new();
+    if let Some(mut maps) = open_maps()? {
+        let bit = 1u64 << armed.slot;
+        followed = maps
+            .kids
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, bits)| bits & bit != 0)
+            .map(|(tgid, _)| tgid)
+            .collect();
+        sync(&mut maps, remaining)?;
+        maps.rules
+            .set(armed.slot, SysRule::EMPTY, 0)
+            .map_err(map_err("clearing the rule"))?;
+    }
+    if armed.signal == Some(libc::SIGSTOP) {
+        continue_stopped(&armed.target, &followed);
+    }
+    Ok(())
+}
+
+/// Sends SIGCONT to the processes a `stop` fault may have stopped.
+fn continue_stopped(target: &SyscallTarget, followed: &[u32]) {
+    let mut pids: Vec<u32> = followed.to_vec();
+    match target {
+        SyscallTarget::Pid { pid, .. } => pids.push(*pid),
+        SyscallTarget::Cgroup(c) => pids.extend(cgroup_procs(&c.path)),
+        SyscallTarget::Comm(name) => pids.extend(procs_named(name)),
+        SyscallTarget::Exec => {}
+    }
+    for pid in pids {
+        // SAFETY: kill(2) with a pid and a signal number; a gone process is ESRCH, ignored.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+}
+
+/// Processes in cgroup `dir` and below.
+fn cgroup_procs(dir: &std::path::Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_procs(&entry.path()));
+        }
+    }
+    pids
+}
+
+/// Processes whose `comm` is `name`.
+fn procs_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end_matches('\n') == name)
+        })
+        .collect()
+}
+
+/// Rewrites the syscall, process and cgroup maps from `armed` (every armed rule), and clears the
+/// bits of rules no longer armed from the followed children the kernel recorded.
+fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
+    let bit = |a: &SysArmed| 1u64 << a.slot;
+    let mut hook = vec![0u64; MAX_SYSCALL_NR as usize];
+    let mut tgid: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut live = 0u64;
+    for a in armed {
+        live |= bit(a);
+        for &nr in &a.syscalls {
+            if let Some(h) = hook.get_mut(nr as usize) {
+                *h |= bit(a);
+            }
+        }
+        for &t in &a.tgids {
+            *tgid.entry(t).or_default() |= bit(a);
+        }
+        for &c in &a.cgroups {
+            *cgroup.entry(c).or_default() |= bit(a);
+        }
+    }
+    for (nr, bits) in hook.iter().enumerate() {
+        let nr = nr as u32;
+        if maps.hook.get(&nr, 0).unwrap_or(0) != *bits {
+            maps.hook
+                .set(nr, *bits, 0)
+                .map_err(map_err("updating a syscall's rule slots"))?;
+        }
+    }
+    replace_all(&mut maps.tgid, &tgid)?;
+    replace_all(&mut maps.cgroup, &cgroup)?;
+    for map in [&mut maps.kids, &mut maps.new] {
+        let entries: Vec<(u32, u64)> = map.iter().filter_map(|e| e.ok()).collect();
+        for (k, bits) in entries {
+            if bits & !live != 0 {
+                if bits & live == 0 {
+                    let _ = map.remove(&k);
+                } else {
+                    let _ = map.insert(k, bits & live, 0);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A rule's counters, summed over CPUs.
+pub fn counters(slot: u32) -> Result<SysCounters> {
+    let Some(maps) = open_maps()? else {
+        return Ok(SysCounters::default());
+    };
+    let values = maps
+        .counters
+        .get(&slot, 0)
+        .map_err(map_err("reading rule counters"))?;
+    Ok(values
+        .iter()
+        .fold(SysCounters::default(), |a, c| SysCounters {
+            seen: a.seen + c.seen,
+            matched: a.matched + c.matched,
+            acted: a.acted + c.acted,
+        }))
+}
+
+/// Offset of `child_pid` in the `sched_process_fork` record, from its format file (the record's
+/// layout changed between kernels).
+fn fork_child_pid_offset() -> Result<u32> {
+    let dir = crate::mounts::ensure_tracefs()?;
+    let path = dir.join("events/sched/sched_process_fork/format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    text.lines()
+        .find(|l| l.contains(" child_pid;"))
+        .and_then(|l| l.split("offset:").nth(1))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| Error::Store {
+            path: path.clone(),
+            problem: "no child_pid offset in the tracepoint format".into(),
+        })
+}
+
+/// Loads and attaches the program for `hook`, pinning its link.
+fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
+    let name = format!("sys-{id}");
+    match hook {
+        Hook::SysEnter => {
+            let mut bpf = ebpf::load(&[])?;
+            let program: &mut RawTracePoint = load_program(&mut bpf, PROG_SYS_ENTER)?;
+            let link_id = program
+                .attach("sys_enter")
+                .map_err(|e| Error::bpf("attaching to raw tracepoint sys_enter", e))?;
+            let link: FdLink = program
+                .take_link(link_id)
+                .map_err(|e| Error::bpf("taking the sys_enter link", e))?
+                .into();
+            pin_link(link, &name)
+        }
+        Hook::SysFork => {
+            let offset = fork_child_pid_offset()?;
+            let mut bpf =
+                ebpf::load(&[(chaos_common::syscall::FORK_CHILD_PID_OFFSET_GLOBAL, offset)])?;
+            let program: &mut TracePoint = load_program(&mut bpf, PROG_SYS_FORK)?;
+            let link_id = program
+                .attach("sched", "sched_process_fork")
+                .map_err(|e| Error::bpf("attaching to sched_process_fork", e))?;
+            let link: FdLink = program
+                .take_link(link_id)
+                .map_err(|e| Error::bpf("taking the fork link", e))?
+                .try_into()
+                .map_err(|e| Error::bpf("fork link as fd link", e))?;
+            pin_link(link, &name)
+        }
+        Hook::SysKprobe { function } => {
+            let mut bpf = ebpf::load(&[])?;
+            let program: &mut KProbe = load_program(&mut bpf, PROG_SYS_KPROBE)?;
+            let link_id = program.attach(function, 0).map_err(|e| {
+                Error::bpf(
+                    format!("attaching an error-injecting kprobe to {function}"),
+                    e,
+                )
+            })?;
+            let link: FdLink = program
+                .take_link(link_id)
+                .map_err(|e| Error::bpf("taking the kprobe link", e))?
+                .try_into()
+                .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
+            pin_link(link, &name)
+        }
+        other => unreachable!("{other:?} is not a syscall hook"),
+    }
+}

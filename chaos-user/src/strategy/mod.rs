@@ -1,0 +1,267 @@
+//! Strategies: how each fault kind is made on the running kernel, chosen from the probe. Every
+//! armed fault records the strategy it used. One fault family per file.
+
+mod net;
+mod syscall;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::{net::*, syscall::*};
+use crate::{
+    error::Result,
+    plan::{Plan, PlannedFault},
+    probe::{Feature, Report},
+};
+
+/// How a fault is made, by family; stored and printed as its family's name (e.g. `tcx-bpf+fq`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Strategy {
+    /// A network fault's.
+    Net(NetStrategy),
+    /// A syscall fault's.
+    Syscall(SyscallStrategy),
+}
+
+impl Strategy {
+    /// Human description, as in `chaos probe` and reports.
+    pub fn describe(self) -> String {
+        match self {
+            Strategy::Net(s) => s.describe(),
+            Strategy::Syscall(s) => s.describe(),
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Strategy::Net(s) => s.fmt(f),
+            Strategy::Syscall(s) => s.fmt(f),
+        }
+    }
+}
+
+impl From<Strategy> for String {
+    fn from(s: Strategy) -> String {
+        s.to_string()
+    }
+}
+
+impl TryFrom<String> for Strategy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Strategy, String> {
+        match SyscallStrategy::parse(&s) {
+            Some(x) => Ok(Strategy::Syscall(x)),
+            None => NetStrategy::try_from(s).map(Strategy::Net),
+        }
+    }
+}
+
+/// Picks the strategy for `plan`, best first, or explains why none can serve it.
+pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
+    match &plan.fault {
+        PlannedFault::Net(n) => net::choose(n, probe).map(Strategy::Net),
+        PlannedFault::Syscall(s) => syscall::choose(s, probe).map(Strategy::Syscall),
+    }
+}
+
+/// One row of the table users read: a fault kind and what will serve it here.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindRow {
+    /// The fault kind, as on the command line.
+    pub kind: &'static str,
+    /// The strategy that will serve it on this kernel, if any.
+    pub strategy: Option<String>,
+    /// Why none can, or what the strategy relies on.
+    pub note: String,
+    /// Whether this build of chaos implements the kind yet.
+    pub implemented: bool,
+}
+
+/// A candidate strategy for the table: its name and the features it needs.
+struct Candidate {
+    name: &'static str,
+    needs: &'static [Feature],
+}
+
+const fn c(name: &'static str, needs: &'static [Feature]) -> Candidate {
+    Candidate { name, needs }
+}
+
+/// The fault kinds of the design and their strategies, best first.
+fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
+    use Feature as F;
+    vec![
+        (
+            "net loss / partition",
+            true,
+            vec![
+                c("tc bpf (tcx)", &[F::Tcx, F::HelperKtimeBootNs, F::Bpffs]),
+                c(
+                    "tc bpf (clsact)",
+                    &[F::TcClsact, F::HelperKtimeBootNs, F::Bpffs],
+                ),
+            ],
+        ),
+        (
+            "net corrupt / duplicate",
+            true,
+            vec![
+                c("tc bpf (tcx)", &[F::Tcx, F::HelperCloneRedirect]),
+                c("tc bpf (clsact)", &[F::TcClsact, F::HelperCloneRedirect]),
+            ],
+        ),
+        (
+            "net delay / jitter / rate / reorder",
+            true,
+            vec![
+                c("tc bpf EDT + fq (egress)", &[F::TcClsact, F::QdiscFq]),
+                c(
+                    "tc bpf + netem bands (ifb for ingress)",
+                    &[F::TcClsact, F::QdiscNetem],
+                ),
+            ],
+        ),
+        (
+            "net by pid",
+            true,
+            vec![c(
+                "tc bpf + socket cookies (inbound: cgroup_skb, drop only)",
+                &[F::TcClsact, F::CgroupSkb],
+            )],
+        ),
+        (
+            "net by cgroup",
+            true,
+            vec![c(
+                "tc bpf + cgroup ids (inbound: cgroup_skb, drop only)",
+                &[F::TcClsact, F::HelperSkbCgroupId, F::CgroupSkb],
+            )],
+        ),
+        (
+            "syscall fail (any syscall)",
+            true,
+            vec![c(
+                "kprobe + bpf_override_return",
+                &[F::KprobeOverride, F::RawTracepoint],
+            )],
+        ),
+        (
+            "syscall fail (file, socket, fork hooks)",
+            false,
+            vec![
+                c("bpf lsm", &[F::Lsm]),
+                c("fmod_ret on security_*", &[F::FmodRet]),
+            ],
+        ),
+        (
+            "syscall fail (connect, bind, sockopt)",
+            false,
+            vec![c(
+                "cgroup hooks + bpf_set_retval",
+                &[F::CgroupSockAddr, F::CgroupSockopt, F::HelperSetRetval],
+            )],
+        ),
+        (
+            "syscall fail / delay (chaos exec)",
+            false,
+            vec![c("seccomp user notification", &[F::SeccompUserNotif])],
+        ),
+        (
+            "syscall kill / stop on call",
+            true,
+            vec![c(
+                "raw tracepoint sys_enter + bpf_send_signal",
+                &[F::RawTracepoint, F::HelperSendSignal],
+            )],
+        ),
+        (
+            "io fail",
+            false,
+            vec![
+                c("fmod_ret on should_fail_bio", &[F::ErrorInjectionBio]),
+                c("bpf lsm file_permission", &[F::Lsm]),
+            ],
+        ),
+        (
+            "io slow / hang",
+            false,
+            vec![
+                c("cgroup v2 io.max", &[F::CgroupV2Io]),
+                c("cgroup v1 blkio.throttle", &[F::CgroupV1Blkio]),
+            ],
+        ),
+        (
+            "io latency measurement",
+            false,
+            vec![c("block tracepoints", &[F::Tracepoint])],
+        ),
+    ]
+}
+
+/// The table `chaos probe` prints: each fault kind and the strategy that will serve it here.
+pub fn table(probe: &Report) -> Vec<KindRow> {
+    catalog()
+        .into_iter()
+        .map(|(kind, implemented, candidates)| {
+            let mut missing = Vec::new();
+            for cand in &candidates {
+                let lacking: Vec<&str> = cand
+                    .needs
+                    .iter()
+                    .filter(|f| !probe.has(**f))
+                    .map(|f| f.label().1)
+                    .collect();
+                if lacking.is_empty() {
+                    return KindRow {
+                        kind,
+                        strategy: Some(cand.name.to_owned()),
+                        note: String::new(),
+                        implemented,
+                    };
+                }
+                missing.push(format!("{}: no {}", cand.name, lacking.join(", ")));
+            }
+            KindRow {
+                kind,
+                strategy: None,
+                note: missing.join("; "),
+                implemented,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A probe report where exactly `yes` work.
+    pub(crate) fn report(yes: &[Feature]) -> Report {
+        let mut r = Report::unprobed();
+        for row in &mut r.rows {
+            if yes.contains(&row.feature) {
+                row.ok = true;
+                row.detail = "test".into();
+            } else {
+                row.detail = format!("no {:?} in this test", row.feature);
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn table_names_a_strategy_or_the_lack() {
+        let rows = table(&report(&[Feature::CgroupV1Blkio]));
+        let io = rows.iter().find(|r| r.kind == "io slow / hang").unwrap();
+        assert_eq!(io.strategy.as_deref(), Some("cgroup v1 blkio.throttle"));
+        let net = rows
+            .iter()
+            .find(|r| r.kind == "net loss / partition")
+            .unwrap();
+        assert_eq!(net.strategy, None);
+        assert!(net.note.contains("tc sched_cls (tcx link)"), "{}", net.note);
+    }
+}

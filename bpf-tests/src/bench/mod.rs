@@ -382,6 +382,33 @@ pub fn kernel_label() -> String {
     }
 }
 
+/// How long [`Faults`] waits for an unreadable state file to go away.
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `f` again while it fails because the shared state store holds a record this build
+/// cannot read (a newer `chaos` armed it, e.g. a test of another worktree on the same machine):
+/// such records are short-lived, and the store has to be shared (the rule maps are). Gives up
+/// after [`STORE_PATIENCE`].
+fn patient<T>(mut f: impl FnMut() -> chaos_user::Result<T>) -> chaos_user::Result<T> {
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match f() {
+            Err(chaos_user::Error::Store { path, problem }) if start.elapsed() < STORE_PATIENCE => {
+                if !told {
+                    println!(
+                        "  waiting for state file {} to go ({problem})",
+                        path.display()
+                    );
+                    told = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Faults armed through the library; dropping the guard recovers every one of them, also while
 /// a panic unwinds. Recovery is per id: faults of other users of the machine are never touched.
 pub struct Faults<'a> {
@@ -400,7 +427,7 @@ impl<'a> Faults<'a> {
 
     /// Arms `spec` and keeps its id.
     pub fn arm(&mut self, spec: &FaultSpec) -> Result<Armed> {
-        let armed = self.injector.inject(spec)?;
+        let armed = patient(|| self.injector.inject(spec))?;
         self.ids.push(armed.id.clone());
         Ok(armed)
     }
@@ -413,7 +440,7 @@ impl<'a> Faults<'a> {
     /// Recovers fault `id` (armed through this guard).
     pub fn recover(&mut self, id: &str) -> Result<()> {
         self.ids.retain(|i| i != id);
-        self.injector.recover(id)?;
+        patient(|| self.injector.recover(id))?;
         Ok(())
     }
 
@@ -422,7 +449,7 @@ impl<'a> Faults<'a> {
     pub fn recover_all(&mut self) -> Result<()> {
         let mut first = None;
         while let Some(id) = self.ids.pop() {
-            if let Err(e) = self.injector.recover(&id) {
+            if let Err(e) = patient(|| self.injector.recover(&id)) {
                 first.get_or_insert(e);
             }
         }

@@ -833,7 +833,7 @@ fn delay_cpu(b: &mut Bench) -> Result<()> {
     const PACKETS: u64 = 8_000;
     const GAP: Duration = Duration::from_micros(300);
     const LOAD_DELAY: &str = "10ms";
-    let rounds = 5;
+    let rounds = 7;
     let inj = injector()?;
     let w = TwoHosts::new()?;
     let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
@@ -841,16 +841,20 @@ fn delay_cpu(b: &mut Bench) -> Result<()> {
     let thief = CpuThief::start()?;
     let load = || -> Result<Load> {
         settle(Duration::from_secs(5))?;
-        let idle_rate = thief.rate(Duration::from_millis(500));
+        // The loops' idle speed, before and after the load: the VM's CPUs are emulated on a
+        // shared machine, and their speed drifts.
+        let idle_before = thief.rate(Duration::from_millis(500));
         sink.reset();
         let before = KernelCpu::now()?;
-        let (used, counts) = thief.used_during(idle_rate, || -> Result<(u64, u64)> {
+        let (window, counts) = thief.window(|| -> Result<(u64, u64)> {
             let sent = udp_send_seq(&w.a.ns, to, PACKETS, 64, Some(GAP))?;
             // The delay's queue drains before the window closes.
             Ok((sent, sink.count()))
         });
-        let (sent, got) = counts?;
         let stat = KernelCpu::now()?.seconds_since(&before);
+        let (sent, got) = counts?;
+        let idle_after = thief.rate(Duration::from_millis(500));
+        let used = window.used((idle_before + idle_after) / 2.0);
         Ok(Load {
             cpu_us: used * 1e6 / sent as f64,
             stat_us: stat * 1e6 / sent as f64,

@@ -252,15 +252,37 @@ impl CpuThief {
         (self.spins() - before) as f64 / start.elapsed().as_secs_f64()
     }
 
-    /// CPU seconds used by everything else while `f` ran, given the idle `rate` (iterations per
-    /// second of all loops together); and `f`'s result.
-    pub fn used_during<T>(&self, rate: f64, f: impl FnOnce() -> T) -> (f64, T) {
+    /// Runs `f` and returns how long it took and how many iterations the loops made meanwhile,
+    /// with `f`'s result.
+    pub fn window<T>(&self, f: impl FnOnce() -> T) -> (Window, T) {
         let (start, before) = (Instant::now(), self.spins());
         let out = f();
-        let secs = start.elapsed().as_secs_f64();
-        let spun = (self.spins() - before) as f64;
-        let capacity = secs * self.cpus() as f64;
-        ((capacity - spun / rate * self.cpus() as f64).max(0.0), out)
+        let w = Window {
+            secs: start.elapsed().as_secs_f64(),
+            spins: self.spins() - before,
+            cpus: self.cpus(),
+        };
+        (w, out)
+    }
+}
+
+/// What the busy loops of a [`CpuThief`] did during a window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    /// Its length.
+    pub secs: f64,
+    /// Iterations of all loops together.
+    pub spins: u64,
+    /// CPUs watched.
+    pub cpus: usize,
+}
+
+impl Window {
+    /// CPU seconds used by everything else during the window, given the loops' idle `rate`
+    /// (iterations per second of all loops together, see [`CpuThief::rate`]).
+    pub fn used(&self, rate: f64) -> f64 {
+        let cpus = self.cpus as f64;
+        (self.secs * cpus - self.spins as f64 / rate * cpus).max(0.0)
     }
 }
 

@@ -169,6 +169,110 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
             &["--interface", dev, "--netns", ns, "--duration", "10s"],
         )
     };
+    // Syscall faults: a sleeping child of ours is the (never harmed) target.
+    let mut target = std::process::Command::new("sleep")
+        .arg("3600")
+        .spawn()
+        .expect("sleep");
+    let pid = target.id().to_string();
+    let sys = |action: &str, extra: &[&str]| {
+        let mut v: Vec<String> = ["inject", "syscall", action]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let fail = |extra: &[&str]| {
+        let mut base = vec!["--errno", "EIO", "--duration", "10s"];
+        base.extend_from_slice(extra);
+        sys("fail", &base)
+    };
+    cases.extend([
+        (
+            fail(&["--syscall", "fsyncc", "--pid", &pid]),
+            vec!["invalid syscall", "fsyncc", "man 2"],
+        ),
+        (
+            sys(
+                "fail",
+                &[
+                    "--errno",
+                    "EFOO",
+                    "--syscall",
+                    "fsync",
+                    "--pid",
+                    &pid,
+                    "--duration",
+                    "1s",
+                ],
+            ),
+            vec!["invalid errno", "EFOO"],
+        ),
+        (
+            fail(&["--syscall", "fsync"]),
+            vec!["invalid pid", "no target", "--cgroup"],
+        ),
+        (
+            fail(&["--syscall", "fsync", "--pid", &pid, "--comm", "sleep"]),
+            vec!["more than one target"],
+        ),
+        (
+            fail(&[
+                "--syscall",
+                "connect",
+                "--pid",
+                &pid,
+                "--path-prefix",
+                "/data",
+            ]),
+            vec!["invalid path-prefix", "connect"],
+        ),
+        (
+            fail(&["--syscall", "fsync", "--pid", "1"]),
+            vec!["invalid pid", "init", "--force"],
+        ),
+        (
+            fail(&["--syscall", "fsync", "--pid", &pid, "--every", "0"]),
+            vec!["invalid every"],
+        ),
+        (
+            fail(&["--syscall", "fsync", "--comm", "a-name-longer-than-15"]),
+            vec!["invalid comm"],
+        ),
+        (
+            sys(
+                "kill",
+                &[
+                    "--signal",
+                    "SIGFOO",
+                    "--syscall",
+                    "fsync",
+                    "--pid",
+                    &pid,
+                    "--duration",
+                    "1s",
+                ],
+            ),
+            vec!["invalid signal", "SIGFOO"],
+        ),
+        (
+            sys(
+                "delay",
+                &[
+                    "--latency",
+                    "5m",
+                    "--syscall",
+                    "fsync",
+                    "--pid",
+                    &pid,
+                    "--duration",
+                    "1s",
+                ],
+            ),
+            vec!["invalid latency", "60s"],
+        ),
+    ]);
     cases.push((rate("fast"), vec!["invalid rate"]));
     cases.push((rate("1furlong"), vec!["invalid rate", "unknown unit"]));
     for (args, needles) in &cases {
@@ -180,6 +284,13 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
         serde_json::json!([]),
         "nothing armed"
     );
+    assert_eq!(
+        target.try_wait().expect("try_wait"),
+        None,
+        "target untouched"
+    );
+    let _ = target.kill();
+    let _ = target.wait();
     oracle.assert_clean(&before);
 }
 

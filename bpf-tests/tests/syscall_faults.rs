@@ -146,6 +146,73 @@ fn kill_on_call_exits_by_that_signal_and_spares_others() {
 }
 
 #[test]
+fn follow_children_reaches_processes_started_later() {
+    let chaos = skip_on_err!(chaos_for(&[
+        "raw_tracepoint",
+        "tracepoint",
+        "helper_send_signal"
+    ]));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    // The shell never calls execve itself; its children do, right after fork. A child killed
+    // by the fault fails `true`, and the shell exits 3.
+    let script = "while :; do /bin/true || exit 3; done";
+    let mut parent = ChildProcess::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    })
+    .expect("parent");
+    let mut alone = ChildProcess::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    })
+    .expect("parent without following");
+    let pid = parent.pid().to_string();
+    let alone_pid = alone.pid().to_string();
+    let fault = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "execve",
+            "--pid",
+            &pid,
+            "--follow-children",
+            "--duration",
+            "60s",
+        ],
+    );
+    let not_followed = arm(
+        &chaos,
+        &[
+            "kill",
+            "--syscall",
+            "execve",
+            "--pid",
+            &alone_pid,
+            "--duration",
+            "60s",
+        ],
+    );
+    assert_eq!(
+        exit_of(&mut parent).code(),
+        Some(3),
+        "a child was killed at execve"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        alone.try_wait().expect("try_wait"),
+        None,
+        "without --follow-children the children are not targets"
+    );
+    drop((fault, not_followed));
+    alone.kill().expect("kill");
+    oracle.assert_clean(&before);
+}
+
+#[test]
 fn stop_on_call_and_recovery_continues() {
     let chaos = skip_on_err!(chaos_for(&["raw_tracepoint", "helper_send_signal"]));
     let oracle = Oracle::new();
@@ -340,6 +407,77 @@ fn fail_with_errno_at_the_asked_rate() {
     drop(fault);
     drop(file);
     let _ = std::fs::remove_dir_all(&dir);
+    oracle.assert_clean(&before);
+}
+
+#[test]
+fn connect_fails_for_the_target_cgroup_only() {
+    let chaos = skip_on_err!(chaos_for(&["bpffs"]));
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    skip_unless!(
+        ["/bin/bash", "/usr/bin/bash"]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("no bash (for /dev/tcp)")
+    );
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let refused = chaos.inject(&[
+        "syscall",
+        "fail",
+        "--syscall",
+        "connect",
+        "--errno",
+        "ETIMEDOUT",
+        "--cgroup",
+        &cgroup,
+        "--duration",
+        "60s",
+    ]);
+    if let Err(f) = &refused {
+        // Neither kprobe override nor cgroup hooks with bpf_set_retval: said clearly.
+        assert!(f.stderr.contains("cannot syscall fail"), "{f}");
+    }
+    let id = skip_on_err!(refused.map_err(|f| f.stderr.trim().to_owned()));
+    let fault = Armed { chaos: &chaos, id };
+    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    let connect = |inside: bool| {
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+        ]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = if inside {
+            ChildProcess::builder(cmd).cgroup(&cg).spawn()
+        } else {
+            ChildProcess::spawn(cmd)
+        }
+        .expect("bash");
+        let status = exit_of(&mut child);
+        let mut out = String::new();
+        use std::io::Read as _;
+        let c = child.child_mut();
+        let _ = c.stdout.take().expect("stdout").read_to_string(&mut out);
+        let _ = c.stderr.take().expect("stderr").read_to_string(&mut out);
+        (status.success(), out)
+    };
+    let (ok, out) = connect(true);
+    assert!(
+        !ok && out.contains("Connection timed out"),
+        "inside ({strategy}): {out}"
+    );
+    let (ok, out) = connect(false);
+    assert!(ok && out.contains("connected"), "outside: {out}");
+    drop(fault);
+    let (ok, out) = connect(true);
+    assert!(ok && out.contains("connected"), "recovered: {out}");
+    drop(listener);
     oracle.assert_clean(&before);
 }
 

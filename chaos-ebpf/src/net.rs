@@ -29,7 +29,7 @@ use chaos_common::{
     PROBABILITY_ONE,
     net::{
         AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_CGROUP_DEPTH,
-        MAX_NET_RULES, NetCounters, NetRule, NetState, action, cidr, dist, matches,
+        MAX_NET_RULES, NetCounters, NetRule, NetState, action, cidr, dist, matches, proto_class,
     },
 };
 
@@ -214,15 +214,31 @@ fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch>
     let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
     let attach = CHAOS_NET_ATTACH.get_ptr(attach_id)?;
     // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
-    let AttachSlots { slots, needs, .. } = unsafe { *attach };
+    let a = unsafe { &*attach };
+    let needs = a.needs;
     let scratch = CHAOS_NET_VERD.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU while we do. Everything is
     // written in place: the BPF stack (512 bytes for all frames) has no room for copies.
     let s = unsafe { &mut *scratch };
-    s.verdict = Verdict::default();
     let j = &mut s.judging;
-    j.slots = slots;
     parse(skb, hook, &mut j.pkt);
+    // Packets no armed rule can select leave here, before any per-rule work: the protocols and
+    // port envelopes the rules accept, then the sets they need the packet in.
+    let pkt = &j.pkt;
+    let class = match pkt.proto {
+        IPPROTO_TCP => proto_class::TCP,
+        IPPROTO_UDP => proto_class::UDP,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => proto_class::ICMP,
+        _ => proto_class::OTHER,
+    };
+    if a.protos & class == 0
+        || pkt.dport < a.dport_lo
+        || pkt.dport > a.dport_hi
+        || pkt.sport < a.sport_lo
+        || pkt.sport > a.sport_hi
+    {
+        return None;
+    }
     if wire_len > j.pkt.len {
         j.pkt.wire_len = wire_len;
     }
@@ -283,6 +299,18 @@ fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch>
     } else {
         0
     };
+    // A rule that needs the packet in a set it is not in cannot select it.
+    let slots = a.slots
+        & !(a.need_dst & !sel.dst)
+        & !(a.need_src & !sel.src)
+        & !(a.need_cgroup & !sel.cgroup)
+        & !(a.need_socket & !sel.socket)
+        & !(a.need_iface & !sel.iface);
+    if slots == 0 {
+        return None;
+    }
+    j.slots = slots;
+    s.verdict = Verdict::default();
     // SAFETY: helpers without arguments.
     (j.boot_now, j.mono_now) = unsafe { (bpf_ktime_get_boot_ns(), bpf_ktime_get_ns()) };
     // The rules are judged from a bpf_loop callback, which the verifier checks once, instead of
@@ -385,17 +413,17 @@ fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
     let (l3, ethertype) = if hook == Hook::CgroupIngress {
         (0, u16::from_be(protocol as u16))
     } else {
-        let Ok(ethertype) = ctx.load::<u16>(12) else {
+        let Ok(ethertype) = load::<u16>(ctx, 12) else {
             return;
         };
         (ETH_HLEN, u16::from_be(ethertype))
     };
     let l4 = match ethertype {
         ETH_P_IP => {
-            let (Ok(vihl), Ok(proto)) = (ctx.load::<u8>(l3), ctx.load::<u8>(l3 + 9)) else {
+            let (Ok(vihl), Ok(proto)) = (load::<u8>(ctx, l3), load::<u8>(ctx, l3 + 9)) else {
                 return;
             };
-            let (Ok(s), Ok(d)) = (ctx.load::<[u8; 4]>(l3 + 12), ctx.load::<[u8; 4]>(l3 + 16))
+            let (Ok(s), Ok(d)) = (load::<[u8; 4]>(ctx, l3 + 12), load::<[u8; 4]>(ctx, l3 + 16))
             else {
                 return;
             };
@@ -405,11 +433,13 @@ fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
             l3 + usize::from(vihl & 0x0f) * 4
         }
         ETH_P_IPV6 => {
-            let Ok(next) = ctx.load::<u8>(l3 + 6) else {
+            let Ok(next) = load::<u8>(ctx, l3 + 6) else {
                 return;
             };
-            let (Ok(s), Ok(d)) = (ctx.load::<[u8; 16]>(l3 + 8), ctx.load::<[u8; 16]>(l3 + 24))
-            else {
+            let (Ok(s), Ok(d)) = (
+                load::<[u8; 16]>(ctx, l3 + 8),
+                load::<[u8; 16]>(ctx, l3 + 24),
+            ) else {
                 return;
             };
             p.v6 = true;
@@ -423,20 +453,26 @@ fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
         _ => return,
     };
     let header = match p.proto {
-        IPPROTO_TCP => ctx
-            .load::<u8>(l4 + 12)
+        IPPROTO_TCP => load::<u8>(ctx, l4 + 12)
             .map(|off| usize::from(off >> 4) * 4)
             .unwrap_or(20),
         IPPROTO_UDP => 8,
         _ => 0,
     };
     if header != 0
-        && let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2))
+        && let (Ok(sport), Ok(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2))
     {
         p.sport = u16::from_be(sport);
         p.dport = u16::from_be(dport);
         p.payload = (l4 + header) as u32;
     }
+}
+
+/// Reads a `T` at `off` bytes into the packet (`bpf_skb_load_bytes`: direct packet access with
+/// offsets computed from the headers did not pass the verifier).
+#[inline(always)]
+fn load<T: Copy>(ctx: &SkBuff, off: usize) -> Result<T, i64> {
+    ctx.load(off)
 }
 
 /// Whether `rule`'s filters select the packet.

@@ -19,17 +19,17 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_loop, bpf_override_return,
-        bpf_probe_read_kernel, bpf_send_signal,
+        bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval,
     },
-    macros::{kprobe, map, raw_tracepoint, tracepoint},
+    macros::{cgroup_sock_addr, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray},
-    programs::{ProbeContext, RawTracePointContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, SockAddrContext, TracePointContext},
 };
 use chaos_common::{
     PROBABILITY_ONE,
     syscall::{
         MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysRule, SysState,
-        action, matches,
+        matches, via,
     },
 };
 
@@ -63,6 +63,10 @@ static CHAOS_SYS_KIDS: HashMap<u32, u64> = HashMap::pinned(16384, 0);
 #[map(name = "CHAOS_SYS_NEW")]
 static CHAOS_SYS_NEW: HashMap<u32, u64> = HashMap::pinned(16384, 0);
 
+/// Index 0: the rule slots that follow their targets' children (written by the controller).
+#[map(name = "CHAOS_SYS_FOLLOW")]
+static CHAOS_SYS_FOLLOW: Array<u64> = Array::pinned(1, 0);
+
 /// cgroup v2 id -> rule slots that target it and the cgroups below it.
 #[map(name = "CHAOS_SYS_CGRP")]
 static CHAOS_SYS_CGRP: HashMap<u64, u64> = HashMap::pinned(1024, 0);
@@ -82,8 +86,8 @@ static CHAOS_SYS_CALL: PerCpuArray<Call> = PerCpuArray::with_max_entries(1, 0);
 pub struct Call {
     /// Slots left to judge.
     slots: u64,
-    /// Which action this program can perform ([`action::FAIL`] or [`action::SIGNAL`]).
-    wants: u32,
+    /// The program judging: rules acted on by another ([`via`]) are skipped.
+    via: u32,
     tgid: u32,
     /// Slots selecting the caller by process, by cgroup.
     by_tgid: u64,
@@ -113,7 +117,7 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
         }
         let _ = CHAOS_SYS_NEW.remove(tid);
     }
-    if let Some(acting) = judge(nr as u32, action::SIGNAL, tgid)
+    if let Some(acting) = judge(nr as u32, via::TRACEPOINT, tgid, current_comm())
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
     {
         // SAFETY: helper acting on the current task's process.
@@ -132,7 +136,7 @@ pub fn chaos_sys_kprobe(ctx: ProbeContext) -> u32 {
         bpf_probe_read_kernel(user_regs.add(PT_REGS_ORIG_AX) as *const u64).unwrap_or(u64::MAX)
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(acting) = judge(nr as u32, action::FAIL, tgid)
+    if let Some(acting) = judge(nr as u32, via::KPROBE, tgid, current_comm())
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
     {
         // Syscall entry points return a 64-bit long: the errno must be sign-extended.
@@ -154,17 +158,8 @@ pub fn chaos_sys_fork(ctx: TracePointContext) -> u32 {
     if bits == 0 {
         return 0;
     }
-    let mut follow = 0u64;
-    let mut slot = 0;
-    while slot < MAX_SYS_RULES {
-        if bits & (1 << slot) != 0
-            && let Some(rule) = CHAOS_SYS_RULES.get(slot)
-            && rule.matches & matches::FOLLOW != 0
-        {
-            follow |= 1 << slot;
-        }
-        slot += 1;
-    }
+    // SAFETY: index 0 of a one-entry array.
+    let follow = bits & CHAOS_SYS_FOLLOW.get(0).copied().unwrap_or(0);
     if follow == 0 {
         return 0;
     }
@@ -179,8 +174,56 @@ pub fn chaos_sys_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// The slot of the rule that acts on this call with `wants`, if any.
-fn judge(nr: u32, wants: u32, tgid: u32) -> Option<u32> {
+/// The caller's `comm`.
+fn current_comm() -> [u8; 16] {
+    bpf_get_current_comm().unwrap_or([0; 16])
+}
+
+/// Connect and bind errors, from the cgroup socket-address hooks: 0 refuses the call with the
+/// errno set by `bpf_set_retval`, 1 lets it run.
+fn sock_addr(nr: u32) -> i32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // cgroup hooks do not get `bpf_get_current_comm`; rules by name are not armed here.
+    match judge(nr, via::CGROUP, tgid, [0; 16]).and_then(|slot| CHAOS_SYS_RULES.get(slot)) {
+        Some(rule) => {
+            // SAFETY: helper taking an int; the syscall returns it.
+            unsafe { bpf_set_retval(-rule.errno) };
+            0
+        }
+        None => 1,
+    }
+}
+
+/// x86_64 syscall numbers of the calls the socket-address hooks serve.
+const NR_CONNECT: u32 = 42;
+const NR_BIND: u32 = 49;
+
+/// connect(2) on IPv4.
+#[cgroup_sock_addr(connect4)]
+pub fn chaos_sys_connect4(_ctx: SockAddrContext) -> i32 {
+    sock_addr(NR_CONNECT)
+}
+
+/// connect(2) on IPv6.
+#[cgroup_sock_addr(connect6)]
+pub fn chaos_sys_connect6(_ctx: SockAddrContext) -> i32 {
+    sock_addr(NR_CONNECT)
+}
+
+/// bind(2) on IPv4.
+#[cgroup_sock_addr(bind4)]
+pub fn chaos_sys_bind4(_ctx: SockAddrContext) -> i32 {
+    sock_addr(NR_BIND)
+}
+
+/// bind(2) on IPv6.
+#[cgroup_sock_addr(bind6)]
+pub fn chaos_sys_bind6(_ctx: SockAddrContext) -> i32 {
+    sock_addr(NR_BIND)
+}
+
+/// The slot of the rule that program `via` acts on for this call, if any.
+fn judge(nr: u32, via: u32, tgid: u32, comm: [u8; 16]) -> Option<u32> {
     let slots = CHAOS_SYS_HOOK.get(nr).copied().unwrap_or(0);
     if slots == 0 {
         return None;
@@ -204,11 +247,11 @@ fn judge(nr: u32, wants: u32, tgid: u32) -> Option<u32> {
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU meanwhile.
     let c = unsafe { &mut *call };
     c.slots = slots;
-    c.wants = wants;
+    c.via = via;
     c.tgid = tgid;
     c.by_tgid = by_tgid;
     c.by_cgroup = by_cgroup;
-    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    c.comm = comm;
     // SAFETY: helper without arguments.
     c.now = unsafe { bpf_ktime_get_boot_ns() };
     c.acting = u32::MAX;
@@ -248,7 +291,7 @@ fn acts(slot: u32, c: &Call) -> bool {
     let Some(rule) = CHAOS_SYS_RULES.get(slot) else {
         return false;
     };
-    if rule.action != c.wants {
+    if rule.via != c.via {
         return false;
     }
     let counters = CHAOS_SYS_COUNT.get_ptr_mut(slot);
@@ -273,9 +316,11 @@ fn acts(slot: u32, c: &Call) -> bool {
         return false;
     };
     // SAFETY: map value pointer; its fields are only ever updated with atomic adds (BPF has
-    // fetch-and-add; the target lacks Rust's atomic types).
+    // fetch-and-add; the target lacks Rust's atomic types). SeqCst, not Relaxed: LLVM 22 lowers
+    // a relaxed add to the BPF add without fetch even when the old value is used, and the
+    // "old value" is then the addend (measured: every-N never fired).
     let fetch_add =
-        |field: *mut u64| unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, 1) };
+        |field: *mut u64| unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(field, 1) };
     // SAFETY: as above.
     let index = fetch_add(unsafe { &raw mut (*state).selected }) + 1;
     if index <= rule.after || (index - rule.after - 1) % rule.every.max(1) != 0 {

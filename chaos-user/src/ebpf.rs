@@ -4,7 +4,10 @@
 //! [`MAP_PIN_DIR`], so all instances and every `chaos` process share one set of rule maps;
 //! arming a fault is a map update.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -39,6 +42,7 @@ pub fn load(globals: &[(&str, u32)]) -> Result<Ebpf> {
     for dir in [MAP_PIN_DIR, LINK_PIN_DIR] {
         std::fs::create_dir_all(dir).ctx(|| format!("creating {dir}"))?;
     }
+    check_pinned_maps()?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(MAP_PIN_DIR);
     for (name, value) in globals {
@@ -47,6 +51,54 @@ pub fn load(globals: &[(&str, u32)]) -> Result<Ebpf> {
     loader
         .load(EBPF_OBJECT)
         .map_err(|e| Error::bpf("loading the chaos eBPF object", e))
+}
+
+/// Refuses to reuse pinned maps whose shape differs from this build's (another chaos version's
+/// faults are armed): aya would reuse them as they are, and the programs would then fail the
+/// verifier with an error that says nothing of the cause.
+fn check_pinned_maps() -> Result<()> {
+    /// A map's key size, value size and entries.
+    type Shape = (u32, u32, u32);
+    static SHAPES: OnceLock<Vec<(String, Shape)>> = OnceLock::new();
+    let shapes = match SHAPES.get() {
+        Some(s) => s,
+        None => {
+            let object = aya_obj::Object::parse(EBPF_OBJECT)
+                .map_err(|e| Error::bpf("parsing the chaos eBPF object", e))?;
+            let shapes = object
+                .maps
+                .iter()
+                .map(|(name, m)| {
+                    (
+                        name.clone(),
+                        (m.key_size(), m.value_size(), m.max_entries()),
+                    )
+                })
+                .collect();
+            SHAPES.get_or_init(|| shapes)
+        }
+    };
+    for (name, ours) in shapes {
+        let Some(pinned) = pinned_map(name)? else {
+            continue;
+        };
+        let info = pinned
+            .info()
+            .map_err(|e| Error::bpf(format!("reading pinned map {name}"), e))?;
+        let ours = *ours;
+        let theirs = (info.key_size(), info.value_size(), info.max_entries());
+        if ours != theirs {
+            return Err(Error::Unsupported {
+                what: "load the chaos programs".into(),
+                why: format!(
+                    "map {name} pinned under {MAP_PIN_DIR} has another shape (key, value, \
+                     entries {theirs:?}; this build {ours:?}): another chaos version has faults \
+                     armed; recover them with that version (chaos recover --all) first"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The pinned map `name`, if it exists.

@@ -81,6 +81,15 @@ pub struct NetArmed {
     /// Interface indexes the rule is limited to (rules the cgroup ingress hook judges).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ifindexes: Vec<u32>,
+    /// Protocol classes the rule accepts (`chaos_common::net::proto_class`).
+    #[serde(default = "all_protos")]
+    pub protos: u32,
+    /// Destination ports it accepts; `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dports: Option<(u16, u16)>,
+    /// Source ports it accepts; `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sports: Option<(u16, u16)>,
     /// fq roots, netem band and ifb the rule relies on.
     #[serde(default)]
     pub shaping: crate::backend::shaping::Shaped,
@@ -106,6 +115,10 @@ pub struct SysArmed {
     /// The signal it sends, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+}
+
+fn all_protos() -> u32 {
+    chaos_common::net::proto_class::ALL
 }
 
 /// One program instance attached to one hook.
@@ -143,6 +156,13 @@ pub enum Hook {
     SysKprobe {
         /// The kernel function, e.g. `__x64_sys_fsync`.
         function: String,
+    },
+    /// A cgroup socket-address hook (connect, bind errors).
+    SysSockAddr {
+        /// The cgroup.
+        cgroup: CgroupTarget,
+        /// The program, e.g. `chaos_sys_connect4`.
+        program: String,
     },
 }
 
@@ -411,6 +431,9 @@ mod tests {
                 cgroups: vec![],
                 sockets: vec![],
                 ifindexes: vec![],
+                protos: all_protos(),
+                dports: None,
+                sports: None,
                 shaping: Default::default(),
             }),
             syscall: None,

@@ -149,7 +149,22 @@ pub struct CidrKey {
     pub _pad: [u8; 3],
 }
 
-/// Value of [`NET_ATTACH_MAP`].
+/// Protocol classes for [`AttachSlots::protos`].
+pub mod proto_class {
+    /// TCP.
+    pub const TCP: u32 = 1;
+    /// UDP.
+    pub const UDP: u32 = 2;
+    /// ICMP or ICMPv6.
+    pub const ICMP: u32 = 4;
+    /// Anything else, or not IP.
+    pub const OTHER: u32 = 8;
+    /// Every class: a rule without a protocol filter.
+    pub const ALL: u32 = 15;
+}
+
+/// Value of [`NET_ATTACH_MAP`]: the rules armed on an attachment, and what they have in common,
+/// so that packets no rule can select are let through before any per-rule work.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AttachSlots {
@@ -157,8 +172,26 @@ pub struct AttachSlots {
     pub slots: u64,
     /// Union of those rules' [`matches`] bits: lookups no rule needs are skipped.
     pub needs: u32,
-    /// Reserved; zero.
-    pub _pad: u32,
+    /// Union of the [`proto_class`]es the rules accept.
+    pub protos: u32,
+    /// Smallest destination port some rule accepts (0 when a rule takes any).
+    pub dport_lo: u16,
+    /// Largest destination port some rule accepts (65535 when a rule takes any).
+    pub dport_hi: u16,
+    /// Smallest source port some rule accepts.
+    pub sport_lo: u16,
+    /// Largest source port some rule accepts.
+    pub sport_hi: u16,
+    /// Slots whose rules need the destination in their prefixes ([`matches::DST`]).
+    pub need_dst: u64,
+    /// Slots whose rules need the source in their prefixes ([`matches::SRC`]).
+    pub need_src: u64,
+    /// Slots whose rules need the socket's cgroup ([`matches::CGROUP`]).
+    pub need_cgroup: u64,
+    /// Slots whose rules need the socket ([`matches::SOCKET`]).
+    pub need_socket: u64,
+    /// Slots whose rules need the interface ([`matches::IFINDEX`]).
+    pub need_iface: u64,
 }
 
 /// One armed network fault: which packets it matches and what it does to them.

@@ -32,6 +32,10 @@ pub const SYS_KIDS_MAP: &str = "CHAOS_SYS_KIDS";
 /// syscall shows whether it is a process or a thread (written by the kernel).
 pub const SYS_NEW_MAP: &str = "CHAOS_SYS_NEW";
 
+/// Name of the one-entry array map holding the bitmask of rule slots that follow their targets'
+/// children ([`matches::FOLLOW`]).
+pub const SYS_FOLLOW_MAP: &str = "CHAOS_SYS_FOLLOW";
+
 /// Name of the global set at load time to the offset of `child_pid` in the
 /// `sched_process_fork` record (from the tracepoint's format file).
 pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
@@ -40,6 +44,14 @@ pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
 pub const PROG_SYS_ENTER: &str = "chaos_sys_enter";
 /// The kprobe program on `__x64_sys_*` entry points (errors, with `bpf_override_return`).
 pub const PROG_SYS_KPROBE: &str = "chaos_sys_kprobe";
+/// The `cgroup/connect4` program (connect errors, with `bpf_set_retval`).
+pub const PROG_SYS_CONNECT4: &str = "chaos_sys_connect4";
+/// The `cgroup/connect6` program.
+pub const PROG_SYS_CONNECT6: &str = "chaos_sys_connect6";
+/// The `cgroup/bind4` program (bind errors).
+pub const PROG_SYS_BIND4: &str = "chaos_sys_bind4";
+/// The `cgroup/bind6` program.
+pub const PROG_SYS_BIND6: &str = "chaos_sys_bind6";
 /// The tracepoint program on `sched_process_fork` that adds children of followed processes.
 pub const PROG_SYS_FORK: &str = "chaos_sys_fork";
 
@@ -54,6 +66,16 @@ pub mod action {
     pub const FAIL: u32 = 1;
     /// Send `signal` to the calling thread's process (raw tracepoint).
     pub const SIGNAL: u32 = 2;
+}
+
+/// Which program acts on a rule ([`SysRule::via`]): a call can pass several of ours.
+pub mod via {
+    /// The `sys_enter` raw tracepoint (signals).
+    pub const TRACEPOINT: u32 = 1;
+    /// A kprobe on the syscall entry point (errors).
+    pub const KPROBE: u32 = 2;
+    /// A cgroup socket-address hook (connect, bind errors).
+    pub const CGROUP: u32 = 3;
 }
 
 /// Filter bits for [`SysRule::matches`].
@@ -81,6 +103,10 @@ pub struct SysRule {
     pub errno: i32,
     /// Signal sent for [`action::SIGNAL`].
     pub signal: u32,
+    /// The [`via`] program that acts on it.
+    pub via: u32,
+    /// Reserved; zero.
+    pub _pad: u32,
     /// Command name for [`matches::COMM`], NUL-padded.
     pub comm: [u8; 16],
     /// Probability threshold on the `PROBABILITY_ONE` scale.
@@ -102,6 +128,8 @@ impl SysRule {
         matches: 0,
         errno: 0,
         signal: 0,
+        via: 0,
+        _pad: 0,
         comm: [0; 16],
         threshold: 0,
         after: 0,

@@ -12,7 +12,7 @@ use std::path::Path;
 use aya::{
     maps::{HashMap, MapData},
     programs::{
-        CgroupSkb, KProbe, RawTracePoint, SchedClassifier, TracePoint,
+        CgroupSkb, CgroupSockAddr, KProbe, RawTracePoint, SchedClassifier, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -112,6 +112,7 @@ macro_rules! load_program_for {
 load_program_for!(
     SchedClassifier,
     CgroupSkb,
+    CgroupSockAddr,
     KProbe,
     RawTracePoint,
     TracePoint

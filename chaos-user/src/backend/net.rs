@@ -19,7 +19,7 @@ use chaos_common::net::{
     ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_NET_RULES, NET_ATTACH_MAP,
     NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP, NET_RULES_MAP,
     NET_SOCKET_MAP, NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches,
+    PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches, proto_class,
 };
 use ipnet::IpNet;
 
@@ -259,6 +259,14 @@ pub(crate) fn arm(
         } else {
             plan.interfaces.iter().map(|i| i.ifindex).collect()
         },
+        protos: match plan.filter.proto {
+            None => proto_class::ALL,
+            Some(Proto::Tcp) => proto_class::TCP,
+            Some(Proto::Udp) => proto_class::UDP,
+            Some(Proto::Icmp) => proto_class::ICMP,
+        },
+        dports: plan.filter.dport,
+        sports: plan.filter.sport,
         shaping,
     };
     let mut created = Vec::new();
@@ -344,12 +352,34 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     use std::collections::BTreeMap;
     let bit = |a: &NetArmed| 1u64 << a.slot;
 
+    // Per attachment: its rules, and the union of what they accept, so the program lets
+    // through packets none of them can select before any per-rule work.
     let mut attach: BTreeMap<u32, AttachSlots> = BTreeMap::new();
     for a in armed {
         for &id in &a.attachments {
-            let e = attach.entry(id).or_default();
+            let e = attach.entry(id).or_insert(AttachSlots {
+                dport_lo: u16::MAX,
+                sport_lo: u16::MAX,
+                ..AttachSlots::default()
+            });
             e.slots |= bit(a);
             e.needs |= a.needs;
+            e.protos |= a.protos;
+            let (dlo, dhi) = a.dports.unwrap_or((0, u16::MAX));
+            let (slo, shi) = a.sports.unwrap_or((0, u16::MAX));
+            (e.dport_lo, e.dport_hi) = (e.dport_lo.min(dlo), e.dport_hi.max(dhi));
+            (e.sport_lo, e.sport_hi) = (e.sport_lo.min(slo), e.sport_hi.max(shi));
+            for (need, bit_of) in [
+                (matches::DST, &mut e.need_dst),
+                (matches::SRC, &mut e.need_src),
+                (matches::CGROUP, &mut e.need_cgroup),
+                (matches::SOCKET, &mut e.need_socket),
+                (matches::IFINDEX, &mut e.need_iface),
+            ] {
+                if a.needs & need != 0 {
+                    *bit_of |= bit(a);
+                }
+            }
         }
     }
     // For every prefix, the union of the rules whose prefixes of the same kind cover it: the

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{KProbe, RawTracePoint, TracePoint, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, KProbe, RawTracePoint, TracePoint, links::FdLink,
+    },
     util::nr_cpus,
 };
 use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
-    SYS_COUNTERS_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP, SYS_STATE_MAP,
-    SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches,
+    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP,
+    SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches, via,
 };
 
 use super::{find_or_attach, load_program, map_err, pin_link, replace_all};
@@ -22,8 +24,13 @@ use crate::{
     error::{Error, Result},
     plan::{SyscallEffect, SyscallPlan, SyscallTarget},
     store::{FaultRecord, Hook, Store, SysArmed},
-    strategy::SyscallStrategy,
+    strategy::{SOCK_ADDR_CALLS, SyscallStrategy},
 };
+
+/// At most this many entries are read from a map the kernel changes as we read it: when the key
+/// in hand is deleted, the next-key walk starts over, and a busy forker could keep it going
+/// forever. Twice the maps' size covers one full pass.
+const MAP_SCAN_LIMIT: usize = 32_768;
 
 struct Maps {
     rules: Array<MapData, SysRule>,
@@ -34,6 +41,7 @@ struct Maps {
     kids: HashMap<MapData, u32, u64>,
     new: HashMap<MapData, u32, u64>,
     cgroup: HashMap<MapData, u64, u64>,
+    follow: Array<MapData, u64>,
 }
 
 fn open_maps() -> Result<Option<Maps>> {
@@ -46,6 +54,7 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(kids),
         Some(new),
         Some(cgroup),
+        Some(follow),
     ) = (
         ebpf::typed_map(SYS_RULES_MAP, Map::Array)?,
         ebpf::typed_map(SYS_COUNTERS_MAP, Map::PerCpuArray)?,
@@ -55,6 +64,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(SYS_KIDS_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_NEW_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_CGROUP_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_FOLLOW_MAP, Map::Array)?,
     )
     else {
         return Ok(None);
@@ -68,12 +78,20 @@ fn open_maps() -> Result<Option<Maps>> {
         kids,
         new,
         cgroup,
+        follow,
     }))
 }
 
 /// The kernel rule for `plan`, without its deadline.
-fn rule(plan: &SyscallPlan) -> SysRule {
+fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
     let mut r = SysRule::EMPTY;
+    r.via = match strategy {
+        SyscallStrategy::TracepointSignal => via::TRACEPOINT,
+        SyscallStrategy::KprobeOverride => via::KPROBE,
+        SyscallStrategy::CgroupSockAddr => via::CGROUP,
+        // Refused before arming: seccomp is chaos exec's.
+        SyscallStrategy::SeccompNotify => 0,
+    };
     match plan.effect {
         SyscallEffect::Fail { errno } => {
             r.action = action::FAIL;
@@ -126,6 +144,24 @@ fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
             });
         }
     }
+    if strategy == SyscallStrategy::CgroupSockAddr {
+        let cgroup = match &plan.target {
+            SyscallTarget::Cgroup(c) => plan.process_cgroup.clone().or(Some(c.clone())),
+            _ => plan.process_cgroup.clone(),
+        };
+        for call in &plan.syscalls {
+            let programs = SOCK_ADDR_CALLS
+                .iter()
+                .find(|(name, _)| *name == call.name)
+                .map_or(&[][..], |(_, p)| *p);
+            for program in programs {
+                hooks.extend(cgroup.iter().map(|c| Hook::SysSockAddr {
+                    cgroup: c.clone(),
+                    program: (*program).to_owned(),
+                }));
+            }
+        }
+    }
     // sys_enter sends the signals, and settles followed children at their first call.
     if strategy == SyscallStrategy::TracepointSignal || follow {
         hooks.push(Hook::SysEnter);
@@ -156,7 +192,7 @@ pub(crate) fn arm(
             why: format!("all {MAX_SYS_RULES} rule slots are in use; recover some faults first"),
         })?;
     let others: Vec<&SysArmed> = faults.iter().filter_map(|f| f.syscall.as_ref()).collect();
-    let mut rule = rule(plan);
+    let mut rule = rule(plan, strategy);
     let mut armed = SysArmed {
         slot,
         attachments: Vec::new(),
@@ -226,6 +262,7 @@ pub(crate) fn disarm(armed: &SysArmed, remaining: &[&SysArmed]) -> Result<()> {
         followed = maps
             .kids
             .iter()
+            .take(MAP_SCAN_LIMIT)
             .filter_map(|e| e.ok())
             .filter(|(_, bits)| bits & bit != 0)
             .map(|(tgid, _)| tgid)
@@ -293,8 +330,18 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
     let mut tgid: BTreeMap<u32, u64> = BTreeMap::new();
     let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
     let mut live = 0u64;
+    let mut follow = 0u64;
     for a in armed {
         live |= bit(a);
+        if matches!(
+            a.target,
+            SyscallTarget::Pid {
+                follow_children: true,
+                ..
+            }
+        ) {
+            follow |= bit(a);
+        }
         for &nr in &a.syscalls {
             if let Some(h) = hook.get_mut(nr as usize) {
                 *h |= bit(a);
@@ -315,10 +362,17 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
                 .map_err(map_err("updating a syscall's rule slots"))?;
         }
     }
+    maps.follow
+        .set(0, follow, 0)
+        .map_err(map_err("updating the followed rule slots"))?;
     replace_all(&mut maps.tgid, &tgid)?;
     replace_all(&mut maps.cgroup, &cgroup)?;
     for map in [&mut maps.kids, &mut maps.new] {
-        let entries: Vec<(u32, u64)> = map.iter().filter_map(|e| e.ok()).collect();
+        let entries: Vec<(u32, u64)> = map
+            .iter()
+            .take(MAP_SCAN_LIMIT)
+            .filter_map(|e| e.ok())
+            .collect();
         for (k, bits) in entries {
             if bits & !live != 0 {
                 if bits & live == 0 {
@@ -413,6 +467,24 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
                 .map_err(|e| Error::bpf("taking the kprobe link", e))?
                 .try_into()
                 .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
+            pin_link(link, &name)
+        }
+        Hook::SysSockAddr { cgroup, program } => {
+            let mut bpf = ebpf::load(&[])?;
+            let prog: &mut CgroupSockAddr = load_program(&mut bpf, program)?;
+            let dir = std::fs::File::open(&cgroup.path)
+                .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.path.display()), e))?;
+            let link_id = prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| {
+                Error::bpf(
+                    format!("attaching {program} to cgroup {}", cgroup.path.display()),
+                    e,
+                )
+            })?;
+            let link: FdLink = prog
+                .take_link(link_id)
+                .map_err(|e| Error::bpf("taking the cgroup link", e))?
+                .try_into()
+                .map_err(|e| Error::bpf("cgroup link as fd link", e))?;
             pin_link(link, &name)
         }
         other => unreachable!("{other:?} is not a syscall hook"),

@@ -210,6 +210,19 @@ fn process_cgroup(pid: u32, force: bool) -> Result<CgroupTarget> {
     })
 }
 
+/// The cgroup v2 process `pid` is in, unless it is the root cgroup (or unknown).
+pub fn cgroup_of(pid: u32) -> Option<CgroupTarget> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let root = CgroupMounts::read().ok()?.v2?;
+    let path = root.join(rel.trim().trim_start_matches('/'));
+    let meta = std::fs::metadata(&path).ok()?;
+    (path != root).then(|| CgroupTarget {
+        path,
+        id: meta.ino(),
+    })
+}
+
 /// Validates `spec` into a plan.
 pub fn plan(spec: &FaultSpec) -> Result<Plan> {
     match spec {

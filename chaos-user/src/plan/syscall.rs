@@ -138,6 +138,9 @@ pub struct SyscallPlan {
     pub max_count: Option<u64>,
     /// Whose calls.
     pub target: SyscallTarget,
+    /// With a `--pid` target, the process's own cgroup v2 (not the root one): where cgroup
+    /// hooks go for it.
+    pub process_cgroup: Option<CgroupTarget>,
 }
 
 /// Looks up a syscall by name or x86_64 number.
@@ -410,6 +413,10 @@ fn plan_with(spec: &FaultSpec, s: &SyscallSpec, exec: bool) -> Result<Plan> {
             after: s.after.unwrap_or(0),
             every: s.every.unwrap_or(1),
             max_count: s.max_count,
+            process_cgroup: match &target {
+                SyscallTarget::Pid { pid, .. } => super::cgroup_of(*pid),
+                _ => None,
+            },
             target,
         }),
     })

@@ -157,11 +157,11 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
             ],
         ),
         (
-            "syscall fail (connect, bind, sockopt)",
-            false,
+            "syscall fail (connect, bind)",
+            true,
             vec![c(
-                "cgroup hooks + bpf_set_retval",
-                &[F::CgroupSockAddr, F::CgroupSockopt, F::HelperSetRetval],
+                "cgroup connect/bind hooks + bpf_set_retval",
+                &[F::CgroupSockAddr, F::HelperSetRetval],
             )],
         ),
         (

@@ -19,15 +19,18 @@ pub enum SyscallStrategy {
     KprobeOverride,
     /// A raw tracepoint on `sys_enter` sends the signal (`bpf_send_signal`).
     TracepointSignal,
+    /// cgroup socket-address hooks refuse connect / bind with `bpf_set_retval`.
+    CgroupSockAddr,
     /// seccomp user notification: `chaos exec` decides every call of the command it started.
     SeccompNotify,
 }
 
 impl SyscallStrategy {
     /// Every strategy, for parsing.
-    const ALL: [SyscallStrategy; 3] = [
+    const ALL: [SyscallStrategy; 4] = [
         SyscallStrategy::KprobeOverride,
         SyscallStrategy::TracepointSignal,
+        SyscallStrategy::CgroupSockAddr,
         SyscallStrategy::SeccompNotify,
     ];
 
@@ -36,6 +39,7 @@ impl SyscallStrategy {
         match self {
             SyscallStrategy::KprobeOverride => "kprobe-override",
             SyscallStrategy::TracepointSignal => "tracepoint-signal",
+            SyscallStrategy::CgroupSockAddr => "cgroup-sock-addr",
             SyscallStrategy::SeccompNotify => "seccomp-notify",
         }
     }
@@ -48,6 +52,9 @@ impl SyscallStrategy {
             }
             SyscallStrategy::TracepointSignal => {
                 "raw tracepoint sys_enter + bpf_send_signal, rules in maps"
+            }
+            SyscallStrategy::CgroupSockAddr => {
+                "cgroup connect/bind hooks + bpf_set_retval, rules in maps"
             }
             SyscallStrategy::SeccompNotify => "seccomp user notification (chaos exec)",
         }
@@ -120,14 +127,20 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
                         .into(),
                 ));
             }
-            bpf(&[Feature::KprobeOverride]).map_err(|why| {
-                unsupported(format!(
-                    "kprobe + bpf_override_return needs function error injection ({why}); BPF \
-                     LSM and cgroup-hook strategies are not built yet; chaos exec (seccomp) \
-                     works on any kernel"
-                ))
-            })?;
-            Ok(SyscallStrategy::KprobeOverride)
+            let kprobe = bpf(&[Feature::KprobeOverride]);
+            if kprobe.is_ok() {
+                return Ok(SyscallStrategy::KprobeOverride);
+            }
+            let cgroup = cgroup_sock_addr(plan, probe);
+            if cgroup.is_ok() {
+                return Ok(SyscallStrategy::CgroupSockAddr);
+            }
+            Err(unsupported(format!(
+                "kprobe + bpf_override_return needs function error injection ({}); cgroup \
+                 hooks: {}; BPF LSM is not built yet; chaos exec (seccomp) works on any kernel",
+                kprobe.unwrap_err(),
+                cgroup.unwrap_err()
+            )))
         }
         SyscallEffect::Delay { .. } => Err(unsupported(
             "delaying a running process's calls (stop + timed continue) is not built yet; chaos \
@@ -135,6 +148,48 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
                 .into(),
         )),
     }
+}
+
+/// The socket calls the cgroup socket-address hooks serve, with their programs.
+pub const SOCK_ADDR_CALLS: &[(&str, &[&str])] = &[
+    (
+        "connect",
+        &[
+            chaos_common::syscall::PROG_SYS_CONNECT4,
+            chaos_common::syscall::PROG_SYS_CONNECT6,
+        ],
+    ),
+    (
+        "bind",
+        &[
+            chaos_common::syscall::PROG_SYS_BIND4,
+            chaos_common::syscall::PROG_SYS_BIND6,
+        ],
+    ),
+];
+
+/// Whether the cgroup socket-address hooks can serve `plan`, or why not.
+fn cgroup_sock_addr(plan: &SyscallPlan, probe: &Report) -> std::result::Result<(), String> {
+    if let Some(c) = plan
+        .syscalls
+        .iter()
+        .find(|c| !SOCK_ADDR_CALLS.iter().any(|(n, _)| *n == c.name))
+    {
+        return Err(format!("they serve connect and bind, not {}", c.name));
+    }
+    match &plan.target {
+        SyscallTarget::Cgroup(_) => {}
+        SyscallTarget::Pid { .. } if plan.process_cgroup.is_some() => {}
+        SyscallTarget::Pid { pid, .. } => {
+            return Err(format!(
+                "process {pid} is in the root cgroup, and the hooks go on its cgroup"
+            ));
+        }
+        _ => return Err("they need a --cgroup or --pid target".into()),
+    }
+    probe.require(Feature::CgroupSockAddr)?;
+    probe.require(Feature::HelperSetRetval)?;
+    probe.require(Feature::Bpffs)
 }
 
 #[cfg(test)]
@@ -153,6 +208,7 @@ mod tests {
             every: 1,
             max_count: None,
             target,
+            process_cgroup: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //!   and state files of the injector, through libbpf, `tc` and cgroupfs rather than aya.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod chaos;
 pub mod cmd;
 pub mod drill;

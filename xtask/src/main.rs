@@ -6,8 +6,11 @@
 //! - `vm-test`: boot Debian and test kernels in QEMU and run the `bpf-tests` binaries inside.
 //! - `test`: everything CI checks: fmt, clippy, unit, native and VM tests, with one summary line.
 //! - `demo`: build `chaos` and run `chaos demo`.
+//! - `bench`: measure the injector's costs and accuracy (natively and in a VM kernel), print the
+//!   table and write `target/bench/summary.json`.
 //!
 //! Every command but `setup` runs setup first, quietly.
+mod bench;
 mod cargo;
 mod cmd;
 mod setup;
@@ -37,6 +40,8 @@ enum Command {
     VmTest(vm::VmArgs),
     /// Run fmt, clippy, unit, native and VM tests; print one summary line.
     Test(test::TestArgs),
+    /// Measure costs and accuracy, print the table, write target/bench/summary.json.
+    Bench(bench::BenchArgs),
     /// Build `chaos` and run `chaos demo`, passing the remaining arguments (even `--help`)
     /// through.
     #[command(disable_help_flag = true)]
@@ -76,6 +81,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Test(args) => {
             setup::run(setup::Verbosity::Quiet)?;
             test::run(&args)
+        }
+        Command::Bench(args) => {
+            setup::run(setup::Verbosity::Quiet)?;
+            bench::run(&args)
         }
         Command::Demo { args } => {
             setup::run(setup::Verbosity::Quiet)?;

@@ -1,0 +1,975 @@
+//! Network fault rows, measured between two test namespaces joined by a veth pair
+//! ([`TwoHosts`]); every fault acts on A's end (`veth-a`, egress) and is armed through the
+//! library.
+//!
+//! Natively:
+//! * `net.nonmatching_pps_ratio[.variant]`: UDP packets/s from A to B with rules armed that match
+//!   none of the packets, against no program at all; variants one rule, every rule slot
+//!   ([`MAX_NET_RULES`]), one rule with 10,000 destination prefixes, one rule with 1,000
+//!   cgroups. Paired trials: no program, armed, no program, armed, ...
+//! * `net.prog_ns_per_packet[.variant]`: the program's own time per packet (BPF run-time
+//!   statistics), against the time per packet of the whole path without a program.
+//! * `net.prog_cost_vs_1_rule.variant`: the program's time per packet against one rule's.
+//! * `net.bpf_map_memlock_kib[.variant]`: memory of the maps our program uses.
+//! * `net.loss_abs_error`: |measured - asked| loss over 100,000 datagrams.
+//! * `net.arm_latency_p99_ms`, `net.disarm_latency_p99_ms` (and `.warm`): from the library call
+//!   to the first packet dropped / the last one, seen in a paced stream.
+//!
+//! In a VM (fq and netem present):
+//! * `net.delay_mean_error_pct`, `net.jitter_sd_error_pct`: ours beside `tc netem` for the same
+//!   ask.
+//! * `net.delay_cpu_us_per_packet[.vs_no_fault]`: kernel CPU per packet under a fixed paced
+//!   load with our delay, beside `tc netem`'s and no fault's.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use chaos_common::net::MAX_NET_RULES;
+use chaos_user::{
+    FaultSpec, Injector,
+    spec::{Distribution, NetAction, NetSpec, Proto},
+};
+
+use super::{
+    Bench, Faults, Goal, Place, Row,
+    bpf::{self, RunStats, RunTotals},
+    proc::{CpuThief, KernelCpu},
+    stats::{self, Spread, median, paired_ratios, percentile},
+};
+use crate::{
+    TwoHosts, UdpEcho, UdpProbeSink, UdpSink, udp_blast,
+    world::{
+        TestCgroup,
+        measure::{self, payload, snmp, udp_send_seq},
+    },
+};
+
+/// UDP port of the measured traffic.
+const PORT: u16 = 47_100;
+/// A destination port no measured packet uses: non-matching rules select it.
+const OTHER_PORT: u16 = 9;
+/// Payload of the throughput datagrams (small: the cost per packet is what is measured).
+const PPS_PAYLOAD: usize = 18;
+/// How long each fault lasts if the bench dies without recovering it: the kernel ends it then.
+const FAULT_DURATION: &str = "10m";
+/// Prefixes in the many-prefixes variant.
+const PREFIXES: usize = 10_000;
+/// Cgroups in the many-cgroups variant.
+const CGROUPS: usize = 1_000;
+
+/// The family's entry point.
+pub fn run(b: &mut Bench) {
+    match b.config().place {
+        Place::Native => {
+            b.section("net.nonmatching", nonmatching);
+            b.section("net.loss", loss_accuracy);
+            b.section("net.arm_latency", arm_latency);
+        }
+        Place::Vm => {
+            b.section("net.delay", delay_vs_netem);
+            b.section("net.delay_cpu", delay_cpu);
+        }
+    }
+}
+
+/// A spec acting on A's end of the veth, egress, lasting [`FAULT_DURATION`].
+fn spec_on_a(w: &TwoHosts, action: NetAction, f: impl FnOnce(&mut NetSpec)) -> FaultSpec {
+    let mut s = NetSpec {
+        action,
+        interface: Some(w.a.ifname.clone()),
+        netns: Some(w.a.ns.name().to_owned()),
+        duration: FAULT_DURATION.to_owned(),
+        ..NetSpec::default()
+    };
+    f(&mut s);
+    FaultSpec::Net(s)
+}
+
+/// A 100 % loss of UDP to `dport`: with any port but [`PORT`], it matches none of the traffic.
+fn drop_udp_to(w: &TwoHosts, dport: u16) -> FaultSpec {
+    spec_on_a(w, NetAction::Loss, |s| {
+        s.percent = Some(100.0);
+        s.proto = Some(Proto::Udp);
+        s.dport = Some(dport.to_string());
+    })
+}
+
+fn injector() -> Result<Injector> {
+    Injector::new().context("starting the injector (root, bpffs, the eBPF object)")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Non-matching rules: throughput, program cost, map memory
+// ---------------------------------------------------------------------------------------------
+
+/// One configuration of non-matching rules.
+struct Variant {
+    /// Row name suffix (`""` for the one-rule case).
+    suffix: String,
+    /// What it is, for notes.
+    what: String,
+    /// The faults to arm.
+    specs: Vec<FaultSpec>,
+    /// The cgroups its rule names (removed after the section).
+    _cgroups: Vec<TestCgroup>,
+}
+
+/// What one variant measured, one entry per round.
+#[derive(Default)]
+struct Trials {
+    baseline_pps: Vec<f64>,
+    armed_pps: Vec<f64>,
+    prog_ns: Vec<f64>,
+    memlock: Option<u64>,
+    armed_rules: usize,
+}
+
+/// The variants, one rule first (the others are compared with it).
+fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
+    let mut v = vec![Variant {
+        suffix: String::new(),
+        what: "1 rule (udp dport 9)".to_owned(),
+        specs: vec![drop_udp_to(w, OTHER_PORT)],
+        _cgroups: Vec::new(),
+    }];
+    let n = MAX_NET_RULES as usize;
+    v.push(Variant {
+        suffix: format!(".{n}_rules"),
+        what: format!("{n} rules (udp dports 1000-{})", 1000 + n - 1),
+        specs: (0..n).map(|i| drop_udp_to(w, 1000 + i as u16)).collect(),
+        _cgroups: Vec::new(),
+    });
+    // 198.18.0.0/15 is set aside for benchmarks (RFC 2544); the traffic goes to 10.213.k.2.
+    let dst: Vec<String> = (0..PREFIXES)
+        .map(|i| {
+            format!(
+                "{}/32",
+                Ipv4Addr::new(198, 18, (i / 256) as u8, (i % 256) as u8)
+            )
+        })
+        .collect();
+    v.push(Variant {
+        suffix: ".10k_prefixes".to_owned(),
+        what: format!("1 rule with {PREFIXES} --dst prefixes in 198.18.0.0/15"),
+        specs: vec![spec_on_a(w, NetAction::Loss, |s| {
+            s.percent = Some(100.0);
+            s.proto = Some(Proto::Udp);
+            s.dst = dst;
+        })],
+        _cgroups: Vec::new(),
+    });
+    if let Some(cg) = many_cgroups_variant(w)? {
+        v.push(cg);
+    }
+    Ok(v)
+}
+
+/// One rule naming [`CGROUPS`] cgroups made for it, none holding the sender.
+fn many_cgroups_variant(w: &TwoHosts) -> Result<Option<Variant>> {
+    let cgroups = (0..CGROUPS)
+        .map(|_| TestCgroup::new_v2())
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("making the cgroups the rule names")?;
+    let paths: Vec<String> = cgroups
+        .iter()
+        .map(|c| c.path().to_string_lossy().into_owned())
+        .collect();
+    Ok(Some(Variant {
+        suffix: ".1k_cgroups".to_owned(),
+        what: format!(
+            "1 rule with {CGROUPS} --cgroup (sender {SENDER_DEPTH} levels below the root, in none \
+             of them)"
+        ),
+        specs: vec![spec_on_a(w, NetAction::Loss, |s| {
+            s.percent = Some(100.0);
+            s.proto = Some(Proto::Udp);
+            s.cgroup = paths;
+        })],
+        _cgroups: cgroups,
+    }))
+}
+
+/// How deep below the cgroup v2 root the sender runs during the throughput trials: a cgroup
+/// rule looks up the socket's cgroup and each ancestor, and services usually sit a few levels
+/// down (`system.slice/app.service`).
+const SENDER_DEPTH: usize = 3;
+
+/// Moves this process into a cgroup `depth` levels below the cgroup v2 root, made for it; on
+/// drop moves it back where it was and removes the cgroups.
+struct SenderCgroup {
+    top: TestCgroup,
+    original: std::path::PathBuf,
+}
+
+impl SenderCgroup {
+    fn enter(depth: usize) -> Result<SenderCgroup> {
+        let root = crate::world::cgroup2_mount().context("no cgroup v2 mount")?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .context("this process has no cgroup v2")?;
+        let original = root.join(rel.trim_start_matches('/'));
+        let top = TestCgroup::new_v2()?;
+        let mut dir = top.path().to_owned();
+        for level in 1..depth {
+            dir = dir.join(format!("level{level}"));
+            std::fs::create_dir(&dir)?;
+        }
+        let me = SenderCgroup { top, original };
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("moving the bench into {}", dir.display()))?;
+        Ok(me)
+    }
+}
+
+impl Drop for SenderCgroup {
+    fn drop(&mut self) {
+        let procs = self.original.join("cgroup.procs");
+        if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+            eprintln!(
+                "chaos-bench: moving back to {}: {e}",
+                self.original.display()
+            );
+        }
+        let _ = &self.top;
+    }
+}
+
+/// Packets per second from A to B through the veth: `count` datagrams sent as fast as the
+/// sender can, divided by the time it took; counted at B's socket.
+fn pps(w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
+    sink.reset();
+    let start = Instant::now();
+    let sent = udp_blast(&w.a.ns, w.b.v4(), PORT, count, PPS_PAYLOAD)?;
+    let secs = start.elapsed().as_secs_f64();
+    let got = sink.count();
+    ensure!(sent == count, "the sender sent {sent} of {count}");
+    Ok(got as f64 / secs)
+}
+
+fn nonmatching(b: &mut Bench) -> Result<()> {
+    let (rounds, count) = b.config().pick((15, 150_000u64), (40, 300_000));
+    let inj = injector()?;
+    let w = TwoHosts::new()?;
+    let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
+    let variants = variants(&w)?;
+    // The sender's sockets are made while the bench is in this cgroup.
+    let _sender = SenderCgroup::enter(SENDER_DEPTH)?;
+    let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
+    // Warm-up: the first trial after a world is built is slower (caches, neighbour entries).
+    pps(&w, &sink, count / 4)?;
+    for round in 0..rounds {
+        for (v, t) in variants.iter().zip(trials.iter_mut()) {
+            b.check()?;
+            ensure!(
+                bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?.is_empty(),
+                "a program of ours is still attached to {} before a baseline trial",
+                w.a.ifname
+            );
+            let base = pps(&w, &sink, count)?;
+            let mut faults = Faults::new(&inj);
+            for (i, s) in v.specs.iter().enumerate() {
+                if let Err(e) = faults.arm(s) {
+                    // Other users of the machine may hold rule slots.
+                    ensure!(i > 0, e);
+                    println!("  {}: armed {i} rules, then: {e:#}", v.what);
+                    break;
+                }
+            }
+            t.armed_rules = faults.ids().len();
+            let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
+            ensure!(!progs.is_empty(), "no program of ours on {}", w.a.ifname);
+            let armed = pps(&w, &sink, count)?;
+            let ns = {
+                let _stats = RunStats::enable()?;
+                let before = RunTotals::read(&progs)?;
+                pps(&w, &sink, count / 4)?;
+                RunTotals::read(&progs)?.ns_per_run_since(&before)
+            };
+            if t.memlock.is_none() {
+                t.memlock = Some(bpf::maps_memlock(&progs)?);
+            }
+            faults.recover_all()?;
+            println!(
+                "  round {round} {}: {base:.0} pkt/s without a program, {armed:.0} armed ({:.4}), \
+                 program {} ns/packet",
+                v.what,
+                armed / base,
+                ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
+            );
+            t.baseline_pps.push(base);
+            t.armed_pps.push(armed);
+            t.prog_ns.push(ns.unwrap_or(f64::NAN));
+        }
+    }
+
+    let one = &trials[0];
+    let one_memlock = one.memlock.unwrap_or(0) as f64 / 1024.0;
+    for (v, t) in variants.iter().zip(&trials) {
+        let suffix = if t.armed_rules == v.specs.len() {
+            v.suffix.clone()
+        } else {
+            format!(".{}_rules", t.armed_rules)
+        };
+        let what = if t.armed_rules == v.specs.len() {
+            v.what.clone()
+        } else {
+            format!(
+                "{} ({} armed: other faults held the other slots)",
+                v.what, t.armed_rules
+            )
+        };
+        let ratios = paired_ratios(&t.armed_pps, &t.baseline_pps);
+        let base_pps = median(&t.baseline_pps);
+        // What the program's own time predicts, as a cross-check of the noisier throughput.
+        let predicted = 1.0 / (1.0 + median(&t.prog_ns) * base_pps / 1e9);
+        let mut row = Row::cost(
+            &format!("net.nonmatching_pps_ratio{suffix}"),
+            "pkt/s",
+            median(&t.armed_pps),
+            base_pps,
+        )
+        .with_ratio(median(&ratios))
+        .spread(Spread::of(&ratios))
+        .note(format!(
+            "{what}, none matching, vs no program; {PPS_PAYLOAD}-byte UDP, {count} per trial, \
+             ratio = median of paired trials; the program's time per packet predicts \
+             {predicted:.3}"
+        ));
+        if v.suffix.is_empty() {
+            row = row.goal(Goal::ratio_at_least(0.97));
+        }
+        b.row(row);
+
+        let path_ns = 1e9 / base_pps;
+        b.row(
+            Row::cost(
+                &format!("net.prog_ns_per_packet{suffix}"),
+                "ns",
+                median(&t.prog_ns),
+                path_ns,
+            )
+            .spread(Spread::of(&t.prog_ns))
+            .note(format!(
+                "{what}: run_time_ns/run_cnt of our TC program (BPF_ENABLE_STATS); baseline: \
+                 ns per packet of the whole path without a program"
+            )),
+        );
+        if !v.suffix.is_empty() {
+            let r = paired_ratios(&t.prog_ns, &one.prog_ns);
+            let mut row = Row::cost(
+                &format!("net.prog_cost_vs_1_rule{suffix}"),
+                "ns",
+                median(&t.prog_ns),
+                median(&one.prog_ns),
+            )
+            .with_ratio(median(&r))
+            .spread(Spread::of(&r))
+            .note(format!(
+                "{what} vs 1 rule: program ns per packet, paired per round"
+            ));
+            if v.suffix != format!(".{}_rules", MAX_NET_RULES) {
+                row = row.goal(Goal::ratio_at_most(2.0));
+            }
+            b.row(row);
+        }
+        if let Some(m) = t.memlock {
+            let kib = m as f64 / 1024.0;
+            let name = format!("net.bpf_map_memlock_kib{suffix}");
+            let note = format!(
+                "{what}: memlock (fdinfo) of every map our program uses, shared pinned maps \
+                 included"
+            );
+            b.row(if v.suffix.is_empty() {
+                Row::value(&name, "KiB", kib).note(note)
+            } else {
+                Row::cost(&name, "KiB", kib, one_memlock).note(format!("{note}; baseline 1 rule"))
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss accuracy
+// ---------------------------------------------------------------------------------------------
+
+fn loss_accuracy(b: &mut Bench) -> Result<()> {
+    const ASK: f64 = 0.10;
+    const SENT: u64 = 100_000;
+    const LEN: usize = 16;
+    let trials = b.config().pick(1, 3);
+    let inj = injector()?;
+    let w = TwoHosts::new()?;
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    for _ in 0..trials {
+        b.check()?;
+        let sink = UdpProbeSink::bind(&w.b.ns, w.b.v4(), PORT, LEN)?;
+        let before = snmp(&w.b.ns)?;
+        let mut faults = Faults::new(&inj);
+        let armed = faults.arm(&spec_on_a(&w, NetAction::Loss, |s| {
+            s.percent = Some(ASK * 100.0);
+            s.proto = Some(Proto::Udp);
+            s.dport = Some(PORT.to_string());
+        }))?;
+        let sent = udp_send_seq(&w.a.ns, sink.local_addr(), SENT, LEN, None)?;
+        let got = sink.stats(sent);
+        let counters = inj.status(&armed.id)?.counters.unwrap_or_default();
+        faults.recover_all()?;
+        let after = snmp(&w.b.ns)?;
+        let key = "Udp.RcvbufErrors";
+        let count = |m: &std::collections::HashMap<String, u64>| m.get(key).copied().unwrap_or(0);
+        let buffer_drops = count(&after).saturating_sub(count(&before));
+        // Datagrams B's socket dropped for lack of buffer were not dropped by the fault.
+        let lost = got.lost().saturating_sub(buffer_drops);
+        let measured = lost as f64 / sent as f64;
+        errors.push((measured - ASK).abs());
+        notes.push(format!(
+            "measured {measured:.5} (rule: acted {} of {} matched; receiver buffer drops {buffer_drops})",
+            counters.acted, counters.matched
+        ));
+    }
+    b.row(
+        Row::value("net.loss_abs_error", "fraction", median(&errors))
+            .goal(Goal::value_at_most(0.005))
+            .spread(if trials > 1 {
+                Spread::of(&errors)
+            } else {
+                None
+            })
+            .note(format!(
+                "asked {ASK} loss of UDP over {SENT} datagrams per trial; {}",
+                notes.join("; ")
+            )),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arm and disarm latency
+// ---------------------------------------------------------------------------------------------
+
+/// Gap between two datagrams of the paced stream (the measurement's resolution, plus the
+/// sleep's own overshoot).
+const STREAM_GAP: Duration = Duration::from_micros(100);
+/// How long a fault stays armed in a latency trial, after `inject` returned.
+const HOLD: Duration = Duration::from_millis(30);
+/// Pause after `recover` returned, before the next trial.
+const REST: Duration = Duration::from_millis(30);
+const STREAM_LEN: usize = measure::MIN_PROBE_LEN;
+
+/// The times of one trial, in ns since the stream started.
+#[derive(Clone, Copy, Debug)]
+struct LatencyTrial {
+    /// Just before `inject`.
+    arm_call: u64,
+    /// Just before `recover`.
+    recover_call: u64,
+    /// When the next trial starts (or the stream ended).
+    end: u64,
+}
+
+/// Sets the flag when dropped: stops the stream's sender even when the trials panic.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sends probe datagrams from inside A to `to` every [`STREAM_GAP`] until `stop`, and returns
+/// the send time of each (ns since `t0`).
+fn stream(
+    w: &TwoHosts,
+    to: SocketAddr,
+    t0: Instant,
+    stop: &AtomicBool,
+) -> std::io::Result<Vec<u64>> {
+    w.a.ns.run(|| {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        socket.connect(to)?;
+        let mut times = Vec::with_capacity(1 << 20);
+        let mut seq = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let data = payload(seq, STREAM_LEN);
+            let at = t0.elapsed().as_nanos() as u64;
+            match socket.send(&data) {
+                Ok(_) => {}
+                // The fault drops on egress; a full buffer is not expected, but retry once.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            times.push(at);
+            seq += 1;
+            std::thread::sleep(STREAM_GAP);
+        }
+        Ok(times)
+    })
+}
+
+/// Arm and disarm latencies (ms) of `trials`, from the stream's send times and which sequence
+/// numbers arrived. Arm: from the `inject` call to the first datagram dropped. Disarm: from the
+/// `recover` call to the last datagram dropped (0 when the last drop came before the call).
+/// `None` for a trial in which nothing was dropped.
+fn latencies(trials: &[LatencyTrial], sent: &[u64], received: &[bool]) -> Vec<Option<(f64, f64)>> {
+    trials
+        .iter()
+        .map(|t| {
+            let in_trial = |&(_, &at): &(usize, &u64)| at >= t.arm_call && at < t.end;
+            let mut lost = sent
+                .iter()
+                .enumerate()
+                .filter(in_trial)
+                .filter(|(seq, _)| !received.get(*seq).copied().unwrap_or(false))
+                .map(|(_, &at)| at);
+            let first = lost.next()?;
+            let last = lost.next_back().unwrap_or(first);
+            let ms = |ns: u64| ns as f64 / 1e6;
+            Some((
+                ms(first - t.arm_call),
+                ms(last.saturating_sub(t.recover_call)),
+            ))
+        })
+        .collect()
+}
+
+/// Trials per latency row, in both modes: they are cheap (about 0.1 s each).
+const LATENCY_TRIALS: usize = 100;
+
+fn arm_latency(b: &mut Bench) -> Result<()> {
+    let n = LATENCY_TRIALS;
+    let inj = injector()?;
+    let w = TwoHosts::new()?;
+    for warm in [false, true] {
+        b.check()?;
+        let sink = UdpProbeSink::bind(&w.b.ns, w.b.v4(), PORT, STREAM_LEN)?;
+        let to = sink.local_addr();
+        let mut holder = Faults::new(&inj);
+        if warm {
+            // A fault that matches nothing keeps the program attached: arming is a map update.
+            holder.arm(&drop_udp_to(&w, OTHER_PORT))?;
+        }
+        let fault = drop_udp_to(&w, PORT);
+        let t0 = Instant::now();
+        let stop = AtomicBool::new(false);
+        let since = |t0: Instant| t0.elapsed().as_nanos() as u64;
+        let (sent, trials) = std::thread::scope(|s| -> Result<(Vec<u64>, Vec<LatencyTrial>)> {
+            let sender = s.spawn(|| stream(&w, to, t0, &stop));
+            let stopper = StopOnDrop(&stop);
+            std::thread::sleep(Duration::from_millis(50));
+            let mut trials = Vec::with_capacity(n);
+            let mut faults = Faults::new(&inj);
+            for _ in 0..n {
+                b.check()?;
+                let arm_call = since(t0);
+                let armed = faults.arm(&fault)?;
+                std::thread::sleep(HOLD);
+                let recover_call = since(t0);
+                faults.recover(&armed.id)?;
+                std::thread::sleep(REST);
+                trials.push(LatencyTrial {
+                    arm_call,
+                    recover_call,
+                    end: since(t0),
+                });
+            }
+            drop(stopper);
+            let sent = sender
+                .join()
+                .map_err(|_| anyhow::anyhow!("the stream's sender panicked"))??;
+            Ok((sent, trials))
+        })?;
+        holder.recover_all()?;
+        sink.drain(Duration::from_millis(300));
+        let mut received = vec![false; sent.len()];
+        for a in sink.arrivals() {
+            if let Some(seq) = a.seq
+                && let Some(r) = received.get_mut(seq as usize)
+            {
+                *r = true;
+            }
+        }
+        let gaps: Vec<f64> = sent
+            .windows(2)
+            .map(|p| (p[1] - p[0]) as f64 / 1e6)
+            .collect();
+        let resolution = median(&gaps);
+        let all = latencies(&trials, &sent, &received);
+        let missed = all.iter().filter(|l| l.is_none()).count();
+        let arm: Vec<f64> = all.iter().flatten().map(|l| l.0).collect();
+        let disarm: Vec<f64> = all.iter().flatten().map(|l| l.1).collect();
+        if arm.is_empty() {
+            bail!("no trial dropped anything: the fault never acted on the stream");
+        }
+        let (suffix, how) = if warm {
+            (
+                ".warm",
+                "another fault kept our program attached (arming is a map update)",
+            )
+        } else {
+            (
+                "",
+                "nothing else armed on the interface (arming loads and attaches the program, \
+                 recovering detaches it)",
+            )
+        };
+        let missed_note = if missed > 0 {
+            format!("; {missed} trials saw no drop")
+        } else {
+            String::new()
+        };
+        for (name, xs, what) in [
+            (
+                "net.arm_latency_p99_ms",
+                &arm,
+                "inject() call to the first packet dropped",
+            ),
+            (
+                "net.disarm_latency_p99_ms",
+                &disarm,
+                "recover() call to the last packet dropped",
+            ),
+        ] {
+            b.row(
+                Row::value(&format!("{name}{suffix}"), "ms", percentile(xs, 99.0))
+                    .goal(Goal::value_at_most(10.0))
+                    .spread(Spread::of(xs))
+                    .note(format!(
+                        "{what}, {} trials, p50 {:.2} ms; {how}; stream gap {:.3} ms{missed_note}",
+                        xs.len(),
+                        percentile(xs, 50.0),
+                        resolution
+                    )),
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// In a VM: delay and jitter beside tc netem, and their CPU cost
+// ---------------------------------------------------------------------------------------------
+
+/// Delay asked in the VM rows.
+const DELAY_MS: f64 = 50.0;
+/// Jitter asked in the VM rows (normal distribution: the spread's standard deviation).
+const JITTER_MS: f64 = 10.0;
+/// Concurrent probers: each probe is its own flow.
+const PROBERS: usize = 4;
+
+/// A `tc qdisc ... root netem ...` on A's end, deleted on drop.
+struct Netem<'a>(&'a TwoHosts);
+
+impl<'a> Netem<'a> {
+    fn add(w: &'a TwoHosts, args: &[&str]) -> Result<Netem<'a>> {
+        let mut argv = vec!["tc", "qdisc", "add", "dev", &w.a.ifname, "root", "netem"];
+        argv.extend_from_slice(args);
+        w.a.ns
+            .exec(&argv)
+            .context("adding the reference tc netem")?;
+        Ok(Netem(w))
+    }
+}
+
+impl Drop for Netem<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .a
+            .ns
+            .exec(&["tc", "qdisc", "del", "dev", &self.0.a.ifname, "root"]);
+    }
+}
+
+/// `n` round trips (ms) from A to the echo in B, [`PROBERS`] at a time; fails if any is lost.
+fn rtt_ms(w: &TwoHosts, echo: &UdpEcho, n: usize) -> Result<Vec<f64>> {
+    settle(Duration::from_secs(3))?;
+    let to = echo.local_addr();
+    let ns = &w.a.ns;
+    let mut all = Vec::with_capacity(n);
+    std::thread::scope(|s| -> Result<()> {
+        let probers: Vec<_> = (0..PROBERS)
+            .map(|_| s.spawn(move || crate::udp_rtt(ns, to, n.div_ceil(PROBERS), Duration::ZERO)))
+            .collect();
+        for p in probers {
+            all.extend(p.join().map_err(|_| anyhow::anyhow!("prober panicked"))??);
+        }
+        Ok(())
+    })?;
+    let lost = all.iter().filter(|r| r.is_none()).count();
+    ensure!(lost == 0, "{lost} of {} probes lost", all.len());
+    Ok(all
+        .into_iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1e3)
+        .collect())
+}
+
+/// A standard deviation that stray round trips cannot move much: the interquartile range over
+/// 1.349 (exact for a normal distribution). An emulated VM's round trips have rare long
+/// outliers that would dominate the sample standard deviation.
+fn robust_sd(xs: &[f64]) -> f64 {
+    (percentile(xs, 75.0) - percentile(xs, 25.0)) / 1.349
+}
+
+/// The jitter's own standard deviation: the delayed RTTs' variance less the baseline's.
+fn added_sd(base: &[f64], with: &[f64]) -> f64 {
+    let (sb, sw) = (robust_sd(base), robust_sd(with));
+    (sw * sw - sb * sb).max(0.0).sqrt()
+}
+
+fn delay_spec(w: &TwoHosts, jitter: bool) -> FaultSpec {
+    spec_on_a(w, NetAction::Delay, |s| {
+        s.latency = Some(format!("{DELAY_MS}ms"));
+        if jitter {
+            s.jitter = Some(format!("{JITTER_MS}ms"));
+            s.distribution = Some(Distribution::Normal);
+        }
+    })
+}
+
+fn delay_vs_netem(b: &mut Bench) -> Result<()> {
+    let (n, nj) = (400, 1000);
+    let inj = injector()?;
+    let w = TwoHosts::new()?;
+    let echo = UdpEcho::start(&w.b.ns, w.b.v4(), PORT)?;
+    let mut base = rtt_ms(&w, &echo, n)?;
+
+    let ours = |jitter: bool, count: usize| -> Result<(Vec<f64>, String)> {
+        let mut faults = Faults::new(&inj);
+        let armed = faults.arm(&delay_spec(&w, jitter))?;
+        let rtts = rtt_ms(&w, &echo, count)?;
+        faults.recover_all()?;
+        Ok((rtts, armed.strategy.describe()))
+    };
+    let netem = |args: &[&str], count: usize| -> Result<Vec<f64>> {
+        let _q = Netem::add(&w, args)?;
+        rtt_ms(&w, &echo, count)
+    };
+    let delay = format!("{DELAY_MS}ms");
+    let jitter = format!("{JITTER_MS}ms");
+    b.check()?;
+    let (ours_d, strategy) = ours(false, n)?;
+    let netem_d = netem(&["delay", &delay], n)?;
+    b.check()?;
+    let (ours_j, _) = ours(true, nj)?;
+    let netem_j = netem(&["delay", &delay, &jitter, "distribution", "normal"], nj)?;
+    base.extend(rtt_ms(&w, &echo, n)?);
+
+    let mean = |x: &[f64]| stats::mean_sd(x).0;
+    let added = |x: &[f64]| mean(x) - mean(&base);
+    let err_pct = |added: f64, ask: f64| 100.0 * (added - ask).abs() / ask;
+    b.row(
+        Row::beside(
+            "net.delay_mean_error_pct",
+            "%",
+            err_pct(added(&ours_d), DELAY_MS),
+            err_pct(added(&netem_d), DELAY_MS),
+        )
+        .note(format!(
+            "asked {DELAY_MS} ms on A's egress; mean RTT grew {:.3} ms with ours ({strategy}), \
+             {:.3} ms with tc netem (baseline: tc netem's error); {n} probes each, baseline mean \
+             {:.3} ms",
+            added(&ours_d),
+            added(&netem_d),
+            mean(&base)
+        )),
+    );
+    let sd_ours = added_sd(&base, &ours_j);
+    let sd_netem = added_sd(&base, &netem_j);
+    b.row(
+        Row::beside(
+            "net.jitter_sd_error_pct",
+            "%",
+            err_pct(sd_ours, JITTER_MS),
+            err_pct(sd_netem, JITTER_MS),
+        )
+        .note(format!(
+            "asked {DELAY_MS} ms +- {JITTER_MS} ms normal; added sd (IQR/1.349, less the \
+             baseline's) {sd_ours:.3} ms ours, \
+             {sd_netem:.3} ms tc netem (baseline: tc netem's error); mean grew {:.3} / {:.3} ms; \
+             {nj} probes each",
+            added(&ours_j),
+            added(&netem_j)
+        )),
+    );
+    Ok(())
+}
+
+/// Waits until the machine's kernel CPU time stays below 20 ms per 300 ms window (at most
+/// `max`): namespaces, qdiscs and programs are freed asynchronously, and that work must not land
+/// in a measurement window.
+fn settle(max: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < max {
+        let before = KernelCpu::now()?;
+        std::thread::sleep(Duration::from_millis(300));
+        if KernelCpu::now()?.seconds_since(&before) <= 0.02 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One paced load: CPU per packet sent (us), by [`CpuThief`] and by `/proc/stat`, and how many
+/// datagrams did not arrive.
+struct Load {
+    cpu_us: f64,
+    stat_us: f64,
+    lost: u64,
+}
+
+fn delay_cpu(b: &mut Bench) -> Result<()> {
+    const PACKETS: u64 = 8_000;
+    const GAP: Duration = Duration::from_micros(300);
+    const LOAD_DELAY: &str = "10ms";
+    let rounds = 7;
+    let inj = injector()?;
+    let w = TwoHosts::new()?;
+    let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
+    let to = SocketAddr::new(w.b.v4(), PORT);
+    let thief = CpuThief::start()?;
+    let load = || -> Result<Load> {
+        settle(Duration::from_secs(5))?;
+        // The loops' idle speed, before and after the load: the VM's CPUs are emulated on a
+        // shared machine, and their speed drifts.
+        let idle_before = thief.rate(Duration::from_millis(500));
+        sink.reset();
+        let before = KernelCpu::now()?;
+        let (window, counts) = thief.window(|| -> Result<(u64, u64)> {
+            let sent = udp_send_seq(&w.a.ns, to, PACKETS, 64, Some(GAP))?;
+            // The delay's queue drains before the window closes.
+            Ok((sent, sink.count()))
+        });
+        let stat = KernelCpu::now()?.seconds_since(&before);
+        let (sent, got) = counts?;
+        let idle_after = thief.rate(Duration::from_millis(500));
+        let used = window.used((idle_before + idle_after) / 2.0);
+        Ok(Load {
+            cpu_us: used * 1e6 / sent as f64,
+            stat_us: stat * 1e6 / sent as f64,
+            lost: sent.saturating_sub(got),
+        })
+    };
+    let spec = spec_on_a(&w, NetAction::Delay, |s| {
+        s.latency = Some(LOAD_DELAY.to_owned())
+    });
+    // Per round: no fault, ours, tc netem.
+    let mut loads: Vec<[Load; 3]> = Vec::new();
+    let mut strategy = String::new();
+    // Warm-up: the first load after the world is built pays for caches and neighbour entries.
+    load()?;
+    for round in 0..rounds {
+        b.check()?;
+        let none = load()?;
+        let ours = {
+            let mut faults = Faults::new(&inj);
+            strategy = faults.arm(&spec)?.strategy.describe();
+            load()?
+        };
+        let netem = {
+            let _q = Netem::add(&w, &["delay", LOAD_DELAY])?;
+            load()?
+        };
+        println!(
+            "  round {round}: CPU per packet {:.1} / {:.1} / {:.1} us (no fault / ours / tc \
+             netem); /proc/stat says {:.1} / {:.1} / {:.1} us; lost {} / {} / {} of {PACKETS}",
+            none.cpu_us,
+            ours.cpu_us,
+            netem.cpu_us,
+            none.stat_us,
+            ours.stat_us,
+            netem.stat_us,
+            none.lost,
+            ours.lost,
+            netem.lost
+        );
+        loads.push([none, ours, netem]);
+    }
+    let col = |i: usize| -> Vec<f64> { loads.iter().map(|l| l[i].cpu_us).collect() };
+    let stat = |i: usize| median(&loads.iter().map(|l| l[i].stat_us).collect::<Vec<_>>());
+    let lost = |i: usize| loads.iter().map(|l| l[i].lost).sum::<u64>();
+    let (none, ours, netem) = (col(0), col(1), col(2));
+    let vs_netem = paired_ratios(&ours, &netem);
+    b.row(
+        Row::cost(
+            "net.delay_cpu_us_per_packet",
+            "us",
+            median(&ours),
+            median(&netem),
+        )
+        .with_ratio(median(&vs_netem))
+        .spread(Spread::of(&vs_netem))
+        .note(format!(
+            "CPU of the whole VM per packet (what idle-priority busy loops lost, all contexts), \
+             {PACKETS} UDP datagrams paced every {GAP:?} under a {LOAD_DELAY} delay, machine \
+             idle before each load: ours ({strategy}) vs tc netem; no fault {:.1} us; \
+             /proc/stat system+irq+softirq (tick-sampled here) {:.1} / {:.1} / {:.1} us; \
+             datagrams lost over {rounds} loads {} / {} / {} (no fault / ours / tc netem)",
+            median(&none),
+            stat(0),
+            stat(1),
+            stat(2),
+            lost(0),
+            lost(1),
+            lost(2)
+        )),
+    );
+    let vs_none = paired_ratios(&ours, &none);
+    b.row(
+        Row::cost(
+            "net.delay_cpu_us_per_packet.vs_no_fault",
+            "us",
+            median(&ours),
+            median(&none),
+        )
+        .with_ratio(median(&vs_none))
+        .spread(Spread::of(&vs_none))
+        .note(format!(
+            "the same load, ours vs no fault; tc netem vs no fault: {:.3}",
+            median(&paired_ratios(&netem, &none))
+        )),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_from_the_first_and_last_drop() {
+        // Datagrams every 1 ms (in ns); the fault drops 3..=6.
+        let sent: Vec<u64> = (0..10).map(|i| i * 1_000_000).collect();
+        let received: Vec<bool> = (0..10).map(|i| !(3..=6).contains(&i)).collect();
+        let t = LatencyTrial {
+            arm_call: 1_500_000,
+            recover_call: 5_500_000,
+            end: 10_000_000,
+        };
+        let l = latencies(&[t], &sent, &received);
+        assert_eq!(l, vec![Some((1.5, 0.5))]);
+        // Nothing dropped in the trial.
+        let none = latencies(&[t], &sent, &[true; 10]);
+        assert_eq!(none, vec![None]);
+        // The last drop before the recover call: disarm latency 0.
+        let early = LatencyTrial {
+            recover_call: 7_000_000,
+            ..t
+        };
+        assert_eq!(
+            latencies(&[early], &sent, &received),
+            vec![Some((1.5, 0.0))]
+        );
+    }
+}

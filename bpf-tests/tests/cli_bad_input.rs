@@ -170,11 +170,16 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
         )
     };
     // Syscall faults: a sleeping child of ours is the (never harmed) target.
-    let mut target = std::process::Command::new("sleep")
-        .arg("3600")
-        .spawn()
-        .expect("sleep");
-    let pid = target.id().to_string();
+    // Killed when dropped, even by a failing assertion (an orphan would hold the runner's pipes).
+    let mut target = bpf_tests::ChildProcess::spawn({
+        let mut c = std::process::Command::new("sleep");
+        c.arg("3600")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    })
+    .expect("sleep");
+    let pid = target.pid().to_string();
     let sys = |action: &str, extra: &[&str]| {
         let mut v: Vec<String> = ["inject", "syscall", action]
             .iter()

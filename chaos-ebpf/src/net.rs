@@ -410,6 +410,26 @@ fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
         ifindex,
         ..Packet::default()
     };
+    // SAFETY: as above; data and data_end are readable from TC and cgroup programs.
+    let (data, end) = unsafe {
+        (
+            read_volatile(&(*skb).data) as usize,
+            read_volatile(&(*skb).data_end) as usize,
+        )
+    };
+    // The common case, headers in the linear data, read in place at constant offsets.
+    let done = if hook == Hook::CgroupIngress {
+        parse_direct::<0>(data, end, u16::from_be(protocol as u16), p)
+    } else {
+        data + ETH_HLEN <= end && {
+            // SAFETY: bounds-checked just above.
+            let ethertype = unsafe { ((data + 12) as *const u16).read_unaligned() };
+            parse_direct::<ETH_HLEN>(data, end, u16::from_be(ethertype), p)
+        }
+    };
+    if done {
+        return;
+    }
     let (l3, ethertype) = if hook == Hook::CgroupIngress {
         (0, u16::from_be(protocol as u16))
     } else {
@@ -466,6 +486,68 @@ fn parse(ctx: &SkBuff, hook: Hook, p: &mut Packet) {
         p.dport = u16::from_be(dport);
         p.payload = (l4 + header) as u32;
     }
+}
+
+/// Reads IPv4 (without options) or IPv6 headers and the ports in place, `L3` bytes into the
+/// linear data; `false` when they are not all there (then `parse` loads them).
+#[inline(always)]
+fn parse_direct<const L3: usize>(data: usize, end: usize, ethertype: u16, p: &mut Packet) -> bool {
+    // Up to the IPv6 ports; an IPv4 packet with its ports is shorter, so check per family.
+    let l4 = match ethertype {
+        ETH_P_IP => {
+            if data + L3 + 24 > end {
+                return false;
+            }
+            let at = |off: usize| (data + L3 + off) as *const u8;
+            // SAFETY (block): every read is within the 24 bytes checked above.
+            unsafe {
+                if *at(0) != 0x45 {
+                    return false;
+                }
+                p.proto = *at(9);
+                p.src[..4].copy_from_slice(&*(at(12) as *const [u8; 4]));
+                p.dst[..4].copy_from_slice(&*(at(16) as *const [u8; 4]));
+            }
+            20
+        }
+        ETH_P_IPV6 => {
+            if data + L3 + 44 > end {
+                return false;
+            }
+            let at = |off: usize| (data + L3 + off) as *const u8;
+            // SAFETY (block): every read is within the 44 bytes checked above.
+            unsafe {
+                p.v6 = true;
+                p.proto = *at(6);
+                p.src = *(at(8) as *const [u8; 16]);
+                p.dst = *(at(24) as *const [u8; 16]);
+            }
+            40
+        }
+        // Not IP: nothing more to read.
+        _ => return true,
+    };
+    let at = |off: usize| (data + L3 + l4 + off) as *const u8;
+    match p.proto {
+        IPPROTO_UDP => p.payload = (L3 + l4 + 8) as u32,
+        IPPROTO_TCP => {
+            // The header length, for corrupt's payload offset; 20 when it is not linear.
+            let header = if data + L3 + l4 + 13 <= end {
+                // SAFETY: bounds-checked just above.
+                usize::from(unsafe { *at(12) } >> 4) * 4
+            } else {
+                20
+            };
+            p.payload = (L3 + l4 + header) as u32;
+        }
+        _ => return true,
+    }
+    // SAFETY: the ports are within the bytes checked for the family.
+    unsafe {
+        p.sport = u16::from_be((at(0) as *const u16).read_unaligned());
+        p.dport = u16::from_be((at(2) as *const u16).read_unaligned());
+    }
+    true
 }
 
 /// Reads a `T` at `off` bytes into the packet (`bpf_skb_load_bytes`: direct packet access with

@@ -28,8 +28,9 @@ use aya_ebpf::{
 use chaos_common::{
     PROBABILITY_ONE,
     net::{
-        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_CGROUP_DEPTH,
-        MAX_NET_RULES, NetCounters, NetRule, NetState, action, cidr, dist, matches, proto_class,
+        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_ATTACHMENTS,
+        MAX_CGROUP_DEPTH, MAX_NET_RULES, NetCounters, NetRule, NetState, action, cidr, dist,
+        matches, proto_class,
     },
 };
 
@@ -51,9 +52,10 @@ static CHAOS_NET_COUNT: PerCpuArray<NetCounters> = PerCpuArray::pinned(MAX_NET_R
 #[map(name = "CHAOS_NET_STATE")]
 static CHAOS_NET_STATE: Array<NetState> = Array::pinned(MAX_NET_RULES, 0);
 
-/// Attachment id -> the rule slots armed on it.
+/// Attachment id -> the rule slots armed on it (all zero: none). An array, whose lookup the
+/// verifier inlines: this is the one lookup every packet pays.
 #[map(name = "CHAOS_NET_ATTACH")]
-static CHAOS_NET_ATTACH: HashMap<u32, AttachSlots> = HashMap::pinned(1024, 0);
+static CHAOS_NET_ATTACH: Array<AttachSlots> = Array::pinned(MAX_ATTACHMENTS, 0);
 
 /// Address prefixes -> rule slots they select (see `chaos_common::net::NET_CIDR_MAP`).
 /// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
@@ -215,6 +217,9 @@ fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch>
     let attach = CHAOS_NET_ATTACH.get_ptr(attach_id)?;
     // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
     let a = unsafe { &*attach };
+    if a.slots == 0 {
+        return None;
+    }
     let needs = a.needs;
     let scratch = CHAOS_NET_VERD.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU while we do. Everything is

@@ -9,13 +9,16 @@
 /// Maximum number of network rules armed at once across all interfaces (one bit each in a u64).
 pub const MAX_NET_RULES: u32 = 64;
 
+/// Attachment ids are below this (the controller reuses the lowest free one).
+pub const MAX_ATTACHMENTS: u32 = 1024;
+
 /// Name of the array map holding [`NetRule`]s, indexed by rule slot.
 pub const NET_RULES_MAP: &str = "CHAOS_NET_RULES";
 /// Name of the per-CPU array map holding [`NetCounters`], indexed by rule slot.
 pub const NET_COUNTERS_MAP: &str = "CHAOS_NET_COUNT";
 /// Name of the array map holding [`NetState`], indexed by rule slot.
 pub const NET_STATE_MAP: &str = "CHAOS_NET_STATE";
-/// Name of the hash map from attachment id to its [`AttachSlots`].
+/// Name of the array map from attachment id to its [`AttachSlots`].
 pub const NET_ATTACH_MAP: &str = "CHAOS_NET_ATTACH";
 /// Name of the LPM trie from [`CidrKey`] to the bitmask of rule slots whose address filter covers
 /// that prefix (the controller stores, for every prefix, the union of all rules covering it, so

@@ -34,7 +34,16 @@ fn find_or_attach(
     if let Some(a) = existing.iter().find(|a| net::same_hook(&a.hook, &hook)) {
         return Ok((a.clone(), false));
     }
-    let id = existing.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+    // The lowest free id: network program instances index an array by it.
+    let id = (1..chaos_common::net::MAX_ATTACHMENTS)
+        .find(|id| !existing.iter().any(|a| a.id == *id))
+        .ok_or_else(|| Error::Unsupported {
+            what: "attach another program".into(),
+            why: format!(
+                "all {} attachments are in use; recover some faults first",
+                chaos_common::net::MAX_ATTACHMENTS
+            ),
+        })?;
     let link = attach(&hook, id, &existing)?;
     let a = Attachment { id, hook, link };
     if let Err(e) = store.put_attachment(&a) {

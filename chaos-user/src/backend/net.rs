@@ -16,10 +16,10 @@ use aya::{
     util::nr_cpus,
 };
 use chaos_common::net::{
-    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_NET_RULES, NET_ATTACH_MAP,
-    NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP, NET_RULES_MAP,
-    NET_SOCKET_MAP, NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS,
-    PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches, proto_class,
+    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_ATTACHMENTS, MAX_NET_RULES,
+    NET_ATTACH_MAP, NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP,
+    NET_RULES_MAP, NET_SOCKET_MAP, NET_STATE_MAP, NetCounters, NetRule, NetState,
+    PROG_CGROUP_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches, proto_class,
 };
 use ipnet::IpNet;
 
@@ -38,7 +38,7 @@ struct Maps {
     rules: Array<MapData, NetRule>,
     counters: PerCpuArray<MapData, NetCounters>,
     state: Array<MapData, NetState>,
-    attach: HashMap<MapData, u32, AttachSlots>,
+    attach: Array<MapData, AttachSlots>,
     cidr: LpmTrie<MapData, CidrKey, u64>,
     cgroup: HashMap<MapData, u64, u64>,
     socket: HashMap<MapData, u64, u64>,
@@ -61,7 +61,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(NET_RULES_MAP, Map::Array)?,
         ebpf::typed_map(NET_COUNTERS_MAP, Map::PerCpuArray)?,
         ebpf::typed_map(NET_STATE_MAP, Map::Array)?,
-        ebpf::typed_map(NET_ATTACH_MAP, Map::HashMap)?,
+        ebpf::typed_map(NET_ATTACH_MAP, Map::Array)?,
         ebpf::typed_map(NET_CIDR_MAP, Map::LpmTrie)?,
         ebpf::typed_map(NET_CGROUP_MAP, Map::HashMap)?,
         ebpf::typed_map(NET_SOCKET_MAP, Map::HashMap)?,
@@ -435,7 +435,24 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
     replace_all(&mut maps.cgroup, &cgroup)?;
     replace_all(&mut maps.socket, &socket)?;
     replace_all(&mut maps.iface, &iface)?;
-    replace_all(&mut maps.attach, &attach)?;
+    // New values first, then the attachments no rule uses any more are emptied.
+    for (id, slots) in &attach {
+        maps.attach
+            .set(*id, *slots, 0)
+            .map_err(map_err("writing an attachment's rules"))?;
+    }
+    for id in 0..MAX_ATTACHMENTS {
+        if !attach.contains_key(&id)
+            && maps
+                .attach
+                .get(&id, 0)
+                .is_ok_and(|a| a != AttachSlots::default())
+        {
+            maps.attach
+                .set(id, AttachSlots::default(), 0)
+                .map_err(map_err("emptying an attachment"))?;
+        }
+    }
     Ok(())
 }
 

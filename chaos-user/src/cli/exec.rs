@@ -8,6 +8,8 @@ use chaos_user::{
     spec::{SyscallAction, SyscallSpec},
 };
 
+use super::inject::SyscallSelect;
+
 /// Arguments of `chaos exec`.
 #[derive(clap::Args, Debug)]
 #[command(
@@ -57,24 +59,8 @@ enum Action {
 /// Which calls of the command a fault selects, and the command.
 #[derive(clap::Args, Debug)]
 struct Filter {
-    /// System calls by name or x86_64 number, comma-separated or repeated (openat,fsync).
-    #[arg(long)]
-    syscall: Vec<String>,
-    /// Share of the selected calls acted on, 0-100 (default 100).
-    #[arg(long, allow_negative_numbers = true)]
-    percent: Option<f64>,
-    /// Only calls on files under this directory (file calls only).
-    #[arg(long)]
-    path_prefix: Option<String>,
-    /// Let the first N selected calls through.
-    #[arg(long)]
-    after: Option<u64>,
-    /// Act on every Nth selected call (after --after).
-    #[arg(long)]
-    every: Option<u64>,
-    /// Act at most this many times.
-    #[arg(long)]
-    max_count: Option<u64>,
+    #[command(flatten)]
+    select: SyscallSelect,
     /// Not for chaos exec (its command is the target); accepted only to say so.
     #[arg(long, hide = true)]
     pid: Option<u32>,
@@ -92,18 +78,10 @@ struct Filter {
 impl Filter {
     fn into_spec(self, action: SyscallAction, duration: String) -> (SyscallSpec, Vec<String>) {
         let spec = SyscallSpec {
-            action,
-            syscall: self.syscall,
-            percent: self.percent,
-            path_prefix: self.path_prefix,
-            after: self.after,
-            every: self.every,
-            max_count: self.max_count,
             pid: self.pid,
             cgroup: self.cgroup,
             comm: self.comm,
-            duration,
-            ..SyscallSpec::default()
+            ..self.select.into_spec(action, duration)
         };
         (spec, self.command)
     }

@@ -83,27 +83,52 @@ pub(crate) enum SyscallCommand {
     },
 }
 
+/// Which calls a syscall fault selects and how often: shared by `chaos inject syscall` and
+/// `chaos exec`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SyscallSelect {
+    /// System calls by name or x86_64 number, comma separated or repeated (openat,fsync).
+    #[arg(long = "syscall")]
+    pub(crate) syscalls: Vec<String>,
+    /// Share of the selected calls acted on, 0-100 (default 100).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) percent: Option<f64>,
+    /// Only calls on files under this directory (file calls only).
+    #[arg(long)]
+    pub(crate) path_prefix: Option<String>,
+    /// Let the first N selected calls through.
+    #[arg(long)]
+    pub(crate) after: Option<u64>,
+    /// Act on every Nth selected call (after --after).
+    #[arg(long)]
+    pub(crate) every: Option<u64>,
+    /// Act at most this many times.
+    #[arg(long)]
+    pub(crate) max_count: Option<u64>,
+}
+
+impl SyscallSelect {
+    /// A spec for `action` with these selectors; the caller fills the rest.
+    pub(crate) fn into_spec(self, action: SyscallAction, duration: String) -> SyscallSpec {
+        SyscallSpec {
+            action,
+            syscall: self.syscalls,
+            percent: self.percent,
+            path_prefix: self.path_prefix,
+            after: self.after,
+            every: self.every,
+            max_count: self.max_count,
+            duration,
+            ..SyscallSpec::default()
+        }
+    }
+}
+
 /// Which calls a syscall fault selects, how often, and for how long.
 #[derive(clap::Args, Debug)]
 pub(crate) struct SyscallCalls {
-    /// System calls, comma separated or repeated (openat,read,write,fsync).
-    #[arg(long = "syscall", required = true)]
-    syscalls: Vec<String>,
-    /// Share of the selected calls acted on, 0-100 (default 100).
-    #[arg(long, allow_negative_numbers = true)]
-    percent: Option<f64>,
-    /// Only calls on files under this directory (file calls only).
-    #[arg(long)]
-    path_prefix: Option<String>,
-    /// Let the first N selected calls through.
-    #[arg(long)]
-    after: Option<u64>,
-    /// Act on every Nth selected call.
-    #[arg(long)]
-    every: Option<u64>,
-    /// Act at most this many times.
-    #[arg(long)]
-    max_count: Option<u64>,
+    #[command(flatten)]
+    select: SyscallSelect,
     /// How long the fault lasts (30s, 5m, 1h); the kernel ends it on time even if chaos dies.
     #[arg(long)]
     duration: String,
@@ -160,14 +185,7 @@ impl SyscallCommand {
             }
         };
         SyscallSpec {
-            action,
-            syscall: calls.syscalls,
             errno,
-            percent: calls.percent,
-            path_prefix: calls.path_prefix,
-            after: calls.after,
-            every: calls.every,
-            max_count: calls.max_count,
             latency,
             signal,
             pid: target.pid,
@@ -175,7 +193,7 @@ impl SyscallCommand {
             cgroup: target.cgroup,
             comm: target.comm,
             force: target.force,
-            duration: calls.duration,
+            ..calls.select.into_spec(action, calls.duration)
         }
     }
 }

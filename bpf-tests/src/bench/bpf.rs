@@ -153,26 +153,8 @@ pub fn our_tc_programs(ns: &NetNs, ifname: &str, egress: bool) -> io::Result<Vec
         if ifindex == 0 {
             return Err(io::Error::last_os_error());
         }
-        let mut ids = [0u32; 64];
-        let mut count = ids.len() as u32;
-        let mut flags = 0u32;
-        // SAFETY: the pointers are valid for the sizes given; for TCX the target is an ifindex.
-        let r = unsafe {
-            libbpf_sys::bpf_prog_query(
-                ifindex as i32,
-                attach,
-                0,
-                &mut flags,
-                ids.as_mut_ptr(),
-                &mut count,
-            )
-        };
-        // No TCX on this kernel (or nothing attached): fall back to tc below.
-        Ok(if r < 0 {
-            Vec::new()
-        } else {
-            ids[..(count as usize).min(ids.len())].to_vec()
-        })
+        // No TCX on this kernel (or nothing attached): empty, and tc is asked below.
+        Ok(crate::oracle::tc::tcx_query(ifindex, attach))
     })?;
     let mut ours: Vec<u32> = tcx
         .into_iter()

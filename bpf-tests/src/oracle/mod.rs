@@ -23,7 +23,7 @@
 //! * Non-trivial `blkio.throttle.*` / `io.max` lines in cgroups named `chaos-*`.
 //! * Files under the state directory (`$CHAOS_STATE_DIR`, else `/run/chaos`).
 
-mod tc;
+pub(crate) mod tc;
 pub mod testing;
 
 use std::collections::{BTreeSet, HashSet};

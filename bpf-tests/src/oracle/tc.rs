@@ -90,7 +90,7 @@ pub fn interfaces(ns: Option<&str>) -> io::Result<Option<Vec<Interface>>> {
 
 /// Ids of the programs attached to `ifindex` with attach type `ty`; empty where the kernel has no
 /// TCX.
-fn tcx_query(ifindex: u32, ty: libbpf_sys::bpf_attach_type) -> Vec<u32> {
+pub(crate) fn tcx_query(ifindex: u32, ty: libbpf_sys::bpf_attach_type) -> Vec<u32> {
     let mut ids = [0u32; 64];
     let mut count = ids.len() as u32;
     let mut flags = 0u32;

@@ -108,8 +108,11 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr: u64 = ctx.arg(1);
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // Only while some rule follows children (an inlined array read, not a hash lookup on every
+    // syscall of the machine).
+    let following = CHAOS_SYS_FOLLOW.get(0).is_some_and(|f| *f != 0);
     // SAFETY: plain u32 key.
-    if let Some(bits) = unsafe { CHAOS_SYS_NEW.get(tid) }.copied() {
+    if following && let Some(bits) = unsafe { CHAOS_SYS_NEW.get(tid) }.copied() {
         // A followed parent's new task, at its first syscall: a process of its own if its tgid
         // is its tid; a thread of an already targeted process otherwise.
         if tgid == tid {
@@ -117,7 +120,7 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
         }
         let _ = CHAOS_SYS_NEW.remove(tid);
     }
-    if let Some(acting) = judge(nr as u32, via::TRACEPOINT, tgid, current_comm())
+    if let Some(acting) = judge(nr as u32, via::TRACEPOINT, tgid, true)
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
     {
         // SAFETY: helper acting on the current task's process.
@@ -136,7 +139,7 @@ pub fn chaos_sys_kprobe(ctx: ProbeContext) -> u32 {
         bpf_probe_read_kernel(user_regs.add(PT_REGS_ORIG_AX) as *const u64).unwrap_or(u64::MAX)
     };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(acting) = judge(nr as u32, via::KPROBE, tgid, current_comm())
+    if let Some(acting) = judge(nr as u32, via::KPROBE, tgid, true)
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
     {
         // Syscall entry points return a 64-bit long: the errno must be sign-extended.
@@ -184,7 +187,7 @@ fn current_comm() -> [u8; 16] {
 fn sock_addr(nr: u32) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // cgroup hooks do not get `bpf_get_current_comm`; rules by name are not armed here.
-    match judge(nr, via::CGROUP, tgid, [0; 16]).and_then(|slot| CHAOS_SYS_RULES.get(slot)) {
+    match judge(nr, via::CGROUP, tgid, false).and_then(|slot| CHAOS_SYS_RULES.get(slot)) {
         Some(rule) => {
             // SAFETY: helper taking an int; the syscall returns it.
             unsafe { bpf_set_retval(-rule.errno) };
@@ -222,8 +225,10 @@ pub fn chaos_sys_bind6(_ctx: SockAddrContext) -> i32 {
     sock_addr(NR_BIND)
 }
 
-/// The slot of the rule that program `via` acts on for this call, if any.
-fn judge(nr: u32, via: u32, tgid: u32, comm: [u8; 16]) -> Option<u32> {
+/// The slot of the rule that program `via` acts on for this call, if any. `with_comm`: the
+/// program may read the caller's `comm` (cgroup hooks may not); it is read only once some rule
+/// is armed on the call.
+fn judge(nr: u32, via: u32, tgid: u32, with_comm: bool) -> Option<u32> {
     let slots = CHAOS_SYS_HOOK.get(nr).copied().unwrap_or(0);
     if slots == 0 {
         return None;
@@ -251,7 +256,7 @@ fn judge(nr: u32, via: u32, tgid: u32, comm: [u8; 16]) -> Option<u32> {
     c.tgid = tgid;
     c.by_tgid = by_tgid;
     c.by_cgroup = by_cgroup;
-    c.comm = comm;
+    c.comm = if with_comm { current_comm() } else { [0; 16] };
     // SAFETY: helper without arguments.
     c.now = unsafe { bpf_ktime_get_boot_ns() };
     c.acting = u32::MAX;

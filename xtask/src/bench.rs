@@ -102,6 +102,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             accel: args.accel,
             memory: 1024,
             only: Vec::new(),
+            tcg_threads: vm::TcgThreads::Single,
+            jobs: None,
         };
         let binary = TestBinary {
             name: "chaos-bench".to_owned(),

@@ -17,7 +17,10 @@ use crate::cmd;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
     Kvm,
-    Tcg,
+    /// QEMU's translator; `multi_threaded` gives each vCPU its own host thread (MTTCG).
+    Tcg {
+        multi_threaded: bool,
+    },
 }
 
 /// Can this machine run KVM guests? `/dev/kvm` must open and create a VM. (Some nested hosts
@@ -158,7 +161,16 @@ fn command(b: &Boot<'_>) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     match b.accel {
         Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+        Accel::Tcg { multi_threaded } => c.args([
+            "-accel",
+            if multi_threaded {
+                "tcg,thread=multi"
+            } else {
+                "tcg,thread=single"
+            },
+            "-cpu",
+            "max",
+        ]),
     };
     c.args(["-m", &b.memory_mb.to_string(), "-smp", &b.smp.to_string()])
         .args([

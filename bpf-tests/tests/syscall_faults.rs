@@ -481,6 +481,204 @@ fn connect_fails_for_the_target_cgroup_only() {
     oracle.assert_clean(&before);
 }
 
+/// Puts this test process into a cgroup for as long as it lives, then back where it was.
+struct Inside {
+    home: std::path::PathBuf,
+}
+
+impl Inside {
+    fn enter(cg: &TestCgroup) -> Inside {
+        let root = cgroup2_mount().expect("cgroup v2");
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 line");
+        let home = root.join(rel.trim_start_matches('/'));
+        cg.add_pid(std::process::id()).expect("entering the cgroup");
+        Inside { home }
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.home.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+    }
+}
+
+/// How many of `n` rounds of `call` failed, asserting that every failure is EIO.
+fn eio_count(n: u64, mut call: impl FnMut() -> std::io::Result<()>) -> u64 {
+    (0..n)
+        .filter(|_| match call() {
+            Ok(()) => false,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                true
+            }
+        })
+        .count() as u64
+}
+
+#[test]
+fn file_calls_fail_under_a_path_for_the_target_cgroup() {
+    use std::io::{Read as _, Seek as _};
+    let chaos = skip_on_err!(chaos_for(&["bpffs", "btf"]));
+    let lsm = chaos.probe_row("lsm").is_ok();
+    let kprobe = chaos.probe_row("kprobe_override").is_ok();
+    skip_unless!(
+        (lsm || kprobe)
+            .then_some(())
+            .ok_or("neither BPF LSM nor function error injection")
+    );
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let dir = tempdir();
+    let (data, other) = (dir.join("data"), dir.join("other"));
+    std::fs::create_dir_all(data.join("deeper")).expect("data dir");
+    std::fs::create_dir_all(&other).expect("other dir");
+    let target = data.join("deeper/table");
+    let outside = other.join("table");
+    for f in [&target, &outside] {
+        std::fs::write(f, b"0123456789").expect("file");
+    }
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let prefix = data.to_string_lossy().into_owned();
+    let fault = |calls: &str| {
+        arm(
+            &chaos,
+            &[
+                "fail",
+                "--syscall",
+                calls,
+                "--errno",
+                "EIO",
+                "--percent",
+                "30",
+                "--path-prefix",
+                &prefix,
+                "--cgroup",
+                &cgroup,
+                "--duration",
+                "120s",
+            ],
+        )
+    };
+    // openat has no descriptor for a kprobe to read the file from: BPF LSM (file_open) or none.
+    let file_fault = lsm.then(|| fault("openat,read,write"));
+    // fsync passes no LSM hook: the kprobe, on kernels with error injection.
+    let fsync_fault = kprobe.then(|| fault("fsync"));
+    let strategy = |f: &Option<Armed<'_>>| {
+        f.as_ref()
+            .map(|f| chaos.status(&f.id).expect("status")["strategy"].clone())
+    };
+    println!(
+        "strategies: openat/read/write {:?}, fsync {:?}",
+        strategy(&file_fault),
+        strategy(&fsync_fault)
+    );
+    let n = 600u64;
+    let open = |p: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .map(drop)
+    };
+    let mut target_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&target)
+        .expect("target file");
+    let mut outside_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&outside)
+        .expect("outside file");
+    let (mut opened, mut read, mut written, mut synced) = (0, 0, 0, 0);
+    {
+        let _inside = Inside::enter(&cg);
+        if file_fault.is_some() {
+            opened = eio_count(n, || open(&target));
+            read = eio_count(n, || {
+                target_file.seek(std::io::SeekFrom::Start(0))?;
+                target_file.read(&mut [0u8; 4]).map(drop)
+            });
+            written = eio_count(n, || target_file.write_at_start(b"ab"));
+        }
+        if fsync_fault.is_some() {
+            synced = eio_count(n, || target_file.sync_all());
+        }
+        // Outside the prefix, the same process's calls all succeed.
+        for _ in 0..200 {
+            open(&outside).expect("open outside the prefix");
+            outside_file
+                .write_at_start(b"cd")
+                .expect("write outside the prefix");
+            outside_file.sync_all().expect("fsync outside the prefix");
+        }
+    }
+    println!("failed of {n}: openat {opened}, read {read}, write {written}, fsync {synced}");
+    if file_fault.is_some() {
+        for (call, failed) in [("openat", opened), ("read", read), ("write", written)] {
+            assert!(
+                within_binomial_999(n, 0.30, failed),
+                "{call}: {failed} of {n}"
+            );
+        }
+        assert_eq!(strategy(&file_fault).unwrap(), "bpf-lsm");
+    }
+    if fsync_fault.is_some() {
+        assert!(
+            within_binomial_999(n, 0.30, synced),
+            "fsync: {synced} of {n}"
+        );
+        assert_eq!(strategy(&fsync_fault).unwrap(), "kprobe-override");
+    }
+    // A process outside the cgroup, on the same file, while the faults are armed.
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do cat \"$0\" >/dev/null && echo x >>\"$0\" && sync || exit 1; done",
+            &target.to_string_lossy(),
+        ])
+        .status()
+        .expect("sh");
+    assert!(status.success(), "a non-target process failed on the file");
+    drop(file_fault);
+    drop(fsync_fault);
+    {
+        let _inside = Inside::enter(&cg);
+        for _ in 0..100 {
+            open(&target).expect("open after recovery");
+            target_file
+                .write_at_start(b"ef")
+                .expect("write after recovery");
+            target_file.sync_all().expect("fsync after recovery");
+        }
+    }
+    drop((target_file, outside_file));
+    let _ = std::fs::remove_dir_all(&dir);
+    oracle.assert_clean(&before);
+}
+
+/// Writes at the start of a file (so the loops do not grow it).
+trait WriteAtStart {
+    fn write_at_start(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteAtStart for std::fs::File {
+    fn write_at_start(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::{Seek as _, Write as _};
+        self.seek(std::io::SeekFrom::Start(0))?;
+        self.write(bytes).map(drop)
+    }
+}
+
 /// A fresh directory under the temp dir.
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod btf;
 pub mod clock;
 pub mod demo;
 pub mod ebpf;

@@ -61,6 +61,17 @@ pub struct CgroupMounts {
     pub v1: BTreeMap<String, PathBuf>,
 }
 
+/// Every mount point of this process's mount namespace, from /proc/self/mountinfo.
+pub fn mount_points() -> Result<Vec<PathBuf>> {
+    let text =
+        std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+        .collect())
+}
+
 impl CgroupMounts {
     /// Reads /proc/self/mountinfo.
     pub fn read() -> Result<CgroupMounts> {

@@ -115,6 +115,10 @@ pub struct SysArmed {
     /// The signal it sends, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// (file system, inode) of its path prefix and of the mount roots below it, as
+    /// `CHAOS_SYS_PATH` keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<(u64, u64)>,
 }
 
 fn all_protos() -> u32 {
@@ -156,6 +160,11 @@ pub enum Hook {
     SysKprobe {
         /// The kernel function, e.g. `__x64_sys_fsync`.
         function: String,
+    },
+    /// A BPF LSM hook (syscall errors).
+    SysLsm {
+        /// The security hook, e.g. `file_open`.
+        lsm_hook: String,
     },
     /// A cgroup socket-address hook (connect, bind errors).
     SysSockAddr {

@@ -36,6 +36,43 @@ pub const SYS_NEW_MAP: &str = "CHAOS_SYS_NEW";
 /// children ([`matches::FOLLOW`]).
 pub const SYS_FOLLOW_MAP: &str = "CHAOS_SYS_FOLLOW";
 
+/// Name of the hash map from [`SysPathKey`] (a directory, or the root of a mount below it) to
+/// the rule slots whose path prefix it is.
+pub const SYS_PATH_MAP: &str = "CHAOS_SYS_PATH";
+
+/// Name of the one-entry array map holding the bitmask of rule slots that filter by path
+/// ([`matches::PATH`]).
+pub const SYS_PATHS_MAP: &str = "CHAOS_SYS_PATHS";
+
+/// Directory levels a path filter walks up from a file before giving up.
+pub const MAX_PATH_DEPTH: u32 = 48;
+
+/// Globals set at load time to offsets into kernel structures, read from the kernel's BTF
+/// (the layouts differ between kernels; the programs read them with `bpf_probe_read_kernel`).
+/// 0 everywhere when BTF is missing: path rules are then refused before arming.
+pub mod offsets {
+    /// `struct file` -> `f_path.dentry`.
+    pub const FILE_DENTRY: &str = "CHAOS_OFF_FILE_DENTRY";
+    /// `struct dentry` -> `d_parent`.
+    pub const DENTRY_PARENT: &str = "CHAOS_OFF_DENTRY_PARENT";
+    /// `struct dentry` -> `d_inode`.
+    pub const DENTRY_INODE: &str = "CHAOS_OFF_DENTRY_INODE";
+    /// `struct inode` -> `i_ino`.
+    pub const INODE_INO: &str = "CHAOS_OFF_INODE_INO";
+    /// `struct inode` -> `i_sb`.
+    pub const INODE_SB: &str = "CHAOS_OFF_INODE_SB";
+    /// `struct super_block` -> `s_dev`.
+    pub const SB_DEV: &str = "CHAOS_OFF_SB_DEV";
+    /// `struct task_struct` -> `files`.
+    pub const TASK_FILES: &str = "CHAOS_OFF_TASK_FILES";
+    /// `struct files_struct` -> `fdt`.
+    pub const FILES_FDT: &str = "CHAOS_OFF_FILES_FDT";
+    /// `struct fdtable` -> `max_fds`.
+    pub const FDT_MAX_FDS: &str = "CHAOS_OFF_FDT_MAX_FDS";
+    /// `struct fdtable` -> `fd`.
+    pub const FDT_FD: &str = "CHAOS_OFF_FDT_FD";
+}
+
 /// Name of the global set at load time to the offset of `child_pid` in the
 /// `sched_process_fork` record (from the tracepoint's format file).
 pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
@@ -54,6 +91,22 @@ pub const PROG_SYS_BIND4: &str = "chaos_sys_bind4";
 pub const PROG_SYS_BIND6: &str = "chaos_sys_bind6";
 /// The tracepoint program on `sched_process_fork` that adds children of followed processes.
 pub const PROG_SYS_FORK: &str = "chaos_sys_fork";
+
+/// BPF LSM programs (errors where the hooks reach), by hook name: the program for hook `h` is
+/// `chaos_lsm_h`. Each knows the syscall it runs in from the task's saved registers.
+pub const LSM_HOOKS: &[&str] = &[
+    "file_open",
+    "file_permission",
+    "mmap_file",
+    "socket_create",
+    "socket_connect",
+    "socket_bind",
+    "socket_sendmsg",
+    "socket_recvmsg",
+    "task_alloc",
+    "inode_unlink",
+    "inode_mkdir",
+];
 
 /// cgroup levels below the root that a rule's cgroup filter looks through.
 pub const MAX_SYS_CGROUP_DEPTH: u32 = 16;
@@ -76,6 +129,8 @@ pub mod via {
     pub const KPROBE: u32 = 2;
     /// A cgroup socket-address hook (connect, bind errors).
     pub const CGROUP: u32 = 3;
+    /// A BPF LSM hook (errors).
+    pub const LSM: u32 = 4;
 }
 
 /// Filter bits for [`SysRule::matches`].
@@ -89,6 +144,19 @@ pub mod matches {
     pub const COMM: u32 = 4;
     /// Children the target starts are added to [`super::SYS_TGID_MAP`] (with [`TGID`]).
     pub const FOLLOW: u32 = 8;
+    /// The call's file must lie under one of the rule's [`super::SYS_PATH_MAP`] entries.
+    pub const PATH: u32 = 16;
+}
+
+/// A directory a path filter looks for among a file's ancestors: the kernel's `s_dev` of its
+/// file system (`major << 20 | minor`) and its inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SysPathKey {
+    /// `super_block.s_dev`, widened.
+    pub dev: u64,
+    /// `inode.i_ino`.
+    pub ino: u64,
 }
 
 /// One armed syscall fault.
@@ -168,4 +236,5 @@ mod user {
     unsafe impl aya::Pod for super::SysRule {}
     unsafe impl aya::Pod for super::SysState {}
     unsafe impl aya::Pod for super::SysCounters {}
+    unsafe impl aya::Pod for super::SysPathKey {}
 }

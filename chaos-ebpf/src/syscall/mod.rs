@@ -7,7 +7,13 @@
 //! - `chaos_sys_fork` (tracepoint `sched/sched_process_fork`): notes the children of followed
 //!   processes; their first syscall tells whether they are processes or threads.
 //!
-//! A call costs one array lookup when no rule is armed on its number.
+//! - `chaos_lsm_*` (BPF LSM hooks, in `lsm`): error rules, on kernels with BPF LSM.
+//!
+//! A call costs one array lookup when no rule is armed on its number. Path filters are in
+//! `path`.
+
+mod lsm;
+mod path;
 
 use core::{
     ffi::c_void,
@@ -89,9 +95,10 @@ pub struct Call {
     /// The program judging: rules acted on by another ([`via`]) are skipped.
     via: u32,
     tgid: u32,
-    /// Slots selecting the caller by process, by cgroup.
+    /// Slots selecting the caller by process, by cgroup, by the file's path.
     by_tgid: u64,
     by_cgroup: u64,
+    by_path: u64,
     comm: [u8; 16],
     now: u64,
     /// The decision: the rule that acts, or `u32::MAX`.
@@ -101,6 +108,9 @@ pub struct Call {
 /// `pt_regs->orig_ax` on x86_64: the syscall number, in the user registers a `__x64_sys_*`
 /// entry point receives.
 const PT_REGS_ORIG_AX: usize = 15 * 8;
+/// `pt_regs->di` on x86_64: the syscall's first argument (a descriptor for the calls a path
+/// filter serves through the kprobe).
+const PT_REGS_DI: usize = 14 * 8;
 
 /// Signals and followed children, on every syscall.
 #[raw_tracepoint(tracepoint = "sys_enter")]
@@ -120,7 +130,7 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
         }
         let _ = CHAOS_SYS_NEW.remove(tid);
     }
-    if let Some(acting) = judge(nr as u32, via::TRACEPOINT, tgid, true)
+    if let Some(acting) = judge(nr as u32, via::TRACEPOINT, tgid, true, core::ptr::null)
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
     {
         // SAFETY: helper acting on the current task's process.
@@ -133,13 +143,18 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[kprobe]
 pub fn chaos_sys_kprobe(ctx: ProbeContext) -> u32 {
     // The entry point's only argument is the user's saved registers; orig_ax is the number.
-    // SAFETY: reading a kernel pointer argument and a field of the struct it points to.
-    let nr = unsafe {
-        let user_regs = (*ctx.regs).rdi as *const u8;
-        bpf_probe_read_kernel(user_regs.add(PT_REGS_ORIG_AX) as *const u64).unwrap_or(u64::MAX)
+    // SAFETY: a kernel pointer argument; the helper checks the reads through it.
+    let user_regs = unsafe { (*ctx.regs).rdi } as *const u8;
+    let user_reg = |offset: usize| {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_kernel(user_regs.wrapping_add(offset) as *const u64) }
+            .unwrap_or(u64::MAX)
     };
+    let nr = user_reg(PT_REGS_ORIG_AX);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(acting) = judge(nr as u32, via::KPROBE, tgid, true)
+    // Path rules on this program are armed only on calls whose first argument is a descriptor.
+    let dentry = || path::fd_dentry(user_reg(PT_REGS_DI));
+    if let Some(acting) = judge(nr as u32, via::KPROBE, tgid, true, dentry)
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
     {
         // Syscall entry points return a 64-bit long: the errno must be sign-extended.
@@ -187,7 +202,9 @@ fn current_comm() -> [u8; 16] {
 fn sock_addr(nr: u32) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // cgroup hooks do not get `bpf_get_current_comm`; rules by name are not armed here.
-    match judge(nr, via::CGROUP, tgid, false).and_then(|slot| CHAOS_SYS_RULES.get(slot)) {
+    match judge(nr, via::CGROUP, tgid, false, core::ptr::null)
+        .and_then(|slot| CHAOS_SYS_RULES.get(slot))
+    {
         Some(rule) => {
             // SAFETY: helper taking an int; the syscall returns it.
             unsafe { bpf_set_retval(-rule.errno) };
@@ -227,12 +244,25 @@ pub fn chaos_sys_bind6(_ctx: SockAddrContext) -> i32 {
 
 /// The slot of the rule that program `via` acts on for this call, if any. `with_comm`: the
 /// program may read the caller's `comm` (cgroup hooks may not); it is read only once some rule
-/// is armed on the call.
-fn judge(nr: u32, via: u32, tgid: u32, with_comm: bool) -> Option<u32> {
+/// is armed on the call. `dentry`: the file the call works on (null if none), asked only when
+/// a rule armed on the call filters by path.
+fn judge(
+    nr: u32,
+    via: u32,
+    tgid: u32,
+    with_comm: bool,
+    dentry: impl FnOnce() -> *const u8,
+) -> Option<u32> {
     let slots = CHAOS_SYS_HOOK.get(nr).copied().unwrap_or(0);
     if slots == 0 {
         return None;
     }
+    let path_slots = slots & path::path_rules();
+    let by_path = if path_slots != 0 {
+        path::bits(dentry(), path_slots)
+    } else {
+        0
+    };
     // SAFETY: plain u32 keys.
     let by_tgid = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) }
         | unsafe { CHAOS_SYS_KIDS.get(tgid).copied().unwrap_or(0) };
@@ -256,6 +286,7 @@ fn judge(nr: u32, via: u32, tgid: u32, with_comm: bool) -> Option<u32> {
     c.tgid = tgid;
     c.by_tgid = by_tgid;
     c.by_cgroup = by_cgroup;
+    c.by_path = by_path;
     c.comm = if with_comm { current_comm() } else { [0; 16] };
     // SAFETY: helper without arguments.
     c.now = unsafe { bpf_ktime_get_boot_ns() };
@@ -313,6 +344,7 @@ fn acts(slot: u32, c: &Call) -> bool {
         || (m & matches::TGID != 0 && c.by_tgid & bit == 0)
         || (m & matches::CGROUP != 0 && c.by_cgroup & bit == 0)
         || (m & matches::COMM != 0 && c.comm != rule.comm)
+        || (m & matches::PATH != 0 && c.by_path & bit == 0)
     {
         return false;
     }

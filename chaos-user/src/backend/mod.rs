@@ -87,8 +87,19 @@ where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
     P: LoadProgram,
 {
-    let program: &mut P = bpf
-        .program_mut(name)
+    let program: &mut P = find_program(bpf, name)?;
+    program
+        .load_program()
+        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+    Ok(program)
+}
+
+/// Program `name` of a freshly loaded object, as its type, not yet loaded.
+fn find_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    bpf.program_mut(name)
         .ok_or_else(|| {
             Error::bpf(
                 format!("finding {name}"),
@@ -96,11 +107,7 @@ where
             )
         })?
         .try_into()
-        .map_err(|e| Error::bpf(format!("finding {name}"), e))?;
-    program
-        .load_program()
-        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
-    Ok(program)
+        .map_err(|e| Error::bpf(format!("finding {name}"), e))
 }
 
 /// aya's program types each have their own `load`.

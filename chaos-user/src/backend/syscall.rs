@@ -1,30 +1,32 @@
 //! Syscall faults: rule slots in the shared maps, and the programs they need, each attached once
 //! and shared by every rule: the `sys_enter` raw tracepoint (signals, followed children), one
-//! kprobe per `__x64_sys_*` entry point (errors), the `sched_process_fork` tracepoint (children
-//! of followed processes).
+//! kprobe per `__x64_sys_*` entry point or one BPF LSM program per security hook (errors), the
+//! `sched_process_fork` tracepoint (children of followed processes).
 
 use std::collections::BTreeMap;
 
 use aya::{
+    Btf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, KProbe, RawTracePoint, TracePoint, links::FdLink,
+        CgroupAttachMode, CgroupSockAddr, KProbe, Lsm, RawTracePoint, TracePoint, links::FdLink,
     },
     util::nr_cpus,
 };
 use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
-    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_RULES_MAP,
-    SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysRule, SysState, action, matches, via,
+    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_PATH_MAP,
+    SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysPathKey, SysRule,
+    SysState, action, matches, via,
 };
 
-use super::{find_or_attach, load_program, map_err, pin_link, replace_all};
+use super::{find_or_attach, find_program, load_program, map_err, pin_link, replace_all};
 use crate::{
     ebpf,
     error::{Error, Result},
     plan::{SyscallEffect, SyscallPlan, SyscallTarget},
     store::{FaultRecord, Hook, Store, SysArmed},
-    strategy::{SOCK_ADDR_CALLS, SyscallStrategy},
+    strategy::{SOCK_ADDR_CALLS, SyscallStrategy, lsm_hook},
 };
 
 /// At most this many entries are read from a map the kernel changes as we read it: when the key
@@ -42,6 +44,8 @@ struct Maps {
     new: HashMap<MapData, u32, u64>,
     cgroup: HashMap<MapData, u64, u64>,
     follow: Array<MapData, u64>,
+    path: HashMap<MapData, SysPathKey, u64>,
+    paths: Array<MapData, u64>,
 }
 
 fn open_maps() -> Result<Option<Maps>> {
@@ -55,6 +59,8 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(new),
         Some(cgroup),
         Some(follow),
+        Some(path),
+        Some(paths),
     ) = (
         ebpf::typed_map(SYS_RULES_MAP, Map::Array)?,
         ebpf::typed_map(SYS_COUNTERS_MAP, Map::PerCpuArray)?,
@@ -65,6 +71,8 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(SYS_NEW_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_CGROUP_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_FOLLOW_MAP, Map::Array)?,
+        ebpf::typed_map(SYS_PATH_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_PATHS_MAP, Map::Array)?,
     )
     else {
         return Ok(None);
@@ -79,6 +87,8 @@ fn open_maps() -> Result<Option<Maps>> {
         new,
         cgroup,
         follow,
+        path,
+        paths,
     }))
 }
 
@@ -88,6 +98,7 @@ fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
     r.via = match strategy {
         SyscallStrategy::TracepointSignal => via::TRACEPOINT,
         SyscallStrategy::KprobeOverride => via::KPROBE,
+        SyscallStrategy::BpfLsm => via::LSM,
         SyscallStrategy::CgroupSockAddr => via::CGROUP,
         // Refused before arming: seccomp is chaos exec's.
         SyscallStrategy::SeccompNotify => 0,
@@ -120,6 +131,9 @@ fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
         }
         SyscallTarget::Exec => {}
     }
+    if plan.path_prefix.is_some() {
+        r.matches |= matches::PATH;
+    }
     r.threshold = plan.chance.threshold;
     r.after = plan.after;
     r.every = plan.every;
@@ -142,6 +156,18 @@ fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
             hooks.push(Hook::SysKprobe {
                 function: format!("__x64_sys_{}", call.name),
             });
+        }
+    }
+    if strategy == SyscallStrategy::BpfLsm {
+        for call in &plan.syscalls {
+            if let Some((hook, _)) = lsm_hook(call.nr) {
+                let hook = Hook::SysLsm {
+                    lsm_hook: hook.to_owned(),
+                };
+                if !hooks.contains(&hook) {
+                    hooks.push(hook);
+                }
+            }
         }
     }
     if strategy == SyscallStrategy::CgroupSockAddr {
@@ -209,6 +235,13 @@ pub(crate) fn arm(
         signal: match plan.effect {
             SyscallEffect::Signal { signal } => Some(signal),
             _ => None,
+        },
+        paths: match &plan.path_prefix {
+            Some(prefix) => path_keys(prefix)?
+                .into_iter()
+                .map(|k| (k.dev, k.ino))
+                .collect(),
+            None => Vec::new(),
         },
     };
     let mut created = Vec::new();
@@ -329,8 +362,10 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
     let mut hook = vec![0u64; MAX_SYSCALL_NR as usize];
     let mut tgid: BTreeMap<u32, u64> = BTreeMap::new();
     let mut cgroup: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut path: BTreeMap<SysPathKey, u64> = BTreeMap::new();
     let mut live = 0u64;
     let mut follow = 0u64;
+    let mut by_path = 0u64;
     for a in armed {
         live |= bit(a);
         if matches!(
@@ -353,6 +388,10 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
         for &c in &a.cgroups {
             *cgroup.entry(c).or_default() |= bit(a);
         }
+        for &(dev, ino) in &a.paths {
+            *path.entry(SysPathKey { dev, ino }).or_default() |= bit(a);
+            by_path |= bit(a);
+        }
     }
     for (nr, bits) in hook.iter().enumerate() {
         let nr = nr as u32;
@@ -365,6 +404,11 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
     maps.follow
         .set(0, follow, 0)
         .map_err(map_err("updating the followed rule slots"))?;
+    // Directories before the mask that makes programs look them up.
+    replace_all(&mut maps.path, &path)?;
+    maps.paths
+        .set(0, by_path, 0)
+        .map_err(map_err("updating the path rule slots"))?;
     replace_all(&mut maps.tgid, &tgid)?;
     replace_all(&mut maps.cgroup, &cgroup)?;
     for map in [&mut maps.kids, &mut maps.new] {
@@ -422,6 +466,41 @@ fn fork_child_pid_offset() -> Result<u32> {
         })
 }
 
+/// The `CHAOS_SYS_PATH` keys for path prefix `prefix`: the directory itself and the root of every
+/// mount below it (the kernel's walk up from a file stops at its file system's root).
+fn path_keys(prefix: &std::path::Path) -> Result<Vec<SysPathKey>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let key = |path: &std::path::Path| -> std::io::Result<SysPathKey> {
+        let m = std::fs::metadata(path)?;
+        // The kernel's dev_t (MKDEV: major << 20 | minor), not the user-space encoding.
+        let dev = (u64::from(libc::major(m.dev())) << 20) | u64::from(libc::minor(m.dev()));
+        Ok(SysPathKey { dev, ino: m.ino() })
+    };
+    let mut keys = vec![key(prefix).map_err(|e| {
+        Error::invalid(
+            "path-prefix",
+            format!("{}: {e}", prefix.display()),
+            "give a directory that exists (the filter matches it and everything below it)",
+        )
+    })?];
+    for mount in crate::mounts::mount_points()? {
+        if mount != prefix
+            && mount.starts_with(prefix)
+            && let Ok(k) = key(&mount)
+            && !keys.contains(&k)
+        {
+            keys.push(k);
+        }
+    }
+    Ok(keys)
+}
+
+/// The load-time globals of the error programs: the path filters' struct offsets when this
+/// kernel has BTF (path rules are refused without it, so zeros never serve one).
+fn error_program_globals() -> Vec<(&'static str, u32)> {
+    crate::btf::path_offsets().unwrap_or_default()
+}
+
 /// Loads and attaches the program for `hook`, pinning its link.
 fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
     let name = format!("sys-{id}");
@@ -454,7 +533,7 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
             pin_link(link, &name)
         }
         Hook::SysKprobe { function } => {
-            let mut bpf = ebpf::load(&[])?;
+            let mut bpf = ebpf::load(&error_program_globals())?;
             let program: &mut KProbe = load_program(&mut bpf, PROG_SYS_KPROBE)?;
             let link_id = program.attach(function, 0).map_err(|e| {
                 Error::bpf(
@@ -467,6 +546,23 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
                 .map_err(|e| Error::bpf("taking the kprobe link", e))?
                 .try_into()
                 .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
+            pin_link(link, &name)
+        }
+        Hook::SysLsm { lsm_hook: hook } => {
+            let mut bpf = ebpf::load(&error_program_globals())?;
+            let btf = Btf::from_sys_fs().map_err(|e| Error::bpf("reading the kernel's BTF", e))?;
+            let program_name = format!("chaos_lsm_{hook}");
+            let program: &mut Lsm = find_program(&mut bpf, &program_name)?;
+            program
+                .load(hook, &btf)
+                .map_err(|e| Error::bpf(format!("loading {program_name}"), e))?;
+            let link_id = program
+                .attach()
+                .map_err(|e| Error::bpf(format!("attaching {program_name}"), e))?;
+            let link: FdLink = program
+                .take_link(link_id)
+                .map_err(|e| Error::bpf("taking the LSM link", e))?
+                .into();
             pin_link(link, &name)
         }
         Hook::SysSockAddr { cgroup, program } => {

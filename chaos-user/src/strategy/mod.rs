@@ -150,10 +150,21 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
         ),
         (
             "syscall fail (file, socket, fork hooks)",
-            false,
+            true,
+            vec![c(
+                "bpf lsm, syscall number from the saved registers",
+                &[F::Lsm, F::RawTracepoint],
+            )],
+        ),
+        (
+            "syscall fail under a path",
+            true,
             vec![
-                c("bpf lsm", &[F::Lsm]),
-                c("fmod_ret on security_*", &[F::FmodRet]),
+                c(
+                    "kprobe, file from the descriptor argument",
+                    &[F::KprobeOverride, F::Btf],
+                ),
+                c("bpf lsm, file from the hook", &[F::Lsm, F::Btf]),
             ],
         ),
         (

@@ -1,8 +1,10 @@
 //! Syscall strategies, best first for each action (issue 5's a-e): errors through kprobe +
-//! `bpf_override_return` on the syscall entry points; signals from the `sys_enter` raw
-//! tracepoint; anything under `chaos exec` through seccomp user notification.
+//! `bpf_override_return` on the syscall entry points, else BPF LSM hooks, else cgroup
+//! socket-address hooks; signals from the `sys_enter` raw tracepoint; anything under `chaos
+//! exec` through seccomp user notification.
 
 use serde::{Deserialize, Serialize};
+use syscalls::Sysno;
 
 use crate::{
     error::{Error, Result},
@@ -17,6 +19,8 @@ pub enum SyscallStrategy {
     /// A kprobe on each `__x64_sys_*` entry point overrides its return value (needs function
     /// error injection).
     KprobeOverride,
+    /// BPF LSM programs on the security hooks the calls pass (needs `bpf` among the LSMs).
+    BpfLsm,
     /// A raw tracepoint on `sys_enter` sends the signal (`bpf_send_signal`).
     TracepointSignal,
     /// cgroup socket-address hooks refuse connect / bind with `bpf_set_retval`.
@@ -27,8 +31,9 @@ pub enum SyscallStrategy {
 
 impl SyscallStrategy {
     /// Every strategy, for parsing.
-    const ALL: [SyscallStrategy; 4] = [
+    const ALL: [SyscallStrategy; 5] = [
         SyscallStrategy::KprobeOverride,
+        SyscallStrategy::BpfLsm,
         SyscallStrategy::TracepointSignal,
         SyscallStrategy::CgroupSockAddr,
         SyscallStrategy::SeccompNotify,
@@ -38,6 +43,7 @@ impl SyscallStrategy {
     pub fn as_str(self) -> &'static str {
         match self {
             SyscallStrategy::KprobeOverride => "kprobe-override",
+            SyscallStrategy::BpfLsm => "bpf-lsm",
             SyscallStrategy::TracepointSignal => "tracepoint-signal",
             SyscallStrategy::CgroupSockAddr => "cgroup-sock-addr",
             SyscallStrategy::SeccompNotify => "seccomp-notify",
@@ -50,6 +56,7 @@ impl SyscallStrategy {
             SyscallStrategy::KprobeOverride => {
                 "kprobe on __x64_sys_* + bpf_override_return, rules in maps"
             }
+            SyscallStrategy::BpfLsm => "BPF LSM hooks returning -errno, rules in maps",
             SyscallStrategy::TracepointSignal => {
                 "raw tracepoint sys_enter + bpf_send_signal, rules in maps"
             }
@@ -120,25 +127,39 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
             Ok(SyscallStrategy::TracepointSignal)
         }
         SyscallEffect::Fail { .. } => {
-            if plan.path_prefix.is_some() {
-                return Err(unsupported(
-                    "a path prefix is judged by chaos exec (seccomp) in this build; the kernel \
-                     strategies select by process, cgroup or name"
-                        .into(),
-                ));
-            }
-            let kprobe = bpf(&[Feature::KprobeOverride]);
+            let path = plan.path_prefix.is_some();
+            let path_btf = || {
+                if path {
+                    probe.require(Feature::Btf)
+                } else {
+                    Ok(())
+                }
+            };
+            let kprobe = bpf(&[Feature::KprobeOverride])
+                .and_then(|()| kprobe_path(plan))
+                .and_then(|()| path_btf());
             if kprobe.is_ok() {
                 return Ok(SyscallStrategy::KprobeOverride);
             }
-            let cgroup = cgroup_sock_addr(plan, probe);
+            let lsm = bpf(&[Feature::Lsm])
+                .and_then(|()| lsm_calls(plan))
+                .and_then(|()| path_btf());
+            if lsm.is_ok() {
+                return Ok(SyscallStrategy::BpfLsm);
+            }
+            let cgroup = if path {
+                Err("they do not see files, so no --path-prefix".to_owned())
+            } else {
+                cgroup_sock_addr(plan, probe)
+            };
             if cgroup.is_ok() {
                 return Ok(SyscallStrategy::CgroupSockAddr);
             }
             Err(unsupported(format!(
-                "kprobe + bpf_override_return needs function error injection ({}); cgroup \
-                 hooks: {}; BPF LSM is not built yet; chaos exec (seccomp) works on any kernel",
+                "kprobe + bpf_override_return (any call; needs function error injection): {}; \
+                 BPF LSM hooks: {}; cgroup hooks: {}; chaos exec (seccomp) works on any kernel",
                 kprobe.unwrap_err(),
+                lsm.unwrap_err(),
                 cgroup.unwrap_err()
             )))
         }
@@ -148,6 +169,104 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
                 .into(),
         )),
     }
+}
+
+/// The calls the BPF LSM programs serve: the hook each passes, and whether that hook sees the
+/// file (so a path prefix can select it).
+pub const LSM_CALLS: &[(Sysno, &str, bool)] = &[
+    (Sysno::open, "file_open", true),
+    (Sysno::openat, "file_open", true),
+    (Sysno::openat2, "file_open", true),
+    (Sysno::creat, "file_open", true),
+    (Sysno::read, "file_permission", true),
+    (Sysno::write, "file_permission", true),
+    (Sysno::pread64, "file_permission", true),
+    (Sysno::pwrite64, "file_permission", true),
+    (Sysno::readv, "file_permission", true),
+    (Sysno::writev, "file_permission", true),
+    (Sysno::preadv, "file_permission", true),
+    (Sysno::pwritev, "file_permission", true),
+    (Sysno::preadv2, "file_permission", true),
+    (Sysno::pwritev2, "file_permission", true),
+    (Sysno::mmap, "mmap_file", true),
+    (Sysno::unlink, "inode_unlink", true),
+    (Sysno::unlinkat, "inode_unlink", true),
+    (Sysno::mkdir, "inode_mkdir", true),
+    (Sysno::mkdirat, "inode_mkdir", true),
+    (Sysno::socket, "socket_create", false),
+    (Sysno::connect, "socket_connect", false),
+    (Sysno::bind, "socket_bind", false),
+    (Sysno::sendto, "socket_sendmsg", false),
+    (Sysno::sendmsg, "socket_sendmsg", false),
+    (Sysno::sendmmsg, "socket_sendmsg", false),
+    (Sysno::recvfrom, "socket_recvmsg", false),
+    (Sysno::recvmsg, "socket_recvmsg", false),
+    (Sysno::recvmmsg, "socket_recvmsg", false),
+    (Sysno::fork, "task_alloc", false),
+    (Sysno::vfork, "task_alloc", false),
+    (Sysno::clone, "task_alloc", false),
+    (Sysno::clone3, "task_alloc", false),
+];
+
+/// The LSM hook call `nr` passes, and whether it sees the file.
+pub fn lsm_hook(nr: u32) -> Option<(&'static str, bool)> {
+    LSM_CALLS
+        .iter()
+        .find(|(s, _, _)| s.id() as u32 == nr)
+        .map(|&(_, hook, file)| (hook, file))
+}
+
+/// Calls whose first argument is a file descriptor: the kprobe's path filter finds the file
+/// through it.
+const FD_CALLS: &[Sysno] = &[
+    Sysno::read,
+    Sysno::write,
+    Sysno::pread64,
+    Sysno::pwrite64,
+    Sysno::readv,
+    Sysno::writev,
+    Sysno::preadv,
+    Sysno::pwritev,
+    Sysno::preadv2,
+    Sysno::pwritev2,
+    Sysno::fsync,
+    Sysno::fdatasync,
+    Sysno::sync_file_range,
+    Sysno::ftruncate,
+    Sysno::fallocate,
+];
+
+/// Whether the kprobe's path filter can serve `plan`'s calls, or why not.
+fn kprobe_path(plan: &SyscallPlan) -> std::result::Result<(), String> {
+    if plan.path_prefix.is_none() {
+        return Ok(());
+    }
+    match plan
+        .syscalls
+        .iter()
+        .find(|c| !FD_CALLS.iter().any(|s| s.id() as u32 == c.nr))
+    {
+        Some(c) => Err(format!(
+            "its path filter reads a descriptor argument, and {} has none",
+            c.name
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the LSM hooks serve all of `plan`'s calls (and see their files, for a path prefix),
+/// or why not.
+fn lsm_calls(plan: &SyscallPlan) -> std::result::Result<(), String> {
+    for c in &plan.syscalls {
+        match lsm_hook(c.nr) {
+            None => return Err(format!("no hook is passed by {} alone", c.name)),
+            Some((hook, false)) if plan.path_prefix.is_some() => {
+                return Err(format!("{hook} (for {}) does not see a file", c.name));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The socket calls the cgroup socket-address hooks serve, with their programs.
@@ -232,7 +351,9 @@ mod tests {
         );
         let err = choose(&fail, &with(&[])).unwrap_err().to_string();
         assert!(
-            err.contains("function error injection") && err.contains("chaos exec"),
+            err.contains("function error injection")
+                && err.contains("BPF LSM")
+                && err.contains("chaos exec"),
             "{err}"
         );
         let exec = plan(SyscallEffect::Fail { errno: 5 }, SyscallTarget::Exec);
@@ -243,5 +364,50 @@ mod tests {
         for s in SyscallStrategy::ALL {
             assert_eq!(SyscallStrategy::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn lsm_serves_what_kprobes_cannot_see() {
+        let call = |s: Sysno| crate::plan::Syscall {
+            name: s.name(),
+            nr: s.id() as u32,
+        };
+        let cgroup_fail = |calls: &[Sysno], path: bool| {
+            let mut p = plan(
+                SyscallEffect::Fail { errno: 5 },
+                SyscallTarget::Pid {
+                    pid: 1,
+                    follow_children: false,
+                },
+            );
+            p.syscalls = calls.iter().map(|s| call(*s)).collect();
+            p.path_prefix = path.then(|| "/data".into());
+            p
+        };
+        let base = [Feature::Bpffs, Feature::RawTracepoint, Feature::Btf];
+        let with = |extra: &[Feature]| report(&[&base[..], extra].concat());
+        let both = with(&[Feature::KprobeOverride, Feature::Lsm]);
+        // A descriptor call under a path: the kprobe reads the file from the descriptor.
+        let fsync = cgroup_fail(&[Sysno::fsync], true);
+        assert_eq!(
+            choose(&fsync, &both).unwrap(),
+            SyscallStrategy::KprobeOverride
+        );
+        // openat under a path has no descriptor yet: file_open sees the file.
+        let open = cgroup_fail(&[Sysno::openat, Sysno::read], true);
+        assert_eq!(choose(&open, &both).unwrap(), SyscallStrategy::BpfLsm);
+        // Without error injection, LSM serves the calls with hooks; fsync passes none.
+        let lsm = with(&[Feature::Lsm]);
+        assert_eq!(
+            choose(&cgroup_fail(&[Sysno::write], false), &lsm).unwrap(),
+            SyscallStrategy::BpfLsm
+        );
+        let err = choose(&fsync, &lsm).unwrap_err().to_string();
+        assert!(err.contains("no hook is passed by fsync"), "{err}");
+        // Socket hooks do not see files.
+        let err = choose(&cgroup_fail(&[Sysno::connect], true), &lsm)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not see a file"), "{err}");
     }
 }

@@ -1,0 +1,107 @@
+//! Offsets into kernel structures, read from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`): the syscall programs' path filters follow `file -> dentry ->
+//! inode` and `task -> files -> fdtable` with `bpf_probe_read_kernel`, and these layouts differ
+//! between kernels. The loader hands the offsets to the programs as globals.
+
+use libbpf_rs::btf::{
+    Btf, BtfType, TypeId,
+    types::{Composite, MemberAttr},
+};
+
+use crate::error::{Error, Result};
+use chaos_common::syscall::offsets;
+
+/// Each global with the struct and the member path (dots into nested members) it holds.
+const FIELDS: &[(&str, &str, &str)] = &[
+    (offsets::FILE_DENTRY, "file", "f_path.dentry"),
+    (offsets::DENTRY_PARENT, "dentry", "d_parent"),
+    (offsets::DENTRY_INODE, "dentry", "d_inode"),
+    (offsets::INODE_INO, "inode", "i_ino"),
+    (offsets::INODE_SB, "inode", "i_sb"),
+    (offsets::SB_DEV, "super_block", "s_dev"),
+    (offsets::TASK_FILES, "task_struct", "files"),
+    (offsets::FILES_FDT, "files_struct", "fdt"),
+    (offsets::FDT_MAX_FDS, "fdtable", "max_fds"),
+    (offsets::FDT_FD, "fdtable", "fd"),
+];
+
+/// The path-filter offset globals for this kernel, as `(global, byte offset)`.
+pub fn path_offsets() -> Result<Vec<(&'static str, u32)>> {
+    let problem = |what: String| Error::Unsupported {
+        what: "filter syscalls by path in the kernel".into(),
+        why: what,
+    };
+    let btf = Btf::from_vmlinux()
+        .map_err(|e| problem(format!("the kernel's BTF could not be read: {e}")))?;
+    FIELDS
+        .iter()
+        .map(|&(global, ty, path)| {
+            offset_of(&btf, ty, path)
+                .map(|off| (global, off))
+                .ok_or_else(|| problem(format!("no {ty}.{path} in the kernel's BTF")))
+        })
+        .collect()
+}
+
+/// Byte offset of member `path` (`a.b.c`) in struct `ty`.
+fn offset_of(btf: &Btf<'_>, ty: &str, path: &str) -> Option<u32> {
+    let mut composite: Composite<'_> = btf.type_by_name(ty)?;
+    let mut total = 0;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (off, member_ty) = member(btf, &composite, part)?;
+        total += off;
+        if parts.peek().is_some() {
+            composite = composite_of(btf, member_ty)?;
+        }
+    }
+    Some(total)
+}
+
+/// Byte offset and type of member `name` of `composite`, looking through anonymous structs and
+/// unions.
+fn member(btf: &Btf<'_>, composite: &Composite<'_>, name: &str) -> Option<(u32, TypeId)> {
+    for m in composite.iter() {
+        let bits = match m.attr {
+            MemberAttr::Normal { offset } | MemberAttr::BitField { offset, .. } => offset,
+        };
+        match m.name.and_then(|n| n.to_str()).filter(|n| !n.is_empty()) {
+            Some(n) if n == name => return Some((bits / 8, m.ty)),
+            Some(_) => {}
+            None => {
+                if let Some(inner) = composite_of(btf, m.ty)
+                    && let Some((off, ty)) = member(btf, &inner, name)
+                {
+                    return Some((bits / 8 + off, ty));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The struct or union type `id` names, through typedefs and qualifiers.
+fn composite_of<'b>(btf: &'b Btf<'_>, id: TypeId) -> Option<Composite<'b>> {
+    let ty: BtfType<'_> = btf.type_by_id(id)?;
+    Composite::try_from(ty.skip_mods_and_typedefs()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_of_this_kernel() {
+        let Ok(offsets) = path_offsets() else {
+            eprintln!("no kernel BTF here");
+            return;
+        };
+        assert_eq!(offsets.len(), FIELDS.len());
+        // d_parent and d_inode are near the start of struct dentry on every kernel.
+        let get = |g: &str| offsets.iter().find(|(n, _)| *n == g).unwrap().1;
+        assert!(get(offsets::DENTRY_PARENT) < 64, "{offsets:?}");
+        assert!(get(offsets::DENTRY_INODE) < 64, "{offsets:?}");
+        assert_ne!(get(offsets::DENTRY_PARENT), get(offsets::DENTRY_INODE));
+        assert!(get(offsets::FILE_DENTRY) > 0);
+    }
+}

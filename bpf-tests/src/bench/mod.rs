@@ -1,6 +1,6 @@
 //! Benchmarks of the injector, run by `cargo xtask bench` through the `chaos-bench` binary.
 //!
-//! Each fault family has its own module (`net`, and later `syscall` and `block`) that measures
+//! Each fault family has its own module (`net`, `syscall`, and later `block`) that measures
 //! its rows in worlds it builds itself (namespaces, veth pairs, cgroups, processes: the
 //! [`crate::world`] guards) and arms faults through the library ([`chaos_user::Injector`]),
 //! holding every armed fault in a [`Faults`] guard that recovers it even on panic. The
@@ -24,6 +24,7 @@ pub mod controller;
 pub mod net;
 pub mod proc;
 pub mod stats;
+pub mod syscall;
 
 use std::{
     io::Write as _,
@@ -353,7 +354,11 @@ impl Bench {
 pub type FamilyFn = fn(&mut Bench);
 
 /// Every family, in the order they run. A new family adds its module and one line here.
-pub const FAMILIES: &[(&str, FamilyFn)] = &[("net", net::run), ("controller", controller::run)];
+pub const FAMILIES: &[(&str, FamilyFn)] = &[
+    ("net", net::run),
+    ("syscall", syscall::run),
+    ("controller", controller::run),
+];
 
 /// Runs the families `config` selects and returns the bench with its rows and errors.
 pub fn run(config: Config) -> Result<Bench> {

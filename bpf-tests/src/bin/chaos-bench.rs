@@ -67,6 +67,10 @@ fn main() -> ExitCode {
     if argv.first().is_some_and(|a| a == bench::proc::RUSAGE_ARG) {
         return bench::proc::rusage_main(&argv[1..]);
     }
+    // Internal: one timed syscall loop in a process of its own (see `bench::syscall`).
+    if argv.first().is_some_and(|a| a == bench::syscall::LOOP_ARG) {
+        return bench::syscall::loop_main(&argv[1..]);
+    }
     let config = match parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {

@@ -73,6 +73,23 @@ pub mod offsets {
     pub const FDT_FD: &str = "CHAOS_OFF_FDT_FD";
 }
 
+/// Name of the array map of the rule slots by how they select their target: index
+/// [`kind::TGID`], [`kind::CGROUP`], [`kind::COMM`]. A call is judged only by the rules whose
+/// selector admits the caller, so a process no rule targets pays lookups, not the rule loop.
+pub const SYS_KIND_MAP: &str = "CHAOS_SYS_KIND";
+
+/// Indexes of [`SYS_KIND_MAP`].
+pub mod kind {
+    /// Rules selecting by process ([`super::matches::TGID`]).
+    pub const TGID: u32 = 0;
+    /// Rules selecting by cgroup ([`super::matches::CGROUP`]).
+    pub const CGROUP: u32 = 1;
+    /// Rules selecting by command name ([`super::matches::COMM`]).
+    pub const COMM: u32 = 2;
+    /// Entries.
+    pub const COUNT: u32 = 3;
+}
+
 /// Name of the global set at load time to the offset of `child_pid` in the
 /// `sched_process_fork` record (from the tracepoint's format file).
 pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
@@ -222,7 +239,8 @@ pub struct SysState {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SysCounters {
-    /// Calls of an armed syscall number the rule examined.
+    /// Calls of its syscalls by callers its process or cgroup selector admits (every caller for
+    /// a rule by command name), which the rule then examined.
     pub seen: u64,
     /// Calls of its target inside the deadline.
     pub matched: u64,

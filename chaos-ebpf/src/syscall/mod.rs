@@ -34,7 +34,7 @@ use aya_ebpf::{
 use chaos_common::{
     PROBABILITY_ONE,
     syscall::{
-        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysRule, SysState,
+        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysRule, SysState, kind,
         matches, via,
     },
 };
@@ -72,6 +72,10 @@ static CHAOS_SYS_NEW: HashMap<u32, u64> = HashMap::pinned(16384, 0);
 /// Index 0: the rule slots that follow their targets' children (written by the controller).
 #[map(name = "CHAOS_SYS_FOLLOW")]
 static CHAOS_SYS_FOLLOW: Array<u64> = Array::pinned(1, 0);
+
+/// Rule slots by how they select their target (see `chaos_common::syscall::kind`).
+#[map(name = "CHAOS_SYS_KIND")]
+static CHAOS_SYS_KIND: Array<u64> = Array::pinned(kind::COUNT, 0);
 
 /// cgroup v2 id -> rule slots that target it and the cgroups below it.
 #[map(name = "CHAOS_SYS_CGRP")]
@@ -257,37 +261,65 @@ fn judge(
     if slots == 0 {
         return None;
     }
-    let path_slots = slots & path::path_rules();
+    let rules = |k: u32| slots & CHAOS_SYS_KIND.get(k).copied().unwrap_or(0);
+    let (tgid_rules, cgroup_rules, comm_rules) =
+        (rules(kind::TGID), rules(kind::CGROUP), rules(kind::COMM));
+    // Only the selectors some rule on this call uses are looked up.
+    let mut by_tgid = 0;
+    if tgid_rules != 0 {
+        // SAFETY: plain u32 keys.
+        by_tgid = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) };
+        if CHAOS_SYS_FOLLOW
+            .get(0)
+            .is_some_and(|f| *f & tgid_rules != 0)
+        {
+            // SAFETY: as above.
+            by_tgid |= unsafe { CHAOS_SYS_KIDS.get(tgid).copied().unwrap_or(0) };
+        }
+    }
+    let mut by_cgroup = 0;
+    if cgroup_rules != 0 {
+        let mut level = 0;
+        while level <= MAX_SYS_CGROUP_DEPTH {
+            // SAFETY: helper without pointers; 0 past the task's own level.
+            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+            if id == 0 {
+                break;
+            }
+            // SAFETY: plain u64 key.
+            by_cgroup |= unsafe { CHAOS_SYS_CGRP.get(id) }.copied().unwrap_or(0);
+            level += 1;
+        }
+    }
+    // The rules whose selector admits the caller (rules by name compare it in the loop; a rule
+    // of no kind would be judged on every call).
+    let candidates = (by_tgid & tgid_rules)
+        | (by_cgroup & cgroup_rules)
+        | comm_rules
+        | (slots & !(tgid_rules | cgroup_rules | comm_rules));
+    if candidates == 0 {
+        return None;
+    }
+    let path_slots = candidates & path::path_rules();
     let by_path = if path_slots != 0 {
         path::bits(dentry(), path_slots)
     } else {
         0
     };
-    // SAFETY: plain u32 keys.
-    let by_tgid = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) }
-        | unsafe { CHAOS_SYS_KIDS.get(tgid).copied().unwrap_or(0) };
-    let mut by_cgroup = 0;
-    let mut level = 0;
-    while level <= MAX_SYS_CGROUP_DEPTH {
-        // SAFETY: helper without pointers; 0 past the task's own level.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if id == 0 {
-            break;
-        }
-        // SAFETY: plain u64 key.
-        by_cgroup |= unsafe { CHAOS_SYS_CGRP.get(id) }.copied().unwrap_or(0);
-        level += 1;
-    }
     let call = CHAOS_SYS_CALL.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value; nothing else runs on this CPU meanwhile.
     let c = unsafe { &mut *call };
-    c.slots = slots;
+    c.slots = candidates;
     c.via = via;
     c.tgid = tgid;
     c.by_tgid = by_tgid;
     c.by_cgroup = by_cgroup;
     c.by_path = by_path;
-    c.comm = if with_comm { current_comm() } else { [0; 16] };
+    c.comm = if with_comm && comm_rules != 0 {
+        current_comm()
+    } else {
+        [0; 16]
+    };
     // SAFETY: helper without arguments.
     c.now = unsafe { bpf_ktime_get_boot_ns() };
     c.acting = u32::MAX;

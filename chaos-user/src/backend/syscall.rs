@@ -15,9 +15,9 @@ use aya::{
 };
 use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
-    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_NEW_MAP, SYS_PATH_MAP,
-    SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysPathKey, SysRule,
-    SysState, action, matches, via,
+    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_KIND_MAP, SYS_NEW_MAP,
+    SYS_PATH_MAP, SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters,
+    SysPathKey, SysRule, SysState, action, kind, matches, via,
 };
 
 use super::{find_or_attach, find_program, load_program, map_err, pin_link, replace_all};
@@ -46,6 +46,7 @@ struct Maps {
     follow: Array<MapData, u64>,
     path: HashMap<MapData, SysPathKey, u64>,
     paths: Array<MapData, u64>,
+    kind: Array<MapData, u64>,
 }
 
 fn open_maps() -> Result<Option<Maps>> {
@@ -61,6 +62,7 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(follow),
         Some(path),
         Some(paths),
+        Some(kind),
     ) = (
         ebpf::typed_map(SYS_RULES_MAP, Map::Array)?,
         ebpf::typed_map(SYS_COUNTERS_MAP, Map::PerCpuArray)?,
@@ -73,6 +75,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(SYS_FOLLOW_MAP, Map::Array)?,
         ebpf::typed_map(SYS_PATH_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_PATHS_MAP, Map::Array)?,
+        ebpf::typed_map(SYS_KIND_MAP, Map::Array)?,
     )
     else {
         return Ok(None);
@@ -89,6 +92,7 @@ fn open_maps() -> Result<Option<Maps>> {
         follow,
         path,
         paths,
+        kind,
     }))
 }
 
@@ -366,6 +370,7 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
     let mut live = 0u64;
     let mut follow = 0u64;
     let mut by_path = 0u64;
+    let mut kinds = [0u64; kind::COUNT as usize];
     for a in armed {
         live |= bit(a);
         if matches!(
@@ -376,6 +381,15 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
             }
         ) {
             follow |= bit(a);
+        }
+        let k = match a.target {
+            SyscallTarget::Pid { .. } => Some(kind::TGID),
+            SyscallTarget::Cgroup(_) => Some(kind::CGROUP),
+            SyscallTarget::Comm(_) => Some(kind::COMM),
+            SyscallTarget::Exec => None,
+        };
+        if let Some(k) = k {
+            kinds[k as usize] |= bit(a);
         }
         for &nr in &a.syscalls {
             if let Some(h) = hook.get_mut(nr as usize) {
@@ -392,6 +406,13 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
             *path.entry(SysPathKey { dev, ino }).or_default() |= bit(a);
             by_path |= bit(a);
         }
+    }
+    // Kinds before the syscall slots, so a new rule is never on a call without its kind. (The
+    // kernel checks every selector again in the rule loop; kinds only let it skip that loop.)
+    for (k, bits) in kinds.iter().enumerate() {
+        maps.kind
+            .set(k as u32, *bits, 0)
+            .map_err(map_err("updating the rule kinds"))?;
     }
     for (nr, bits) in hook.iter().enumerate() {
         let nr = nr as u32;

@@ -481,6 +481,94 @@ fn connect_fails_for_the_target_cgroup_only() {
     oracle.assert_clean(&before);
 }
 
+/// Whether a delay keeper process runs.
+fn keeper_runs() -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"keep-delays"))
+        })
+}
+
+#[test]
+fn delay_freezes_the_caller_for_the_latency() {
+    let chaos = skip_on_err!(chaos_for(&["raw_tracepoint", "helper_send_signal"]));
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    // uname: a call the shell and the uname command make a few times, nothing else here does.
+    let run = |inside: bool| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "uname >/dev/null; uname >/dev/null; uname >/dev/null"]);
+        let start = Instant::now();
+        let mut child = if inside {
+            ChildProcess::builder(cmd).cgroup(&cg).spawn()
+        } else {
+            ChildProcess::spawn(cmd)
+        }
+        .expect("sh");
+        let status = exit_of(&mut child);
+        assert!(status.success(), "{status:?}");
+        start.elapsed()
+    };
+    let quick = run(true);
+    let fault = arm(
+        &chaos,
+        &[
+            "delay",
+            "--syscall",
+            "uname",
+            "--latency",
+            "200ms",
+            "--cgroup",
+            &cgroup,
+            "--duration",
+            "60s",
+        ],
+    );
+    let slow = run(true);
+    let outside = run(false);
+    let s = chaos.status(&fault.id).expect("status");
+    let acted = s["counters"]["acted"].as_u64().expect("acted");
+    println!(
+        "3 x uname: {quick:?} before, {slow:?} under a 200 ms delay ({acted} calls delayed), \
+         {outside:?} outside the cgroup; {}",
+        s["strategy"]
+    );
+    assert_eq!(s["strategy"], "tracepoint-freeze", "{s}");
+    assert!(acted >= 3, "{s}");
+    // Each delayed call holds its process 200 ms; the calls come one after another.
+    let want = Duration::from_millis(200 * acted);
+    assert!(
+        slow >= want.mul_f64(0.95) && slow <= want + quick + Duration::from_millis(1500),
+        "{slow:?} for {acted} delayed calls"
+    );
+    assert!(
+        outside < Duration::from_millis(200) + quick * 4,
+        "{outside:?}"
+    );
+    drop(fault);
+    let start = Instant::now();
+    while keeper_runs() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !keeper_runs(),
+        "the delay keeper outlived the last delay fault"
+    );
+    let after = run(true);
+    assert!(
+        after < Duration::from_millis(200) + quick * 4,
+        "recovered: {after:?}"
+    );
+    oracle.assert_clean(&before);
+}
+
 /// Puts this test process into a cgroup for as long as it lives, then back where it was.
 struct Inside {
     home: std::path::PathBuf,

@@ -136,6 +136,24 @@ pub mod action {
     pub const FAIL: u32 = 1;
     /// Send `signal` to the calling thread's process (raw tracepoint).
     pub const SIGNAL: u32 = 2;
+    /// Stop the calling process (SIGSTOP, raw tracepoint) and report it in
+    /// [`super::SYS_EVENTS_MAP`]: the controller's keeper continues it `delay_ns` later.
+    pub const DELAY: u32 = 3;
+}
+
+/// Name of the ring buffer of [`SysEvent`]s (processes a delay rule stopped).
+pub const SYS_EVENTS_MAP: &str = "CHAOS_SYS_EVENTS";
+
+/// A process stopped by a delay rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysEvent {
+    /// The stopped process.
+    pub tgid: u32,
+    /// The rule's slot.
+    pub slot: u32,
+    /// When (`CLOCK_BOOTTIME` ns).
+    pub at_ns: u64,
 }
 
 /// Which program acts on a rule ([`SysRule::via`]): a call can pass several of ours.
@@ -204,6 +222,8 @@ pub struct SysRule {
     pub max_count: u64,
     /// `CLOCK_BOOTTIME` ns after which the rule no longer acts: the in-kernel deadline.
     pub deadline_ns: u64,
+    /// How long a process stopped by an [`action::DELAY`] rule stays stopped.
+    pub delay_ns: u64,
 }
 
 impl SysRule {
@@ -221,6 +241,7 @@ impl SysRule {
         every: 1,
         max_count: u64::MAX,
         deadline_ns: 0,
+        delay_ns: 0,
     };
 }
 
@@ -255,4 +276,5 @@ mod user {
     unsafe impl aya::Pod for super::SysState {}
     unsafe impl aya::Pod for super::SysCounters {}
     unsafe impl aya::Pod for super::SysPathKey {}
+    unsafe impl aya::Pod for super::SysEvent {}
 }

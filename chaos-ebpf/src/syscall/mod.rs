@@ -28,14 +28,14 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval,
     },
     macros::{cgroup_sock_addr, kprobe, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, SockAddrContext, TracePointContext},
 };
 use chaos_common::{
     PROBABILITY_ONE,
     syscall::{
-        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysRule, SysState, kind,
-        matches, via,
+        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysEvent, SysRule,
+        SysState, action, kind, matches, via,
     },
 };
 
@@ -72,6 +72,10 @@ static CHAOS_SYS_NEW: HashMap<u32, u64> = HashMap::pinned(16384, 0);
 /// Index 0: the rule slots that follow their targets' children (written by the controller).
 #[map(name = "CHAOS_SYS_FOLLOW")]
 static CHAOS_SYS_FOLLOW: Array<u64> = Array::pinned(1, 0);
+
+/// Processes stopped by delay rules, for the controller's keeper to continue.
+#[map(name = "CHAOS_SYS_EVENTS")]
+static CHAOS_SYS_EVENTS: RingBuf = RingBuf::pinned(64 * 1024, 0);
 
 /// Rule slots by how they select their target (see `chaos_common::syscall::kind`).
 #[map(name = "CHAOS_SYS_KIND")]
@@ -139,6 +143,18 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
     {
         // SAFETY: helper acting on the current task's process.
         unsafe { bpf_send_signal(rule.signal) };
+        if rule.action == action::DELAY {
+            let event = SysEvent {
+                tgid,
+                slot: acting,
+                // SAFETY: helper without arguments.
+                at_ns: unsafe { bpf_ktime_get_boot_ns() },
+            };
+            // The ring holds thousands of events and each stopped process adds one at most; were
+            // it full, the process would stay stopped until the fault is recovered (recovery
+            // continues every target).
+            let _ = CHAOS_SYS_EVENTS.output::<SysEvent>(&event, 0);
+        }
     }
     0
 }

@@ -2,6 +2,7 @@
 //! cgroup files) and undoing it. One fault family per file; what they share is here.
 
 pub mod dist;
+pub mod keeper;
 pub mod net;
 pub mod qdisc;
 pub mod shaping;

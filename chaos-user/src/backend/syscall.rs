@@ -100,7 +100,7 @@ fn open_maps() -> Result<Option<Maps>> {
 fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
     let mut r = SysRule::EMPTY;
     r.via = match strategy {
-        SyscallStrategy::TracepointSignal => via::TRACEPOINT,
+        SyscallStrategy::TracepointSignal | SyscallStrategy::TracepointFreeze => via::TRACEPOINT,
         SyscallStrategy::KprobeOverride => via::KPROBE,
         SyscallStrategy::BpfLsm => via::LSM,
         SyscallStrategy::CgroupSockAddr => via::CGROUP,
@@ -116,8 +116,11 @@ fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
             r.action = action::SIGNAL;
             r.signal = signal as u32;
         }
-        // Refused by the strategy: delays of running processes are not made in the kernel.
-        SyscallEffect::Delay { .. } => {}
+        SyscallEffect::Delay { latency } => {
+            r.action = action::DELAY;
+            r.signal = libc::SIGSTOP as u32;
+            r.delay_ns = latency.as_nanos() as u64;
+        }
     }
     match &plan.target {
         SyscallTarget::Pid {
@@ -193,7 +196,11 @@ fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
         }
     }
     // sys_enter sends the signals, and settles followed children at their first call.
-    if strategy == SyscallStrategy::TracepointSignal || follow {
+    if matches!(
+        strategy,
+        SyscallStrategy::TracepointSignal | SyscallStrategy::TracepointFreeze
+    ) || follow
+    {
         hooks.push(Hook::SysEnter);
     }
     if follow {
@@ -236,9 +243,11 @@ pub(crate) fn arm(
             _ => Vec::new(),
         },
         target: plan.target.clone(),
+        // What a delay stopped, recovery continues, as for a stop.
         signal: match plan.effect {
             SyscallEffect::Signal { signal } => Some(signal),
-            _ => None,
+            SyscallEffect::Delay { .. } => Some(libc::SIGSTOP),
+            SyscallEffect::Fail { .. } => None,
         },
         paths: match &plan.path_prefix {
             Some(prefix) => path_keys(prefix)?
@@ -277,6 +286,12 @@ pub(crate) fn arm(
         all.push(&armed);
         sync(&mut maps, &all)
     })();
+    let result = result.and_then(|()| {
+        if rule.action == action::DELAY {
+            super::keeper::ensure_running(store)?;
+        }
+        Ok(())
+    });
     match result {
         Ok(()) => Ok((armed, rule.deadline_ns)),
         Err(e) => {

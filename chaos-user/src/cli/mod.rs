@@ -37,6 +37,9 @@ enum Command {
     Recover(recover::Args),
     /// Run the built-in demo: a real fault on a test network, measured and recovered.
     Demo(demo::Args),
+    /// Continue processes stopped by delay faults (started by chaos itself).
+    #[command(name = "keep-delays", hide = true)]
+    KeepDelays,
 }
 
 /// Runs a parsed command line.
@@ -49,6 +52,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => list::run_status(a),
         Command::Recover(a) => recover::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::KeepDelays => {
+            let store = chaos_user::store::Store::open_default()?;
+            chaos_user::backend::keeper::run(&store)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub enum SyscallStrategy {
     BpfLsm,
     /// A raw tracepoint on `sys_enter` sends the signal (`bpf_send_signal`).
     TracepointSignal,
+    /// A raw tracepoint on `sys_enter` stops the calling process (SIGSTOP) and a keeper process
+    /// continues it after the latency: the whole process freezes, not just the call.
+    TracepointFreeze,
     /// cgroup socket-address hooks refuse connect / bind with `bpf_set_retval`.
     CgroupSockAddr,
     /// seccomp user notification: `chaos exec` decides every call of the command it started.
@@ -31,9 +34,10 @@ pub enum SyscallStrategy {
 
 impl SyscallStrategy {
     /// Every strategy, for parsing.
-    const ALL: [SyscallStrategy; 5] = [
+    const ALL: [SyscallStrategy; 6] = [
         SyscallStrategy::KprobeOverride,
         SyscallStrategy::BpfLsm,
+        SyscallStrategy::TracepointFreeze,
         SyscallStrategy::TracepointSignal,
         SyscallStrategy::CgroupSockAddr,
         SyscallStrategy::SeccompNotify,
@@ -45,6 +49,7 @@ impl SyscallStrategy {
             SyscallStrategy::KprobeOverride => "kprobe-override",
             SyscallStrategy::BpfLsm => "bpf-lsm",
             SyscallStrategy::TracepointSignal => "tracepoint-signal",
+            SyscallStrategy::TracepointFreeze => "tracepoint-freeze",
             SyscallStrategy::CgroupSockAddr => "cgroup-sock-addr",
             SyscallStrategy::SeccompNotify => "seccomp-notify",
         }
@@ -59,6 +64,10 @@ impl SyscallStrategy {
             SyscallStrategy::BpfLsm => "BPF LSM hooks returning -errno, rules in maps",
             SyscallStrategy::TracepointSignal => {
                 "raw tracepoint sys_enter + bpf_send_signal, rules in maps"
+            }
+            SyscallStrategy::TracepointFreeze => {
+                "raw tracepoint sys_enter stops the caller, a keeper continues it after the \
+                 latency (the whole process freezes)"
             }
             SyscallStrategy::CgroupSockAddr => {
                 "cgroup connect/bind hooks + bpf_set_retval, rules in maps"
@@ -163,11 +172,17 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
                 cgroup.unwrap_err()
             )))
         }
-        SyscallEffect::Delay { .. } => Err(unsupported(
-            "delaying a running process's calls (stop + timed continue) is not built yet; chaos \
-             exec (seccomp) delays the calls of a command it starts"
-                .into(),
-        )),
+        SyscallEffect::Delay { .. } => {
+            if plan.path_prefix.is_some() {
+                return Err(unsupported(
+                    "a running process's calls are delayed from sys_enter, which does not see \
+                     files: no --path-prefix (chaos exec delays by path)"
+                        .into(),
+                ));
+            }
+            bpf(&[Feature::HelperSendSignal]).map_err(unsupported)?;
+            Ok(SyscallStrategy::TracepointFreeze)
+        }
     }
 }
 
@@ -343,6 +358,16 @@ mod tests {
         assert_eq!(
             choose(&kill, &with(&[Feature::HelperSendSignal])).unwrap(),
             SyscallStrategy::TracepointSignal
+        );
+        let delay = plan(
+            SyscallEffect::Delay {
+                latency: std::time::Duration::from_millis(200),
+            },
+            pid.clone(),
+        );
+        assert_eq!(
+            choose(&delay, &with(&[Feature::HelperSendSignal])).unwrap(),
+            SyscallStrategy::TracepointFreeze
         );
         let fail = plan(SyscallEffect::Fail { errno: 5 }, pid);
         assert_eq!(

@@ -767,6 +767,59 @@ impl WriteAtStart for std::fs::File {
     }
 }
 
+#[test]
+fn udp_send_and_setsockopt_fail_for_the_target_cgroup_only() {
+    let chaos = skip_on_err!(chaos_for(&["bpffs"]));
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver");
+    let to = receiver.local_addr().expect("addr");
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let armed = chaos.inject(&[
+        "syscall",
+        "fail",
+        "--syscall",
+        "sendto,setsockopt",
+        "--errno",
+        "ENETUNREACH",
+        "--cgroup",
+        &cgroup,
+        "--duration",
+        "60s",
+    ]);
+    let id = skip_on_err!(armed.map_err(|f| f.stderr.trim().to_owned()));
+    let fault = Armed { chaos: &chaos, id };
+    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    let calls = || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+        let sent = socket.send_to(b"x", to).map(drop);
+        let set = socket.set_broadcast(true);
+        let got = socket.broadcast().map(drop);
+        (sent, set, got)
+    };
+    let errno = |r: &std::io::Result<()>| r.as_ref().err().and_then(|e| e.raw_os_error());
+    let (sent, set, got) = {
+        let _inside = Inside::enter(&cg);
+        calls()
+    };
+    println!("inside ({strategy}): send {sent:?}, setsockopt {set:?}, getsockopt {got:?}");
+    assert_eq!(errno(&sent), Some(libc::ENETUNREACH), "send inside ({strategy})");
+    assert_eq!(errno(&set), Some(libc::ENETUNREACH), "setsockopt inside ({strategy})");
+    assert!(got.is_ok(), "getsockopt is not armed: {got:?}");
+    let (sent, set, _) = calls();
+    assert!(sent.is_ok() && set.is_ok(), "outside: {sent:?} {set:?}");
+    drop(fault);
+    let (sent, set, _) = {
+        let _inside = Inside::enter(&cg);
+        calls()
+    };
+    assert!(sent.is_ok() && set.is_ok(), "recovered: {sent:?} {set:?}");
+    drop(receiver);
+    oracle.assert_clean(&before);
+}
+
 /// A fresh directory under the temp dir.
 fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(

@@ -106,6 +106,14 @@ pub const PROG_SYS_CONNECT6: &str = "chaos_sys_connect6";
 pub const PROG_SYS_BIND4: &str = "chaos_sys_bind4";
 /// The `cgroup/bind6` program.
 pub const PROG_SYS_BIND6: &str = "chaos_sys_bind6";
+/// The `cgroup/sendmsg4` program (UDP sendto / sendmsg / sendmmsg errors).
+pub const PROG_SYS_SENDMSG4: &str = "chaos_sys_sendmsg4";
+/// The `cgroup/sendmsg6` program.
+pub const PROG_SYS_SENDMSG6: &str = "chaos_sys_sendmsg6";
+/// The `cgroup/setsockopt` program (setsockopt errors).
+pub const PROG_SYS_SETSOCKOPT: &str = "chaos_sys_setsockopt";
+/// The `cgroup/getsockopt` program (getsockopt errors).
+pub const PROG_SYS_GETSOCKOPT: &str = "chaos_sys_getsockopt";
 /// The tracepoint program on `sched_process_fork` that adds children of followed processes.
 pub const PROG_SYS_FORK: &str = "chaos_sys_fork";
 

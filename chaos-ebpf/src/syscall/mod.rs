@@ -27,9 +27,11 @@ use aya_ebpf::{
         bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_loop, bpf_override_return,
         bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval,
     },
-    macros::{cgroup_sock_addr, kprobe, map, raw_tracepoint, tracepoint},
+    macros::{cgroup_sock_addr, cgroup_sockopt, kprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RawTracePointContext, SockAddrContext, TracePointContext},
+    programs::{
+        ProbeContext, RawTracePointContext, SockAddrContext, SockoptContext, TracePointContext,
+    },
 };
 use chaos_common::{
     PROBABILITY_ONE,
@@ -217,8 +219,8 @@ fn current_comm() -> [u8; 16] {
     bpf_get_current_comm().unwrap_or([0; 16])
 }
 
-/// Connect and bind errors, from the cgroup socket-address hooks: 0 refuses the call with the
-/// errno set by `bpf_set_retval`, 1 lets it run.
+/// Errors from the cgroup socket hooks (connect, bind, UDP sendmsg, get/setsockopt): 0 refuses
+/// the call with the errno set by `bpf_set_retval`, 1 lets it run.
 fn sock_addr(nr: u32) -> i32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // cgroup hooks do not get `bpf_get_current_comm`; rules by name are not armed here.
@@ -234,9 +236,14 @@ fn sock_addr(nr: u32) -> i32 {
     }
 }
 
-/// x86_64 syscall numbers of the calls the socket-address hooks serve.
+/// x86_64 syscall numbers of the calls the cgroup socket hooks serve. The UDP sendmsg hook is
+/// reached from sendto, sendmsg and sendmmsg alike and cannot tell them apart: the controller
+/// arms its rules on all three, and the hook judges them as sendmsg.
 const NR_CONNECT: u32 = 42;
+const NR_SENDMSG: u32 = 46;
 const NR_BIND: u32 = 49;
+const NR_SETSOCKOPT: u32 = 54;
+const NR_GETSOCKOPT: u32 = 55;
 
 /// connect(2) on IPv4.
 #[cgroup_sock_addr(connect4)]
@@ -260,6 +267,46 @@ pub fn chaos_sys_bind4(_ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(bind6)]
 pub fn chaos_sys_bind6(_ctx: SockAddrContext) -> i32 {
     sock_addr(NR_BIND)
+}
+
+/// sendto / sendmsg / sendmmsg on UDP over IPv4.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn chaos_sys_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    sock_addr(NR_SENDMSG)
+}
+
+/// sendto / sendmsg / sendmmsg on UDP over IPv6.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn chaos_sys_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    sock_addr(NR_SENDMSG)
+}
+
+/// The sockopt hooks' verdict. Letting an option through, a hook must leave an option value
+/// larger than a page to the kernel (`optlen = 0`), or kernels before 6.5 fail the call with
+/// EFAULT.
+fn sockopt(ctx: &SockoptContext, nr: u32) -> i32 {
+    let verdict = sock_addr(nr);
+    if verdict == 1 {
+        // SAFETY: the hook's context, whose optlen the program may lower.
+        unsafe {
+            if (*ctx.sockopt).optlen > 4096 {
+                (*ctx.sockopt).optlen = 0;
+            }
+        }
+    }
+    verdict
+}
+
+/// setsockopt(2), before the kernel handles it.
+#[cgroup_sockopt(setsockopt)]
+pub fn chaos_sys_setsockopt(ctx: SockoptContext) -> i32 {
+    sockopt(&ctx, NR_SETSOCKOPT)
+}
+
+/// getsockopt(2), after the kernel handled it (a refusal replaces its result).
+#[cgroup_sockopt(getsockopt)]
+pub fn chaos_sys_getsockopt(ctx: SockoptContext) -> i32 {
+    sockopt(&ctx, NR_GETSOCKOPT)
 }
 
 /// The slot of the rule that program `via` acts on for this call, if any. `with_comm`: the

@@ -13,7 +13,8 @@ use std::path::Path;
 use aya::{
     maps::{HashMap, MapData},
     programs::{
-        CgroupSkb, CgroupSockAddr, KProbe, RawTracePoint, SchedClassifier, TracePoint,
+        CgroupSkb, CgroupSockAddr, CgroupSockopt, KProbe, RawTracePoint, SchedClassifier,
+        TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -130,6 +131,7 @@ load_program_for!(
     SchedClassifier,
     CgroupSkb,
     CgroupSockAddr,
+    CgroupSockopt,
     KProbe,
     RawTracePoint,
     TracePoint

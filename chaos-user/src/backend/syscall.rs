@@ -3,21 +3,26 @@
 //! kprobe per `__x64_sys_*` entry point or one BPF LSM program per security hook (errors), the
 //! `sched_process_fork` tracepoint (children of followed processes).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     Btf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, KProbe, Lsm, RawTracePoint, TracePoint, links::FdLink,
+        CgroupAttachMode, CgroupSockAddr, CgroupSockopt, KProbe, Lsm, RawTracePoint, TracePoint,
+        links::FdLink,
     },
     util::nr_cpus,
 };
 use chaos_common::syscall::{
-    MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_KPROBE, SYS_CGROUP_MAP,
-    SYS_COUNTERS_MAP, SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_KIND_MAP, SYS_NEW_MAP,
-    SYS_PATH_MAP, SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters,
-    SysPathKey, SysRule, SysState, action, kind, matches, via,
+    MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_GETSOCKOPT,
+    PROG_SYS_KPROBE, PROG_SYS_SETSOCKOPT, SYS_CGROUP_MAP, SYS_COUNTERS_MAP, SYS_FOLLOW_MAP,
+    SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_KIND_MAP, SYS_NEW_MAP, SYS_PATH_MAP, SYS_PATHS_MAP,
+    SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysPathKey, SysRule, SysState, action,
+    kind, matches, via,
 };
 
 use super::{find_or_attach, find_program, load_program, map_err, pin_link, replace_all};
@@ -26,7 +31,7 @@ use crate::{
     error::{Error, Result},
     plan::{SyscallEffect, SyscallPlan, SyscallTarget},
     store::{FaultRecord, Hook, Store, SysArmed},
-    strategy::{SOCK_ADDR_CALLS, SyscallStrategy, lsm_hook},
+    strategy::{SOCK_ADDR_CALLS, SyscallStrategy, UDP_SEND_CALLS, lsm_hook},
 };
 
 /// At most this many entries are read from a map the kernel changes as we read it: when the key
@@ -148,6 +153,21 @@ fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
     r
 }
 
+/// The syscall numbers a rule is armed on: its calls, and for the cgroup send hook (which judges
+/// every UDP send as sendmsg) sendmsg's number too.
+fn armed_numbers(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<u32> {
+    let mut nrs: Vec<u32> = plan.syscalls.iter().map(|c| c.nr).collect();
+    let sendmsg = syscalls::Sysno::sendmsg.id() as u32;
+    let is_send = |nr: &u32| UDP_SEND_CALLS.iter().any(|s| s.id() as u32 == *nr);
+    if strategy == SyscallStrategy::CgroupSockAddr
+        && nrs.iter().any(is_send)
+        && !nrs.contains(&sendmsg)
+    {
+        nrs.push(sendmsg);
+    }
+    nrs
+}
+
 /// The hooks a rule needs.
 fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
     let mut hooks = Vec::new();
@@ -188,10 +208,15 @@ fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
                 .find(|(name, _)| *name == call.name)
                 .map_or(&[][..], |(_, p)| *p);
             for program in programs {
-                hooks.extend(cgroup.iter().map(|c| Hook::SysSockAddr {
-                    cgroup: c.clone(),
-                    program: (*program).to_owned(),
-                }));
+                if let Some(c) = &cgroup {
+                    let hook = Hook::SysSockAddr {
+                        cgroup: c.clone(),
+                        program: (*program).to_owned(),
+                    };
+                    if !hooks.contains(&hook) {
+                        hooks.push(hook);
+                    }
+                }
             }
         }
     }
@@ -233,7 +258,7 @@ pub(crate) fn arm(
     let mut armed = SysArmed {
         slot,
         attachments: Vec::new(),
-        syscalls: plan.syscalls.iter().map(|c| c.nr).collect(),
+        syscalls: armed_numbers(plan, strategy),
         tgids: match plan.target {
             SyscallTarget::Pid { pid, .. } => vec![pid],
             _ => Vec::new(),
@@ -537,6 +562,35 @@ fn error_program_globals() -> Vec<(&'static str, u32)> {
     crate::btf::path_offsets().unwrap_or_default()
 }
 
+/// Links a loaded program to a cgroup (`bpf_link_create`) and pins the link, for the program
+/// types whose aya links cannot become an `FdLink` (sockopt, in aya 0.14).
+fn pin_cgroup_link(
+    prog_fd: std::os::fd::RawFd,
+    cgroup_fd: std::os::fd::RawFd,
+    attach_type: libbpf_rs::libbpf_sys::bpf_attach_type,
+    name: &str,
+) -> std::io::Result<crate::store::AttachLink> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    // SAFETY: plain descriptors and a null options pointer, which libbpf accepts.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_link_create(prog_fd, cgroup_fd, attach_type, std::ptr::null())
+    };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a descriptor the call above just returned, owned from here on.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    let pin = ebpf::link_pin(name);
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a link descriptor and a NUL-terminated path.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(link.as_raw_fd(), path.as_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(crate::store::AttachLink::Link { pin })
+}
+
 /// Loads and attaches the program for `hook`, pinning its link.
 fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
     let name = format!("sys-{id}");
@@ -603,15 +657,30 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
         }
         Hook::SysSockAddr { cgroup, program } => {
             let mut bpf = ebpf::load(&[])?;
-            let prog: &mut CgroupSockAddr = load_program(&mut bpf, program)?;
             let dir = std::fs::File::open(&cgroup.path)
                 .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.path.display()), e))?;
-            let link_id = prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| {
+            let attaching = |e| {
                 Error::bpf(
                     format!("attaching {program} to cgroup {}", cgroup.path.display()),
                     e,
                 )
-            })?;
+            };
+            let sockopt = [PROG_SYS_SETSOCKOPT, PROG_SYS_GETSOCKOPT].contains(&program.as_str());
+            if sockopt {
+                let prog: &mut CgroupSockopt = load_program(&mut bpf, program)?;
+                let attach_type = if program == PROG_SYS_SETSOCKOPT {
+                    libbpf_rs::libbpf_sys::BPF_CGROUP_SETSOCKOPT
+                } else {
+                    libbpf_rs::libbpf_sys::BPF_CGROUP_GETSOCKOPT
+                };
+                let prog_fd = prog.fd().map_err(attaching)?.as_fd().as_raw_fd();
+                return pin_cgroup_link(prog_fd, dir.as_raw_fd(), attach_type, &name)
+                    .map_err(|e| Error::io(format!("attaching {program} to cgroup"), e));
+            }
+            let prog: &mut CgroupSockAddr = load_program(&mut bpf, program)?;
+            let link_id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .map_err(attaching)?;
             let link: FdLink = prog
                 .take_link(link_id)
                 .map_err(|e| Error::bpf("taking the cgroup link", e))?

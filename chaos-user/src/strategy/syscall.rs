@@ -70,7 +70,7 @@ impl SyscallStrategy {
                  latency (the whole process freezes)"
             }
             SyscallStrategy::CgroupSockAddr => {
-                "cgroup connect/bind hooks + bpf_set_retval, rules in maps"
+                "cgroup connect/bind/UDP sendmsg/sockopt hooks + bpf_set_retval, rules in maps"
             }
             SyscallStrategy::SeccompNotify => "seccomp user notification (chaos exec)",
         }
@@ -284,23 +284,24 @@ fn lsm_calls(plan: &SyscallPlan) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The socket calls the cgroup socket-address hooks serve, with their programs.
-pub const SOCK_ADDR_CALLS: &[(&str, &[&str])] = &[
-    (
-        "connect",
-        &[
-            chaos_common::syscall::PROG_SYS_CONNECT4,
-            chaos_common::syscall::PROG_SYS_CONNECT6,
-        ],
-    ),
-    (
-        "bind",
-        &[
-            chaos_common::syscall::PROG_SYS_BIND4,
-            chaos_common::syscall::PROG_SYS_BIND6,
-        ],
-    ),
-];
+/// The socket calls the cgroup socket hooks serve, with their programs. The UDP sendmsg hook
+/// serves sendto, sendmsg and sendmmsg alike (it cannot tell them apart); receiving has no
+/// hook that may refuse.
+pub const SOCK_ADDR_CALLS: &[(&str, &[&str])] = {
+    use chaos_common::syscall::*;
+    &[
+        ("connect", &[PROG_SYS_CONNECT4, PROG_SYS_CONNECT6]),
+        ("bind", &[PROG_SYS_BIND4, PROG_SYS_BIND6]),
+        ("sendto", &[PROG_SYS_SENDMSG4, PROG_SYS_SENDMSG6]),
+        ("sendmsg", &[PROG_SYS_SENDMSG4, PROG_SYS_SENDMSG6]),
+        ("sendmmsg", &[PROG_SYS_SENDMSG4, PROG_SYS_SENDMSG6]),
+        ("setsockopt", &[PROG_SYS_SETSOCKOPT]),
+        ("getsockopt", &[PROG_SYS_GETSOCKOPT]),
+    ]
+};
+
+/// Calls the cgroup send hook judges as one (the kernel program uses sendmsg's number).
+pub const UDP_SEND_CALLS: &[Sysno] = &[Sysno::sendto, Sysno::sendmsg, Sysno::sendmmsg];
 
 /// Whether the cgroup socket-address hooks can serve `plan`, or why not.
 fn cgroup_sock_addr(plan: &SyscallPlan, probe: &Report) -> std::result::Result<(), String> {
@@ -309,7 +310,12 @@ fn cgroup_sock_addr(plan: &SyscallPlan, probe: &Report) -> std::result::Result<(
         .iter()
         .find(|c| !SOCK_ADDR_CALLS.iter().any(|(n, _)| *n == c.name))
     {
-        return Err(format!("they serve connect and bind, not {}", c.name));
+        let served: Vec<&str> = SOCK_ADDR_CALLS.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "they serve {} (sends over UDP only), not {}",
+            served.join(", "),
+            c.name
+        ));
     }
     match &plan.target {
         SyscallTarget::Cgroup(_) => {}
@@ -322,6 +328,13 @@ fn cgroup_sock_addr(plan: &SyscallPlan, probe: &Report) -> std::result::Result<(
         _ => return Err("they need a --cgroup or --pid target".into()),
     }
     probe.require(Feature::CgroupSockAddr)?;
+    if plan
+        .syscalls
+        .iter()
+        .any(|c| c.name == "setsockopt" || c.name == "getsockopt")
+    {
+        probe.require(Feature::CgroupSockopt)?;
+    }
     probe.require(Feature::HelperSetRetval)?;
     probe.require(Feature::Bpffs)
 }

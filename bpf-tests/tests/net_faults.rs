@@ -390,9 +390,15 @@ fn duplicate_rate_within_binomial_interval() {
         stats.lost(),
         status["counters"]
     );
-    assert_eq!(
-        stats.duplicates, acted,
-        "every copy the rule made arrived, and no other"
+    // Every copy the rule made of a probe arrived, and no other. The rule selects every packet
+    // on the interface: a packet that is not a probe (seen once on Debian 6.1: matched 20001 of
+    // 20000 sent, acted 997, 996 probe copies) may be copied too, and its copy is not counted.
+    let matched = status["counters"]["matched"].as_u64().expect("matched");
+    let foreign = matched.saturating_sub(n);
+    assert!(
+        stats.duplicates <= acted && acted - stats.duplicates <= foreign,
+        "{} probe copies, the rule acted {acted} times on {matched} packets ({foreign} not probes)",
+        stats.duplicates
     );
     assert!(
         within_binomial_999(n, 0.05, stats.duplicates),

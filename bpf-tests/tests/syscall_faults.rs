@@ -805,8 +805,16 @@ fn udp_send_and_setsockopt_fail_for_the_target_cgroup_only() {
         calls()
     };
     println!("inside ({strategy}): send {sent:?}, setsockopt {set:?}, getsockopt {got:?}");
-    assert_eq!(errno(&sent), Some(libc::ENETUNREACH), "send inside ({strategy})");
-    assert_eq!(errno(&set), Some(libc::ENETUNREACH), "setsockopt inside ({strategy})");
+    assert_eq!(
+        errno(&sent),
+        Some(libc::ENETUNREACH),
+        "send inside ({strategy})"
+    );
+    assert_eq!(
+        errno(&set),
+        Some(libc::ENETUNREACH),
+        "setsockopt inside ({strategy})"
+    );
     assert!(got.is_ok(), "getsockopt is not armed: {got:?}");
     let (sent, set, _) = calls();
     assert!(sent.is_ok() && set.is_ok(), "outside: {sent:?} {set:?}");
@@ -817,6 +825,81 @@ fn udp_send_and_setsockopt_fail_for_the_target_cgroup_only() {
     };
     assert!(sent.is_ok() && set.is_ok(), "recovered: {sent:?} {set:?}");
     drop(receiver);
+    oracle.assert_clean(&before);
+}
+
+#[test]
+fn sysctl_writes_fail_under_a_subtree_for_the_target_cgroup() {
+    let chaos = skip_on_err!(chaos_for(&["bpffs"]));
+    skip_unless!(cgroup2_mount().ok_or("no cgroup v2"));
+    skip_unless!(
+        ["/usr/bin/unshare", "/bin/unshare", "/sbin/unshare"]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("no unshare")
+    );
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let cg = skip_on_err!(TestCgroup::new_v2());
+    let cgroup = cg.path().to_string_lossy().into_owned();
+    let armed = chaos.inject(&[
+        "syscall",
+        "fail",
+        "--syscall",
+        "write",
+        "--errno",
+        "EACCES",
+        "--path-prefix",
+        "/proc/sys/net/ipv4",
+        "--cgroup",
+        &cgroup,
+        "--duration",
+        "60s",
+    ]);
+    let id = skip_on_err!(armed.map_err(|f| f.stderr.trim().to_owned()));
+    let fault = Armed { chaos: &chaos, id };
+    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    // Each write goes to the sysctls of a network namespace of its own, never the machine's.
+    let write = |inside: bool, sysctl: &str| {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "-n",
+            "sh",
+            "-c",
+            // dd, not the shell's echo: it says which error the write got.
+            &format!("cat /proc/sys/{sysctl} >/dev/null && echo 1 | dd of=/proc/sys/{sysctl}"),
+        ]);
+        cmd.stderr(std::process::Stdio::piped());
+        let mut child = if inside {
+            ChildProcess::builder(cmd).cgroup(&cg).spawn()
+        } else {
+            ChildProcess::spawn(cmd)
+        }
+        .expect("unshare");
+        let status = exit_of(&mut child);
+        let mut err = String::new();
+        use std::io::Read as _;
+        let _ = child
+            .child_mut()
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err);
+        (status.success(), err)
+    };
+    let (ok, err) = write(true, "net/ipv4/ip_forward");
+    println!("inside ({strategy}): {ok} {err:?}");
+    assert!(
+        !ok && err.contains("Permission denied"),
+        "inside ({strategy}): {err}"
+    );
+    let (ok, err) = write(true, "net/core/somaxconn");
+    assert!(ok, "outside the subtree ({strategy}): {err}");
+    let (ok, err) = write(false, "net/ipv4/ip_forward");
+    assert!(ok, "outside the cgroup: {err}");
+    drop(fault);
+    let (ok, err) = write(true, "net/ipv4/ip_forward");
+    assert!(ok, "recovered: {err}");
     oracle.assert_clean(&before);
 }
 

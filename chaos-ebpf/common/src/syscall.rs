@@ -114,6 +114,8 @@ pub const PROG_SYS_SENDMSG6: &str = "chaos_sys_sendmsg6";
 pub const PROG_SYS_SETSOCKOPT: &str = "chaos_sys_setsockopt";
 /// The `cgroup/getsockopt` program (getsockopt errors).
 pub const PROG_SYS_GETSOCKOPT: &str = "chaos_sys_getsockopt";
+/// The `cgroup/sysctl` program (read / write errors on /proc/sys).
+pub const PROG_SYS_SYSCTL: &str = "chaos_sys_sysctl";
 /// The tracepoint program on `sched_process_fork` that adds children of followed processes.
 pub const PROG_SYS_FORK: &str = "chaos_sys_fork";
 
@@ -174,6 +176,8 @@ pub mod via {
     pub const CGROUP: u32 = 3;
     /// A BPF LSM hook (errors).
     pub const LSM: u32 = 4;
+    /// The cgroup sysctl hook (read / write errors under /proc/sys).
+    pub const SYSCTL: u32 = 5;
 }
 
 /// Filter bits for [`SysRule::matches`].
@@ -189,7 +193,13 @@ pub mod matches {
     pub const FOLLOW: u32 = 8;
     /// The call's file must lie under one of the rule's [`super::SYS_PATH_MAP`] entries.
     pub const PATH: u32 = 16;
+    /// The sysctl read or written must lie under [`super::SysRule::sysctl`] (cgroup sysctl
+    /// hook).
+    pub const SYSCTL: u32 = 32;
 }
+
+/// Longest sysctl subtree name a rule holds, and the name buffer of the sysctl hook.
+pub const SYSCTL_NAME_LEN: usize = 64;
 
 /// A directory a path filter looks for among a file's ancestors: the kernel's `s_dev` of its
 /// file system (`major << 20 | minor`) and its inode number.
@@ -216,10 +226,13 @@ pub struct SysRule {
     pub signal: u32,
     /// The [`via`] program that acts on it.
     pub via: u32,
-    /// Reserved; zero.
-    pub _pad: u32,
+    /// Bytes of [`SysRule::sysctl`] in use.
+    pub sysctl_len: u32,
     /// Command name for [`matches::COMM`], NUL-padded.
     pub comm: [u8; 16],
+    /// For [`matches::SYSCTL`]: the sysctl subtree, as a name relative to /proc/sys
+    /// (`net/ipv4`), NUL-padded.
+    pub sysctl: [u8; SYSCTL_NAME_LEN],
     /// Probability threshold on the `PROBABILITY_ONE` scale.
     pub threshold: u64,
     /// Selected calls let through first.
@@ -242,8 +255,9 @@ impl SysRule {
         errno: 0,
         signal: 0,
         via: 0,
-        _pad: 0,
+        sysctl_len: 0,
         comm: [0; 16],
+        sysctl: [0; SYSCTL_NAME_LEN],
         threshold: 0,
         after: 0,
         every: 1,

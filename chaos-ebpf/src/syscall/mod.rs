@@ -25,19 +25,22 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_loop, bpf_override_return,
-        bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval,
+        bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval, bpf_sysctl_get_name,
     },
-    macros::{cgroup_sock_addr, cgroup_sockopt, kprobe, map, raw_tracepoint, tracepoint},
+    macros::{
+        cgroup_sock_addr, cgroup_sockopt, cgroup_sysctl, kprobe, map, raw_tracepoint, tracepoint,
+    },
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{
-        ProbeContext, RawTracePointContext, SockAddrContext, SockoptContext, TracePointContext,
+        ProbeContext, RawTracePointContext, SockAddrContext, SockoptContext, SysctlContext,
+        TracePointContext,
     },
 };
 use chaos_common::{
     PROBABILITY_ONE,
     syscall::{
-        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SysCounters, SysEvent, SysRule,
-        SysState, action, kind, matches, via,
+        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SYSCTL_NAME_LEN, SysCounters,
+        SysEvent, SysRule, SysState, action, kind, matches, via,
     },
 };
 
@@ -98,7 +101,6 @@ static CHAOS_SYS_CALL: PerCpuArray<Call> = PerCpuArray::with_max_entries(1, 0);
 
 /// One call under judgement.
 #[repr(C)]
-#[derive(Default)]
 pub struct Call {
     /// Slots left to judge.
     slots: u64,
@@ -110,6 +112,9 @@ pub struct Call {
     by_cgroup: u64,
     by_path: u64,
     comm: [u8; 16],
+    /// The sysctl read or written (set by the sysctl hook before judging; stale elsewhere, and
+    /// looked at only by its rules).
+    sysctl: [u8; SYSCTL_NAME_LEN],
     now: u64,
     /// The decision: the rule that acts, or `u32::MAX`.
     acting: u32,
@@ -309,6 +314,68 @@ pub fn chaos_sys_getsockopt(ctx: SockoptContext) -> i32 {
     sockopt(&ctx, NR_GETSOCKOPT)
 }
 
+const NR_READ: u32 = 0;
+const NR_WRITE: u32 = 1;
+
+/// read / write of a file under /proc/sys: judged as read or write, by the rules on the
+/// sysctl's subtree.
+#[cgroup_sysctl]
+pub fn chaos_sys_sysctl(ctx: SysctlContext) -> i32 {
+    // SAFETY: the hook's context.
+    let nr = if unsafe { (*ctx.sysctl).write } != 0 {
+        NR_WRITE
+    } else {
+        NR_READ
+    };
+    if CHAOS_SYS_HOOK.get(nr).copied().unwrap_or(0) == 0 {
+        return 1;
+    }
+    let Some(call) = CHAOS_SYS_CALL.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch value; the helper writes at most its length, NUL-terminated
+    // (a longer name is cut, and still compared by its start).
+    unsafe {
+        (*call).sysctl = [0; SYSCTL_NAME_LEN];
+        bpf_sysctl_get_name(
+            ctx.sysctl,
+            (*call).sysctl.as_mut_ptr() as *mut _,
+            SYSCTL_NAME_LEN as u64,
+            0,
+        );
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match judge(nr, via::SYSCTL, tgid, false, core::ptr::null).and_then(|s| CHAOS_SYS_RULES.get(s))
+    {
+        Some(rule) => {
+            // SAFETY: helper taking an int; the syscall returns it.
+            unsafe { bpf_set_retval(-rule.errno) };
+            0
+        }
+        None => 1,
+    }
+}
+
+/// Whether sysctl `name` is `rule`'s subtree or below it (`net/ipv4` covers `net/ipv4` and
+/// `net/ipv4/tcp_mem`, not `net/ipv4x`).
+fn under_sysctl(rule: &SysRule, name: &[u8; SYSCTL_NAME_LEN]) -> bool {
+    let len = rule.sysctl_len as usize;
+    if len >= SYSCTL_NAME_LEN {
+        return false;
+    }
+    let mut i = 0;
+    while i < SYSCTL_NAME_LEN {
+        if i >= len {
+            return name[i] == 0 || name[i] == b'/';
+        }
+        if name[i] != rule.sysctl[i] {
+            return false;
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The slot of the rule that program `via` acts on for this call, if any. `with_comm`: the
 /// program may read the caller's `comm` (cgroup hooks may not); it is read only once some rule
 /// is armed on the call. `dentry`: the file the call works on (null if none), asked only when
@@ -440,6 +507,7 @@ fn acts(slot: u32, c: &Call) -> bool {
         || (m & matches::CGROUP != 0 && c.by_cgroup & bit == 0)
         || (m & matches::COMM != 0 && c.comm != rule.comm)
         || (m & matches::PATH != 0 && c.by_path & bit == 0)
+        || (m & matches::SYSCTL != 0 && !under_sysctl(rule, &c.sysctl))
     {
         return false;
     }

@@ -13,8 +13,8 @@ use std::path::Path;
 use aya::{
     maps::{HashMap, MapData},
     programs::{
-        CgroupSkb, CgroupSockAddr, CgroupSockopt, KProbe, RawTracePoint, SchedClassifier,
-        TracePoint,
+        CgroupSkb, CgroupSockAddr, CgroupSockopt, CgroupSysctl, KProbe, RawTracePoint,
+        SchedClassifier, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -132,6 +132,7 @@ load_program_for!(
     CgroupSkb,
     CgroupSockAddr,
     CgroupSockopt,
+    CgroupSysctl,
     KProbe,
     RawTracePoint,
     TracePoint

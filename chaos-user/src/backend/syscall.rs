@@ -12,17 +12,17 @@ use aya::{
     Btf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, CgroupSockopt, KProbe, Lsm, RawTracePoint, TracePoint,
-        links::FdLink,
+        CgroupAttachMode, CgroupSockAddr, CgroupSockopt, CgroupSysctl, KProbe, Lsm, RawTracePoint,
+        TracePoint, links::FdLink,
     },
     util::nr_cpus,
 };
 use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_GETSOCKOPT,
-    PROG_SYS_KPROBE, PROG_SYS_SETSOCKOPT, SYS_CGROUP_MAP, SYS_COUNTERS_MAP, SYS_FOLLOW_MAP,
-    SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_KIND_MAP, SYS_NEW_MAP, SYS_PATH_MAP, SYS_PATHS_MAP,
-    SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysPathKey, SysRule, SysState, action,
-    kind, matches, via,
+    PROG_SYS_KPROBE, PROG_SYS_SETSOCKOPT, PROG_SYS_SYSCTL, SYS_CGROUP_MAP, SYS_COUNTERS_MAP,
+    SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_KIND_MAP, SYS_NEW_MAP, SYS_PATH_MAP,
+    SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysPathKey, SysRule,
+    SysState, action, kind, matches, via,
 };
 
 use super::{find_or_attach, find_program, load_program, map_err, pin_link, replace_all};
@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     plan::{SyscallEffect, SyscallPlan, SyscallTarget},
     store::{FaultRecord, Hook, Store, SysArmed},
-    strategy::{SOCK_ADDR_CALLS, SyscallStrategy, UDP_SEND_CALLS, lsm_hook},
+    strategy::{SOCK_ADDR_CALLS, SyscallStrategy, UDP_SEND_CALLS, lsm_hook, sysctl_subtree},
 };
 
 /// At most this many entries are read from a map the kernel changes as we read it: when the key
@@ -143,8 +143,16 @@ fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
         }
         SyscallTarget::Exec => {}
     }
-    if plan.path_prefix.is_some() {
-        r.matches |= matches::PATH;
+    match (strategy, sysctl_subtree(plan)) {
+        // Under /proc/sys the cgroup sysctl hook compares the sysctl's name.
+        (SyscallStrategy::CgroupSockAddr, Some(name)) => {
+            r.via = via::SYSCTL;
+            r.matches |= matches::SYSCTL;
+            r.sysctl_len = name.len() as u32;
+            r.sysctl[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        _ if plan.path_prefix.is_some() => r.matches |= matches::PATH,
+        _ => {}
     }
     r.threshold = plan.chance.threshold;
     r.after = plan.after;
@@ -202,11 +210,15 @@ fn hooks(plan: &SyscallPlan, strategy: SyscallStrategy) -> Vec<Hook> {
             SyscallTarget::Cgroup(c) => plan.process_cgroup.clone().or(Some(c.clone())),
             _ => plan.process_cgroup.clone(),
         };
+        let sysctl: &[&str] = &[PROG_SYS_SYSCTL];
         for call in &plan.syscalls {
-            let programs = SOCK_ADDR_CALLS
-                .iter()
-                .find(|(name, _)| *name == call.name)
-                .map_or(&[][..], |(_, p)| *p);
+            let programs = match sysctl_subtree(plan) {
+                Some(_) => sysctl,
+                None => SOCK_ADDR_CALLS
+                    .iter()
+                    .find(|(name, _)| *name == call.name)
+                    .map_or(&[][..], |(_, p)| *p),
+            };
             for program in programs {
                 if let Some(c) = &cgroup {
                     let hook = Hook::SysSockAddr {
@@ -275,6 +287,7 @@ pub(crate) fn arm(
             SyscallEffect::Fail { .. } => None,
         },
         paths: match &plan.path_prefix {
+            Some(_) if rule.via == via::SYSCTL => Vec::new(),
             Some(prefix) => path_keys(prefix)?
                 .into_iter()
                 .map(|k| (k.dev, k.ino))
@@ -665,6 +678,17 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
                     e,
                 )
             };
+            if program == PROG_SYS_SYSCTL {
+                let prog: &mut CgroupSysctl = load_program(&mut bpf, program)?;
+                let prog_fd = prog.fd().map_err(attaching)?.as_fd().as_raw_fd();
+                return pin_cgroup_link(
+                    prog_fd,
+                    dir.as_raw_fd(),
+                    libbpf_rs::libbpf_sys::BPF_CGROUP_SYSCTL,
+                    &name,
+                )
+                .map_err(|e| Error::io(format!("attaching {program} to cgroup"), e));
+            }
             let sockopt = [PROG_SYS_SETSOCKOPT, PROG_SYS_GETSOCKOPT].contains(&program.as_str());
             if sockopt {
                 let prog: &mut CgroupSockopt = load_program(&mut bpf, program)?;

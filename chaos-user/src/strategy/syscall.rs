@@ -156,10 +156,14 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
             if lsm.is_ok() {
                 return Ok(SyscallStrategy::BpfLsm);
             }
-            let cgroup = if path {
-                Err("they do not see files, so no --path-prefix".to_owned())
-            } else {
-                cgroup_sock_addr(plan, probe)
+            let cgroup = match (path, sysctl_subtree(plan)) {
+                (true, Some(_)) => cgroup_sysctl(plan),
+                (true, None) => Err(
+                    "they do not see files, so no --path-prefix (but read/write under /proc/sys: \
+                     the sysctl hook)"
+                        .to_owned(),
+                ),
+                (false, _) => cgroup_sock_addr(plan, probe),
             };
             if cgroup.is_ok() {
                 return Ok(SyscallStrategy::CgroupSockAddr);
@@ -302,6 +306,41 @@ pub const SOCK_ADDR_CALLS: &[(&str, &[&str])] = {
 
 /// Calls the cgroup send hook judges as one (the kernel program uses sendmsg's number).
 pub const UDP_SEND_CALLS: &[Sysno] = &[Sysno::sendto, Sysno::sendmsg, Sysno::sendmmsg];
+
+/// The sysctl subtree a path prefix under /proc/sys names (`net/ipv4` for
+/// `/proc/sys/net/ipv4`; empty for /proc/sys itself).
+pub fn sysctl_subtree(plan: &SyscallPlan) -> Option<String> {
+    let rest = plan.path_prefix.as_ref()?.strip_prefix("/proc/sys").ok()?;
+    Some(rest.to_string_lossy().trim_matches('/').to_owned())
+}
+
+/// Whether the cgroup sysctl hook can serve `plan` (read / write under /proc/sys), or why not.
+fn cgroup_sysctl(plan: &SyscallPlan) -> std::result::Result<(), String> {
+    if let Some(c) = plan
+        .syscalls
+        .iter()
+        .find(|c| c.name != "read" && c.name != "write")
+    {
+        return Err(format!(
+            "under /proc/sys the sysctl hook serves read and write, not {}",
+            c.name
+        ));
+    }
+    let name = sysctl_subtree(plan).unwrap_or_default();
+    if name.len() >= chaos_common::syscall::SYSCTL_NAME_LEN {
+        return Err(format!(
+            "the sysctl subtree {name} is longer than {} bytes",
+            chaos_common::syscall::SYSCTL_NAME_LEN - 1
+        ));
+    }
+    match &plan.target {
+        SyscallTarget::Cgroup(_) => Ok(()),
+        SyscallTarget::Pid { .. } if plan.process_cgroup.is_some() => Ok(()),
+        _ => {
+            Err("the sysctl hook needs a --cgroup target or a --pid outside the root cgroup".into())
+        }
+    }
+}
 
 /// Whether the cgroup socket-address hooks can serve `plan`, or why not.
 fn cgroup_sock_addr(plan: &SyscallPlan, probe: &Report) -> std::result::Result<(), String> {

@@ -38,6 +38,22 @@ fn arm<'a>(chaos: &'a Chaos, args: &[&str]) -> Armed<'a> {
     Armed { chaos, id }
 }
 
+/// Arms `chaos inject syscall ARGS` and returns it with its strategy; `Err` (a skip reason) when
+/// this kernel has no strategy for it.
+fn arm_or_skip<'a>(
+    chaos: &'a Chaos,
+    args: &[&str],
+) -> Result<(Armed<'a>, serde_json::Value), String> {
+    let mut full = vec!["syscall"];
+    full.extend_from_slice(args);
+    let id = chaos
+        .inject(&full)
+        .map_err(|f| f.stderr.trim().to_owned())?;
+    let fault = Armed { chaos, id };
+    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    Ok((fault, strategy))
+}
+
 /// A chaos binary on a kernel where signals on call work; `Err` is a skip reason.
 fn chaos_for(features: &[&str]) -> Result<Chaos, String> {
     bpf_tests::skip::require_root()?;
@@ -777,21 +793,20 @@ fn udp_send_and_setsockopt_fail_for_the_target_cgroup_only() {
     let to = receiver.local_addr().expect("addr");
     let cg = skip_on_err!(TestCgroup::new_v2());
     let cgroup = cg.path().to_string_lossy().into_owned();
-    let armed = chaos.inject(&[
-        "syscall",
-        "fail",
-        "--syscall",
-        "sendto,setsockopt",
-        "--errno",
-        "ENETUNREACH",
-        "--cgroup",
-        &cgroup,
-        "--duration",
-        "60s",
-    ]);
-    let id = skip_on_err!(armed.map_err(|f| f.stderr.trim().to_owned()));
-    let fault = Armed { chaos: &chaos, id };
-    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    let (fault, strategy) = skip_on_err!(arm_or_skip(
+        &chaos,
+        &[
+            "fail",
+            "--syscall",
+            "sendto,setsockopt",
+            "--errno",
+            "ENETUNREACH",
+            "--cgroup",
+            &cgroup,
+            "--duration",
+            "60s",
+        ],
+    ));
     let calls = || {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
         let sent = socket.send_to(b"x", to).map(drop);
@@ -842,23 +857,22 @@ fn sysctl_writes_fail_under_a_subtree_for_the_target_cgroup() {
     let before = oracle.snapshot();
     let cg = skip_on_err!(TestCgroup::new_v2());
     let cgroup = cg.path().to_string_lossy().into_owned();
-    let armed = chaos.inject(&[
-        "syscall",
-        "fail",
-        "--syscall",
-        "write",
-        "--errno",
-        "EACCES",
-        "--path-prefix",
-        "/proc/sys/net/ipv4",
-        "--cgroup",
-        &cgroup,
-        "--duration",
-        "60s",
-    ]);
-    let id = skip_on_err!(armed.map_err(|f| f.stderr.trim().to_owned()));
-    let fault = Armed { chaos: &chaos, id };
-    let strategy = chaos.status(&fault.id).expect("status")["strategy"].clone();
+    let (fault, strategy) = skip_on_err!(arm_or_skip(
+        &chaos,
+        &[
+            "fail",
+            "--syscall",
+            "write",
+            "--errno",
+            "EACCES",
+            "--path-prefix",
+            "/proc/sys/net/ipv4",
+            "--cgroup",
+            &cgroup,
+            "--duration",
+            "60s",
+        ],
+    ));
     // Each write goes to the sysctls of a network namespace of its own, never the machine's.
     let write = |inside: bool, sysctl: &str| {
         let mut cmd = Command::new("unshare");

@@ -24,12 +24,9 @@ pub const MAX_COMM_LEN: usize = 15;
 /// Longest `path_prefix`, in bytes.
 pub const MAX_PATH_PREFIX: usize = 128;
 
-/// Calls that name a file or act on a file descriptor: the ones a path prefix can select.
-pub const FILE_SYSCALLS: &[Sysno] = &[
-    Sysno::open,
-    Sysno::openat,
-    Sysno::openat2,
-    Sysno::creat,
+/// Calls whose first argument is a file descriptor (a kernel path filter can find the file
+/// through it).
+pub const FD_SYSCALLS: &[Sysno] = &[
     Sysno::read,
     Sysno::write,
     Sysno::pread64,
@@ -45,6 +42,14 @@ pub const FILE_SYSCALLS: &[Sysno] = &[
     Sysno::sync_file_range,
     Sysno::ftruncate,
     Sysno::fallocate,
+];
+
+/// Calls that name a file. With [`FD_SYSCALLS`], the ones a path prefix can select.
+pub const PATH_SYSCALLS: &[Sysno] = &[
+    Sysno::open,
+    Sysno::openat,
+    Sysno::openat2,
+    Sysno::creat,
     Sysno::truncate,
     Sysno::unlink,
     Sysno::unlinkat,
@@ -75,7 +80,10 @@ impl Syscall {
 
     /// Whether a path prefix can select this call.
     pub fn is_file_call(self) -> bool {
-        FILE_SYSCALLS.iter().any(|f| f.id() as u32 == self.nr)
+        FD_SYSCALLS
+            .iter()
+            .chain(PATH_SYSCALLS)
+            .any(|f| f.id() as u32 == self.nr)
     }
 }
 

@@ -8,7 +8,7 @@ use syscalls::Sysno;
 
 use crate::{
     error::{Error, Result},
-    plan::{SyscallEffect, SyscallPlan, SyscallTarget},
+    plan::{FD_SYSCALLS, SyscallEffect, SyscallPlan, SyscallTarget},
     probe::{Feature, Report},
 };
 
@@ -235,26 +235,6 @@ pub fn lsm_hook(nr: u32) -> Option<(&'static str, bool)> {
         .map(|&(_, hook, file)| (hook, file))
 }
 
-/// Calls whose first argument is a file descriptor: the kprobe's path filter finds the file
-/// through it.
-const FD_CALLS: &[Sysno] = &[
-    Sysno::read,
-    Sysno::write,
-    Sysno::pread64,
-    Sysno::pwrite64,
-    Sysno::readv,
-    Sysno::writev,
-    Sysno::preadv,
-    Sysno::pwritev,
-    Sysno::preadv2,
-    Sysno::pwritev2,
-    Sysno::fsync,
-    Sysno::fdatasync,
-    Sysno::sync_file_range,
-    Sysno::ftruncate,
-    Sysno::fallocate,
-];
-
 /// Whether the kprobe's path filter can serve `plan`'s calls, or why not.
 fn kprobe_path(plan: &SyscallPlan) -> std::result::Result<(), String> {
     if plan.path_prefix.is_none() {
@@ -263,7 +243,7 @@ fn kprobe_path(plan: &SyscallPlan) -> std::result::Result<(), String> {
     match plan
         .syscalls
         .iter()
-        .find(|c| !FD_CALLS.iter().any(|s| s.id() as u32 == c.nr))
+        .find(|c| !FD_SYSCALLS.iter().any(|s| s.id() as u32 == c.nr))
     {
         Some(c) => Err(format!(
             "its path filter reads a descriptor argument, and {} has none",

@@ -81,14 +81,6 @@ pub fn ensure_running(store: &Store) -> Result<()> {
         .map_err(|e| Error::io("writing the delay keeper's pid file", e))
 }
 
-/// Stops the keeper if it runs (it continues what it holds on its way out).
-pub fn stop(store: &Store) {
-    if let Some(pid) = running(store) {
-        // SAFETY: kill(2) on the keeper's pid, checked by its command line just now.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    }
-}
-
 fn chaos_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     if exe.file_name().is_some_and(|n| n == "chaos") {
@@ -107,16 +99,42 @@ fn chaos_binary() -> Option<PathBuf> {
 /// The keeper's loop: reads stop events, continues each process `delay_ns` after its stop,
 /// and returns once no delay rule is live and nothing is held.
 pub fn run(store: &Store) -> Result<()> {
-    let result = keep();
-    // Only our own pid file: a newer keeper may have replaced it.
-    if running(store) == Some(std::process::id()) || running(store).is_none() {
-        let _ = std::fs::remove_file(pid_file(store));
+    let result = keep(store);
+    if result.is_err()
+        && let Ok(_lock) = store.lock()
+    {
+        forget(store);
     }
-    let _ = store.remove_if_empty();
     result
 }
 
-fn keep() -> Result<()> {
+/// Removes the pid file if it is ours (a newer keeper may have replaced it), and the state
+/// directory if that leaves it empty. With the store lock held.
+fn forget(store: &Store) {
+    if running(store).is_none_or(|pid| pid == std::process::id()) {
+        let _ = std::fs::remove_file(pid_file(store));
+    }
+    let _ = store.remove_if_empty();
+}
+
+/// The delay rules in the rules map, by slot (none once the maps are unpinned).
+fn delay_rules() -> Result<Vec<(u32, SysRule)>> {
+    let rules: Option<Array<MapData, SysRule>> = ebpf::typed_map(SYS_RULES_MAP, Map::Array)?;
+    Ok(rules
+        .iter()
+        .flat_map(|r| r.iter().enumerate())
+        .filter_map(|(slot, r)| r.ok().map(|r| (slot as u32, r)))
+        .filter(|(_, r)| r.action == action::DELAY)
+        .collect())
+}
+
+/// Whether any of `delays` still acts.
+fn any_live(delays: &[(u32, SysRule)]) -> bool {
+    let now = crate::clock::boot_ns();
+    delays.iter().any(|(_, r)| now < r.deadline_ns) && !TERM.load(Ordering::SeqCst)
+}
+
+fn keep(store: &Store) -> Result<()> {
     let missing = |name: &str| Error::Store {
         path: Path::new(ebpf::MAP_PIN_DIR).join(name),
         problem: "pinned map missing: no syscall fault is armed".into(),
@@ -129,13 +147,7 @@ fn keep() -> Result<()> {
     // Process -> when to continue it (boot ns).
     let mut held: BTreeMap<u32, u64> = BTreeMap::new();
     loop {
-        let rules: Option<Array<MapData, SysRule>> = ebpf::typed_map(SYS_RULES_MAP, Map::Array)?;
-        let delays: Vec<(u32, SysRule)> = rules
-            .iter()
-            .flat_map(|r| r.iter().enumerate())
-            .filter_map(|(slot, r)| r.ok().map(|r| (slot as u32, r)))
-            .filter(|(_, r)| r.action == action::DELAY)
-            .collect();
+        let delays = delay_rules()?;
         while let Some(item) = ring.next() {
             if item.len() < std::mem::size_of::<SysEvent>() {
                 continue;
@@ -152,7 +164,7 @@ fn keep() -> Result<()> {
             *entry = (*entry).max(due);
         }
         let now = crate::clock::boot_ns();
-        let live = delays.iter().any(|(_, r)| now < r.deadline_ns) && !TERM.load(Ordering::SeqCst);
+        let live = any_live(&delays);
         held.retain(|tgid, due| {
             if *due <= now || !live {
                 // SAFETY: kill(2) with a pid the kernel reported stopped; gone is ESRCH.
@@ -163,7 +175,15 @@ fn keep() -> Result<()> {
             }
         });
         if !live && held.is_empty() {
-            return Ok(());
+            // Decided under the store lock, which arming holds while it writes a rule and looks
+            // for a keeper: a delay fault armed meanwhile is seen here, or finds no keeper and
+            // starts one.
+            let _lock = store.lock()?;
+            if !any_live(&delay_rules()?) {
+                forget(store);
+                return Ok(());
+            }
+            continue;
         }
         let next = held.values().min().map_or(IDLE, |due| {
             Duration::from_nanos(due.saturating_sub(now)).min(IDLE)

@@ -200,6 +200,39 @@ pub mod matches {
 
 /// Longest sysctl subtree name a rule holds, and the name buffer of the sysctl hook.
 pub const SYSCTL_NAME_LEN: usize = 64;
+/// [`SYSCTL_NAME_LEN`] in 8-byte words.
+pub const SYSCTL_WORDS: usize = SYSCTL_NAME_LEN / 8;
+
+/// The subtree words, mask and exact-name words of [`SysRule`] for sysctl subtree `name`
+/// (relative to /proc/sys, without a trailing `/`; at most [`SYSCTL_NAME_LEN`] - 1 bytes).
+pub fn sysctl_words(
+    name: &[u8],
+) -> (
+    [u64; SYSCTL_WORDS],
+    [u64; SYSCTL_WORDS],
+    [u64; SYSCTL_WORDS],
+) {
+    let mut below = [0u8; SYSCTL_NAME_LEN];
+    let mut mask = [0u8; SYSCTL_NAME_LEN];
+    let mut exact = [0u8; SYSCTL_NAME_LEN];
+    let n = name.len().min(SYSCTL_NAME_LEN - 1);
+    if n > 0 {
+        below[..n].copy_from_slice(&name[..n]);
+        below[n] = b'/';
+        mask[..=n].fill(0xff);
+        exact[..n].copy_from_slice(&name[..n]);
+    }
+    let words = |b: &[u8; SYSCTL_NAME_LEN]| {
+        let mut w = [0u64; SYSCTL_WORDS];
+        for (k, word) in w.iter_mut().enumerate() {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&b[8 * k..8 * k + 8]);
+            *word = u64::from_le_bytes(bytes);
+        }
+        w
+    };
+    (words(&below), words(&mask), words(&exact))
+}
 
 /// A directory a path filter looks for among a file's ancestors: the kernel's `s_dev` of its
 /// file system (`major << 20 | minor`) and its inode number.
@@ -230,9 +263,13 @@ pub struct SysRule {
     pub sysctl_len: u32,
     /// Command name for [`matches::COMM`], NUL-padded.
     pub comm: [u8; 16],
-    /// For [`matches::SYSCTL`]: the sysctl subtree, as a name relative to /proc/sys
-    /// (`net/ipv4`), NUL-padded.
-    pub sysctl: [u8; SYSCTL_NAME_LEN],
+    /// For [`matches::SYSCTL`]: the sysctl subtree relative to /proc/sys with a trailing `/`
+    /// (`net/ipv4/`), NUL-padded, as little-endian words. Empty for all of /proc/sys.
+    pub sysctl: [u64; SYSCTL_WORDS],
+    /// Which bytes of [`SysRule::sysctl`] a name must share to lie below the subtree.
+    pub sysctl_mask: [u64; SYSCTL_WORDS],
+    /// The subtree itself (`net/ipv4`), NUL-padded: a name equal to it is the subtree.
+    pub sysctl_exact: [u64; SYSCTL_WORDS],
     /// Probability threshold on the `PROBABILITY_ONE` scale.
     pub threshold: u64,
     /// Selected calls let through first.
@@ -257,7 +294,9 @@ impl SysRule {
         via: 0,
         sysctl_len: 0,
         comm: [0; 16],
-        sysctl: [0; SYSCTL_NAME_LEN],
+        sysctl: [0; SYSCTL_WORDS],
+        sysctl_mask: [0; SYSCTL_WORDS],
+        sysctl_exact: [0; SYSCTL_WORDS],
         threshold: 0,
         after: 0,
         every: 1,
@@ -299,4 +338,45 @@ mod user {
     unsafe impl aya::Pod for super::SysCounters {}
     unsafe impl aya::Pod for super::SysPathKey {}
     unsafe impl aya::Pod for super::SysEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's comparison (`under_sysctl` in chaos-ebpf), on words.
+    fn under(subtree: &str, name: &str) -> bool {
+        let (p, m, e) = sysctl_words(subtree.as_bytes());
+        let mut bytes = [0u8; SYSCTL_NAME_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        // The name as words, as the hook's buffer holds it.
+        let mut n = [0u64; SYSCTL_WORDS];
+        for (k, word) in n.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[8 * k..8 * k + 8]);
+            *word = u64::from_le_bytes(b);
+        }
+        let below = (0..SYSCTL_WORDS).fold(0, |a, k| a | ((n[k] ^ p[k]) & m[k]));
+        let exact = (0..SYSCTL_WORDS).fold(0, |a, k| a | (n[k] ^ e[k]));
+        below == 0 || exact == 0
+    }
+
+    #[test]
+    fn sysctl_subtrees_match_whole_components() {
+        assert!(under("net/ipv4", "net/ipv4"));
+        assert!(under("net/ipv4", "net/ipv4/tcp_mem"));
+        assert!(under("net/ipv4", "net/ipv4/conf/all/forwarding"));
+        assert!(!under("net/ipv4", "net/ipv4x"));
+        assert!(!under("net/ipv4", "net/ipv"));
+        assert!(!under("net/ipv4", "net/core/somaxconn"));
+        assert!(under("", "kernel/hostname"));
+        // 62 bytes: the slash is the 63rd, the last the mask covers.
+        let long = "abcdefghij/abcdefghij/abcdefghij/abcdefghij/abcdefghij/abcdefg";
+        assert_eq!(long.len(), 62);
+        assert!(under(long, long));
+        assert!(!under(
+            long,
+            "abcdefghij/abcdefghij/abcdefghij/abcdefghij/abcdefghij/abcdefgh"
+        ));
+    }
 }

@@ -356,24 +356,35 @@ pub fn chaos_sys_sysctl(ctx: SysctlContext) -> i32 {
     }
 }
 
-/// Whether sysctl `name` is `rule`'s subtree or below it (`net/ipv4` covers `net/ipv4` and
-/// `net/ipv4/tcp_mem`, not `net/ipv4x`).
-fn under_sysctl(rule: &SysRule, name: &[u8; SYSCTL_NAME_LEN]) -> bool {
-    let len = rule.sysctl_len as usize;
-    if len >= SYSCTL_NAME_LEN {
-        return false;
+/// Whether sysctl `name` (NUL-padded words) is `rule`'s subtree or below it (`net/ipv4` covers
+/// `net/ipv4` and `net/ipv4/tcp_mem`, not `net/ipv4x`): word compares at constant offsets with
+/// masks the controller computed, no branches (Debian 6.1's verifier refused a byte loop's
+/// variable offsets, then ran out of states on per-word branches). A function of its own (a
+/// BPF subprogram), so its registers spill in its own frame, not the rule loop's.
+#[inline(never)]
+fn under_sysctl(rule: *const SysRule, name: *const u64) -> bool {
+    let mut below = 0u64;
+    let mut exact = 0u64;
+    macro_rules! compare_words {
+        ($($k:literal),*) => {$(
+            // SAFETY: map values (the rule, this CPU's call), 8-byte aligned arrays of 8 words;
+            // `$k` is a constant under 8. Volatile so that LLVM passes pointers (it turned
+            // references into by-value vectors, which BPF calls cannot take).
+            let (n, p, m, e) = unsafe {
+                (
+                    core::ptr::read_volatile(name.add($k)),
+                    core::ptr::read_volatile(&raw const (*rule).sysctl[$k]),
+                    core::ptr::read_volatile(&raw const (*rule).sysctl_mask[$k]),
+                    core::ptr::read_volatile(&raw const (*rule).sysctl_exact[$k]),
+                )
+            };
+            below |= (n ^ p) & m;
+            exact |= n ^ e;
+        )*};
     }
-    let mut i = 0;
-    while i < SYSCTL_NAME_LEN {
-        if i >= len {
-            return name[i] == 0 || name[i] == b'/';
-        }
-        if name[i] != rule.sysctl[i] {
-            return false;
-        }
-        i += 1;
-    }
-    false
+    compare_words!(0, 1, 2, 3, 4, 5, 6, 7);
+    // For all of /proc/sys the mask is empty: every name is below.
+    below == 0 || exact == 0
 }
 
 /// The slot of the rule that program `via` acts on for this call, if any. `with_comm`: the
@@ -507,7 +518,7 @@ fn acts(slot: u32, c: &Call) -> bool {
         || (m & matches::CGROUP != 0 && c.by_cgroup & bit == 0)
         || (m & matches::COMM != 0 && c.comm != rule.comm)
         || (m & matches::PATH != 0 && c.by_path & bit == 0)
-        || (m & matches::SYSCTL != 0 && !under_sysctl(rule, &c.sysctl))
+        || (m & matches::SYSCTL != 0 && !under_sysctl(rule, c.sysctl.as_ptr() as *const u64))
     {
         return false;
     }

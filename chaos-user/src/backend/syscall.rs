@@ -149,7 +149,8 @@ fn rule(plan: &SyscallPlan, strategy: SyscallStrategy) -> SysRule {
             r.via = via::SYSCTL;
             r.matches |= matches::SYSCTL;
             r.sysctl_len = name.len() as u32;
-            r.sysctl[..name.len()].copy_from_slice(name.as_bytes());
+            (r.sysctl, r.sysctl_mask, r.sysctl_exact) =
+                chaos_common::syscall::sysctl_words(name.as_bytes());
         }
         _ if plan.path_prefix.is_some() => r.matches |= matches::PATH,
         _ => {}

@@ -144,13 +144,25 @@ pub fn choose(plan: &SyscallPlan, probe: &Report) -> Result<SyscallStrategy> {
                     Ok(())
                 }
             };
+            // /proc/sys holds a directory per network namespace: a path there is matched by
+            // sysctl name, through the cgroup hook, not by the directory's inode.
+            let not_sysctl = || match sysctl_subtree(plan) {
+                Some(_) => Err(
+                    "files under /proc/sys differ per network namespace; they are matched by \
+                     name through the cgroup sysctl hook"
+                        .to_owned(),
+                ),
+                None => Ok(()),
+            };
             let kprobe = bpf(&[Feature::KprobeOverride])
+                .and_then(|()| not_sysctl())
                 .and_then(|()| kprobe_path(plan))
                 .and_then(|()| path_btf());
             if kprobe.is_ok() {
                 return Ok(SyscallStrategy::KprobeOverride);
             }
             let lsm = bpf(&[Feature::Lsm])
+                .and_then(|()| not_sysctl())
                 .and_then(|()| lsm_calls(plan))
                 .and_then(|()| path_btf());
             if lsm.is_ok() {

@@ -7,6 +7,10 @@
 //!   none of the packets, against no program at all; variants one rule, every rule slot
 //!   ([`MAX_NET_RULES`]), one rule with 10,000 destination prefixes, one rule with 1,000
 //!   cgroups. Paired trials: no program, armed, no program, armed, ...
+//! * `net.nonmatching_floor_pps_ratio`, `net.nonmatching_floor_ns_per_packet`: the same with a
+//!   program that does nothing ([`NoopTc`]) in place of ours, measured in the same rounds: what
+//!   attaching any TC program costs. `net.nonmatching_ns_per_packet_vs_floor`: ours (one rule)
+//!   per packet against that floor, both derived from throughput.
 //! * `net.prog_ns_per_packet[.variant]`: the program's own time per packet (BPF run-time
 //!   statistics), against the time per packet of the whole path without a program.
 //! * `net.prog_cost_vs_1_rule.variant`: the program's time per packet against one rule's.
@@ -22,7 +26,10 @@
 //!   load with our delay, beside `tc netem`'s and no fault's.
 
 use std::{
+    ffi::CString,
+    io,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -33,6 +40,7 @@ use chaos_user::{
     FaultSpec, Injector,
     spec::{Distribution, NetAction, NetSpec, Proto},
 };
+use libbpf_rs::libbpf_sys;
 
 use super::{
     Bench, Faults, Goal, Place, Row,
@@ -240,6 +248,90 @@ impl Drop for SenderCgroup {
     }
 }
 
+/// A TC program that does nothing: `r0 = -1 (TCX_NEXT); exit`, loaded from those two
+/// instructions (no object file, no maps) and named `chaos_noop`, so that the bench's check that
+/// none of our programs is attached before a baseline trial also sees it. Attached like ours (a
+/// TCX link on A's egress), it measures the floor: what any TC program costs on this path,
+/// whatever it does.
+struct NoopTc {
+    prog: OwnedFd,
+}
+
+impl NoopTc {
+    /// Loads the program (`BPF_PROG_TYPE_SCHED_CLS`, license GPL).
+    fn load() -> Result<NoopTc> {
+        let insns = [
+            libbpf_sys::bpf_insn {
+                code: (libbpf_sys::BPF_ALU64 | libbpf_sys::BPF_MOV | libbpf_sys::BPF_K) as u8,
+                imm: -1,
+                ..Default::default()
+            },
+            libbpf_sys::bpf_insn {
+                code: (libbpf_sys::BPF_JMP | libbpf_sys::BPF_EXIT) as u8,
+                ..Default::default()
+            },
+        ];
+        // SAFETY: the strings are NUL-terminated, `insns` holds `insns.len()` instructions, and
+        // null options are allowed.
+        let r = unsafe {
+            libbpf_sys::bpf_prog_load(
+                libbpf_sys::BPF_PROG_TYPE_SCHED_CLS,
+                c"chaos_noop".as_ptr(),
+                c"GPL".as_ptr(),
+                insns.as_ptr(),
+                insns.len() as _,
+                std::ptr::null_mut(),
+            )
+        };
+        Ok(NoopTc {
+            prog: libbpf_fd(r).context("loading the do-nothing TC program")?,
+        })
+    }
+
+    /// Attaches it to A's end of the veth, egress, by a TCX link made in A's namespace; closing
+    /// the returned descriptor detaches it.
+    fn attach(&self, w: &TwoHosts) -> Result<OwnedFd> {
+        let name = CString::new(w.a.ifname.as_str())?;
+        let prog = self.prog.as_raw_fd();
+        let link = w.a.ns.run(|| -> io::Result<OwnedFd> {
+            // SAFETY: `name` is NUL-terminated.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `prog` is a loaded program's descriptor, which `self` keeps open; for TCX
+            // the target is an ifindex, and null options are allowed.
+            libbpf_fd(unsafe {
+                libbpf_sys::bpf_link_create(
+                    prog,
+                    ifindex as i32,
+                    libbpf_sys::BPF_TCX_EGRESS,
+                    std::ptr::null(),
+                )
+            })
+        });
+        link.with_context(|| format!("attaching the do-nothing program to {}", w.a.ifname))
+    }
+}
+
+/// Turns a libbpf return value (a new descriptor, or minus an errno) into an owned descriptor.
+fn libbpf_fd(r: i32) -> io::Result<OwnedFd> {
+    if r < 0 {
+        return Err(io::Error::from_raw_os_error(-r));
+    }
+    // SAFETY: libbpf returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Nanoseconds per packet that `armed` packets/s add to `baseline` packets/s, trial by trial.
+fn added_ns(armed: &[f64], baseline: &[f64]) -> Vec<f64> {
+    armed
+        .iter()
+        .zip(baseline)
+        .map(|(a, b)| 1e9 / a - 1e9 / b)
+        .collect()
+}
+
 /// Packets per second from A to B through the veth: `count` datagrams sent as fast as the
 /// sender can, divided by the time it took; counted at B's socket.
 fn pps(w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
@@ -261,9 +353,42 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     // The sender's sockets are made while the bench is in this cgroup.
     let _sender = SenderCgroup::enter(SENDER_DEPTH)?;
     let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
+    let noop = NoopTc::load()?;
+    let mut floor = Trials::default();
     // Warm-up: the first trial after a world is built is slower (caches, neighbour entries).
     pps(&w, &sink, count / 4)?;
     for round in 0..rounds {
+        // The floor, just before the one-rule variant: no program, the do-nothing program.
+        b.check()?;
+        ensure!(
+            bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?.is_empty(),
+            "a program of ours is still attached to {} before a baseline trial",
+            w.a.ifname
+        );
+        let base = pps(&w, &sink, count)?;
+        let (armed, ns) = {
+            let _link = noop.attach(&w)?;
+            let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
+            ensure!(
+                progs.len() == 1,
+                "{} runs {progs:?} of ours, not just the do-nothing program",
+                w.a.ifname
+            );
+            let armed = pps(&w, &sink, count)?;
+            let _stats = RunStats::enable()?;
+            let before = RunTotals::read(&progs)?;
+            pps(&w, &sink, count / 4)?;
+            (armed, RunTotals::read(&progs)?.ns_per_run_since(&before))
+        };
+        println!(
+            "  round {round} do-nothing program: {base:.0} pkt/s without a program, {armed:.0} \
+             with it ({:.4}), program {} ns/packet",
+            armed / base,
+            ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
+        );
+        floor.baseline_pps.push(base);
+        floor.armed_pps.push(armed);
+        floor.prog_ns.push(ns.unwrap_or(f64::NAN));
         for (v, t) in variants.iter().zip(trials.iter_mut()) {
             b.check()?;
             ensure!(
@@ -309,6 +434,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     }
 
     let one = &trials[0];
+    floor_rows(b, &floor, one, count);
     let one_memlock = one.memlock.unwrap_or(0) as f64 / 1024.0;
     for (v, t) in variants.iter().zip(&trials) {
         let suffix = if t.armed_rules == v.specs.len() {
@@ -393,6 +519,67 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The floor rows: the do-nothing program against no program, and ours (one rule, `one`, the
+/// same rounds) against the do-nothing program, per packet.
+fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64) {
+    let ratios = paired_ratios(&floor.armed_pps, &floor.baseline_pps);
+    let base_pps = median(&floor.baseline_pps);
+    let one_ratio = median(&paired_ratios(&one.armed_pps, &one.baseline_pps));
+    b.row(
+        Row::cost(
+            "net.nonmatching_floor_pps_ratio",
+            "pkt/s",
+            median(&floor.armed_pps),
+            base_pps,
+        )
+        .with_ratio(median(&ratios))
+        .spread(Spread::of(&ratios))
+        .note(format!(
+            "a TC program that does nothing (r0 = TCX_NEXT; exit), attached like ours (TCX, A's \
+             egress), vs no program; {PPS_PAYLOAD}-byte UDP, {count} per trial, paired trials \
+             in the same rounds as 1 rule of ours (ratio {one_ratio:.4} in them)"
+        )),
+    );
+    let floor_ns = added_ns(&floor.armed_pps, &floor.baseline_pps);
+    let one_ns = added_ns(&one.armed_pps, &one.baseline_pps);
+    b.row(
+        Row::cost(
+            "net.nonmatching_floor_ns_per_packet",
+            "ns",
+            median(&floor_ns),
+            1e9 / base_pps,
+        )
+        .spread(Spread::of(&floor_ns))
+        .note(format!(
+            "1e9/pps with the do-nothing program - 1e9/pps without, per round (median); its own \
+             run time (BPF statistics) {:.1} ns/packet; baseline: ns per packet of the whole \
+             path without a program",
+            median(&floor.prog_ns)
+        )),
+    );
+    // Ours and the floor against each other directly, trial by trial within a round. Beside,
+    // not a ratio: the floor's figure is near zero and, on a busy machine, can be negative.
+    let over = added_ns(&one.armed_pps, &floor.armed_pps);
+    b.row(
+        Row::beside(
+            "net.nonmatching_ns_per_packet_vs_floor",
+            "ns",
+            median(&one_ns),
+            median(&floor_ns),
+        )
+        .spread(Spread::of(&one_ns))
+        .note(format!(
+            "1 rule of ours: 1e9/pps armed - 1e9/pps without a program, per round (median), vs \
+             the same for the do-nothing program (baseline); 1e9/pps of ours - 1e9/pps of the \
+             do-nothing program, per round: {:.1} ns; program run times (BPF statistics) {:.1} \
+             vs {:.1} ns",
+            median(&over),
+            median(&one.prog_ns),
+            median(&floor.prog_ns)
+        )),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -946,6 +1133,12 @@ fn delay_cpu(b: &mut Bench) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_ns_per_packet_from_two_rates() {
+        // 1 M pkt/s is 1000 ns per packet, 800 k pkt/s 1250 ns.
+        assert_eq!(added_ns(&[800_000.0, 1e6], &[1e6, 1e6]), vec![250.0, 0.0]);
+    }
 
     #[test]
     fn latency_from_the_first_and_last_drop() {

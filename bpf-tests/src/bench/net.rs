@@ -344,6 +344,17 @@ fn pps(w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
     Ok(got as f64 / secs)
 }
 
+/// A baseline trial: nothing of ours may be attached to A's interface.
+fn baseline_pps(b: &Bench, w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
+    b.check()?;
+    ensure!(
+        bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?.is_empty(),
+        "a program of ours is still attached to {} before a baseline trial",
+        w.a.ifname
+    );
+    pps(w, sink, count)
+}
+
 fn nonmatching(b: &mut Bench) -> Result<()> {
     let (rounds, count) = b.config().pick((15, 150_000u64), (40, 300_000));
     let inj = injector()?;
@@ -359,13 +370,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     pps(&w, &sink, count / 4)?;
     for round in 0..rounds {
         // The floor, just before the one-rule variant: no program, the do-nothing program.
-        b.check()?;
-        ensure!(
-            bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?.is_empty(),
-            "a program of ours is still attached to {} before a baseline trial",
-            w.a.ifname
-        );
-        let base = pps(&w, &sink, count)?;
+        let base = baseline_pps(b, &w, &sink, count)?;
         let (armed, ns) = {
             let _link = noop.attach(&w)?;
             let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
@@ -390,13 +395,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
         floor.armed_pps.push(armed);
         floor.prog_ns.push(ns.unwrap_or(f64::NAN));
         for (v, t) in variants.iter().zip(trials.iter_mut()) {
-            b.check()?;
-            ensure!(
-                bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?.is_empty(),
-                "a program of ours is still attached to {} before a baseline trial",
-                w.a.ifname
-            );
-            let base = pps(&w, &sink, count)?;
+            let base = baseline_pps(b, &w, &sink, count)?;
             let mut faults = Faults::new(&inj);
             for (i, s) in v.specs.iter().enumerate() {
                 if let Err(e) = faults.arm(s) {

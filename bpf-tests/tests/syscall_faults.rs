@@ -71,6 +71,14 @@ fn busy_shell() -> Command {
     c
 }
 
+/// Starts `cmd` in `cgroup`, or where this test runs.
+fn spawn_in(cmd: Command, cgroup: Option<&TestCgroup>) -> std::io::Result<ChildProcess> {
+    match cgroup {
+        Some(cg) => ChildProcess::builder(cmd).cgroup(cg).spawn(),
+        None => ChildProcess::spawn(cmd),
+    }
+}
+
 /// Waits up to 10 s for `child` to exit.
 fn exit_of(child: &mut ChildProcess) -> std::process::ExitStatus {
     let start = Instant::now();
@@ -469,12 +477,7 @@ fn connect_fails_for_the_target_cgroup_only() {
         ]);
         cmd.stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = if inside {
-            ChildProcess::builder(cmd).cgroup(&cg).spawn()
-        } else {
-            ChildProcess::spawn(cmd)
-        }
-        .expect("bash");
+        let mut child = spawn_in(cmd, inside.then_some(&cg)).expect("bash");
         let status = exit_of(&mut child);
         let mut out = String::new();
         use std::io::Read as _;
@@ -522,12 +525,7 @@ fn delay_freezes_the_caller_for_the_latency() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "uname >/dev/null; uname >/dev/null; uname >/dev/null"]);
         let start = Instant::now();
-        let mut child = if inside {
-            ChildProcess::builder(cmd).cgroup(&cg).spawn()
-        } else {
-            ChildProcess::spawn(cmd)
-        }
-        .expect("sh");
+        let mut child = spawn_in(cmd, inside.then_some(&cg)).expect("sh");
         let status = exit_of(&mut child);
         assert!(status.success(), "{status:?}");
         start.elapsed()
@@ -884,12 +882,7 @@ fn sysctl_writes_fail_under_a_subtree_for_the_target_cgroup() {
             &format!("cat /proc/sys/{sysctl} >/dev/null && echo 1 | dd of=/proc/sys/{sysctl}"),
         ]);
         cmd.stderr(std::process::Stdio::piped());
-        let mut child = if inside {
-            ChildProcess::builder(cmd).cgroup(&cg).spawn()
-        } else {
-            ChildProcess::spawn(cmd)
-        }
-        .expect("unshare");
+        let mut child = spawn_in(cmd, inside.then_some(&cg)).expect("unshare");
         let status = exit_of(&mut child);
         let mut err = String::new();
         use std::io::Read as _;

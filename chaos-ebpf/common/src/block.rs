@@ -112,13 +112,13 @@ pub const IO_WATCHING_MAP: &str = "CHAOS_IO_WATCHING";
 /// Name of the LRU hash map from request address to [`InFlight`] (requests issued to a watched
 /// device and not yet completed).
 pub const IO_INFLIGHT_MAP: &str = "CHAOS_IO_INFLIGHT";
-/// Name of the per-CPU hash map from [`IoKey`] to [`IoCounters`].
+/// Name of the hash map from [`IoKey`] to [`IoCounters`] (updated with atomic adds).
 pub const IO_STATS_MAP: &str = "CHAOS_IO_STATS";
 
 /// Requests in flight the measurement tracks at once (LRU beyond: the oldest are forgotten).
-pub const MAX_IO_INFLIGHT: u32 = 16384;
+pub const MAX_IO_INFLIGHT: u32 = 8192;
 /// (device, cgroup, operation) rows the measurement holds.
-pub const MAX_IO_ROWS: u32 = 4096;
+pub const MAX_IO_ROWS: u32 = 1024;
 
 /// The raw tracepoint program on `block_rq_issue` (a request goes to the driver).
 pub const PROG_IO_ISSUE: &str = "chaos_io_issue";
@@ -129,10 +129,12 @@ pub const PROG_IO_COMPLETE: &str = "chaos_io_complete";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WatchEntry {
-    /// How many watchers asked for it (the controller removes it at zero).
+    /// How many watches ask for it (the controller removes it at zero).
     pub watchers: u32,
     /// Reserved, zero.
     pub pad: u32,
+    /// When its counts began (`CLOCK_BOOTTIME` ns; for the controller, the kernel ignores it).
+    pub since_ns: u64,
 }
 
 /// A request in flight on a watched device, from issue to completion.
@@ -208,7 +210,7 @@ pub fn highest_bit(x: u64) -> u32 {
     n
 }
 
-/// One measurement row's counters, one copy per CPU.
+/// One measurement row's counters, shared by all CPUs (atomic adds).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoCounters {

@@ -45,7 +45,8 @@ offsets!(
     CHAOS_OFF_DISK_MINOR,
 );
 
-/// What a bio (or a request, through its first bio) is about.
+/// What a bio is about.
+#[allow(dead_code, reason = "for the io fail programs (should_fail_bio)")]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct BioInfo {
     /// The kernel's `dev_t` (`major << 20 | minor`) of the partition (or whole disk) it is for.
@@ -94,12 +95,14 @@ fn bdev_dev(bdev: *const u8) -> u32 {
 
 /// The kernel `dev_t` of the partition (or whole disk) `bio` (`struct bio *`) is for.
 #[inline(always)]
+#[allow(dead_code, reason = "for the io fail programs (should_fail_bio)")]
 pub(crate) fn bio_dev(bio: *const u8) -> u32 {
     bdev_dev(read_ptr(bio, off(&CHAOS_OFF_BIO_BDEV)))
 }
 
 /// The operation of `bio` (`op` values).
 #[inline(always)]
+#[allow(dead_code, reason = "for the io fail programs (should_fail_bio)")]
 pub(crate) fn bio_op(bio: *const u8) -> u32 {
     read::<u32>(bio, off(&CHAOS_OFF_BIO_OPF)) & op::MASK
 }
@@ -116,6 +119,7 @@ pub(crate) fn bio_cgroup_id(bio: *const u8) -> u64 {
 
 /// Everything about `bio` (`struct bio *`).
 #[inline(always)]
+#[allow(dead_code, reason = "for the io fail programs (should_fail_bio)")]
 pub(crate) fn read_bio(bio: *const u8) -> BioInfo {
     BioInfo {
         dev: bio_dev(bio),
@@ -160,16 +164,4 @@ pub(crate) fn request_bytes(rq: *const u8) -> u32 {
 #[inline(always)]
 pub(crate) fn request_cgroup_id(rq: *const u8) -> u64 {
     bio_cgroup_id(read_ptr(rq, off(&CHAOS_OFF_RQ_BIO)))
-}
-
-/// Everything about `rq` (`struct request *`), in the terms of a bio.
-#[inline(always)]
-pub(crate) fn read_request(rq: *const u8) -> BioInfo {
-    BioInfo {
-        dev: request_dev(rq),
-        op: request_op(rq),
-        sector: read(rq, off(&CHAOS_OFF_RQ_SECTOR)),
-        bytes: request_bytes(rq),
-        cgroup_id: request_cgroup_id(rq),
-    }
 }

@@ -1,8 +1,6 @@
 //! Block I/O. `bio` reads the kernel's `bio` and `request` structures (device, operation,
-//! sectors, size, cgroup) for every block program.
+//! sectors, size, cgroup) for every block program; `iostat` measures latency, operations and
+//! bytes per device, cgroup and operation from the block tracepoints.
 
-#[allow(
-    dead_code,
-    reason = "the readers serve the block programs (measurement, io fail) that use them"
-)]
 mod bio;
+mod iostat;

@@ -1,0 +1,159 @@
+//! Block I/O measurement: latency, operations and bytes per (device, cgroup, operation), on
+//! every kernel (raw tracepoints need nothing else).
+//!
+//! - `chaos_io_issue` (raw tracepoint `block_rq_issue(struct request *rq)`): a request goes to
+//!   the driver. On a watched device, its start time, row and size are kept in
+//!   `CHAOS_IO_INFLIGHT`, keyed by the request's address.
+//! - `chaos_io_complete` (raw tracepoint `block_rq_complete(struct request *rq, blk_status_t
+//!   error, unsigned int nr_bytes)`): the driver finished it; the row gains one operation, its
+//!   bytes, its latency (sum, maximum, histogram) and, for a non-zero status, an error.
+//!
+//! With no device watched each request costs one array read per program; on an unwatched
+//! device while others are watched, two kernel reads and a hash lookup at issue and a hash
+//! lookup at completion. Rows are shared by all CPUs and updated with atomic adds, so they are
+//! exact and their memory does not grow with the number of CPUs.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, raw_tracepoint},
+    maps::{Array, HashMap, LruHashMap},
+    programs::RawTracePointContext,
+};
+use chaos_common::block::{
+    InFlight, IoCounters, IoKey, LAT_BUCKETS, MAX_IO_INFLIGHT, MAX_IO_ROWS, WatchEntry,
+    latency_bucket, op,
+};
+
+use super::bio::{request_bytes, request_cgroup_id, request_dev, request_op};
+
+/// Kernel `dev_t` -> watchers (written by the controller).
+#[map(name = "CHAOS_IO_WATCH")]
+static CHAOS_IO_WATCH: HashMap<u32, WatchEntry> = HashMap::pinned(256, 0);
+
+/// Index 0: how many devices are watched (written by the controller).
+#[map(name = "CHAOS_IO_WATCHING")]
+static CHAOS_IO_WATCHING: Array<u32> = Array::pinned(1, 0);
+
+/// Request address -> its issue on a watched device. LRU: a request whose completion is never
+/// seen (the programs detached meanwhile) is forgotten when room is needed. Pinned like the
+/// others, so every load of the object shares one (it is preallocated).
+#[map(name = "CHAOS_IO_INFLIGHT")]
+static CHAOS_IO_INFLIGHT: LruHashMap<u64, InFlight> = LruHashMap::pinned(MAX_IO_INFLIGHT, 0);
+
+/// The measurement rows (read by the controller, which deletes a device's rows when its last
+/// watcher goes).
+#[map(name = "CHAOS_IO_STATS")]
+static CHAOS_IO_STATS: HashMap<IoKey, IoCounters> = HashMap::pinned(MAX_IO_ROWS, 0);
+
+/// Index 0: an all-zero row, the source of new rows (a row is larger than the BPF stack).
+/// Never written.
+#[map(name = "CHAOS_IO_ZERO")]
+static CHAOS_IO_ZERO: Array<IoCounters> = Array::with_max_entries(1, 0);
+
+/// Whether any device is watched (an inlined array read).
+#[inline(always)]
+fn watching() -> bool {
+    CHAOS_IO_WATCHING.get(0).is_some_and(|n| *n != 0)
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_issue")]
+pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
+    if !watching() {
+        return 0;
+    }
+    let rq: *const u8 = ctx.arg(0);
+    let dev = request_dev(rq);
+    // SAFETY: plain key.
+    if unsafe { CHAOS_IO_WATCH.get(dev) }.is_none() {
+        return 0;
+    }
+    let raw_op = request_op(rq);
+    let flight = InFlight {
+        // SAFETY: helper without arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        key: IoKey {
+            dev,
+            op: if raw_op < op::COUNTED {
+                raw_op
+            } else {
+                op::OTHER
+            },
+            cgroup: request_cgroup_id(rq),
+        },
+        bytes: request_bytes(rq),
+        pad: 0,
+    };
+    // A requeued request is issued again: its entry is replaced.
+    let _ = CHAOS_IO_INFLIGHT.insert(rq as u64, flight, 0);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_rq_complete")]
+pub fn chaos_io_complete(ctx: RawTracePointContext) -> i32 {
+    if !watching() {
+        return 0;
+    }
+    let rq: u64 = ctx.arg(0);
+    // SAFETY: plain key; the value is copied out before the entry is removed.
+    let Some(flight) = (unsafe { CHAOS_IO_INFLIGHT.get(rq) }).copied() else {
+        return 0;
+    };
+    // A request that completes in parts is counted once, at its first part.
+    let _ = CHAOS_IO_INFLIGHT.remove(rq);
+    // SAFETY: helper without arguments.
+    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(flight.start_ns);
+    let status: u64 = ctx.arg(1);
+    // blk_status_t is a u8; the register's upper bits are not defined.
+    account(&flight, latency, status & 0xff != 0);
+    0
+}
+
+/// Adds one completed request to its row (made on first use).
+#[inline(always)]
+fn account(flight: &InFlight, latency: u64, failed: bool) {
+    let row = match CHAOS_IO_STATS.get_ptr_mut(flight.key) {
+        Some(row) => row,
+        None => {
+            let Some(zero) = CHAOS_IO_ZERO.get(0) else {
+                return;
+            };
+            // Another CPU may make it first (NOEXIST then fails, and its row is used).
+            let _ = CHAOS_IO_STATS.insert(flight.key, zero, aya_ebpf::bindings::BPF_NOEXIST.into());
+            let Some(row) = CHAOS_IO_STATS.get_ptr_mut(flight.key) else {
+                return;
+            };
+            row
+        }
+    };
+    // SAFETY (all): `row` points into the map value; its fields are only ever updated with
+    // atomic operations. Relaxed adds become BPF's add without fetch, all a counter needs.
+    let add = |field: *mut u64, n: u64| unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, n);
+    };
+    unsafe {
+        add(&raw mut (*row).ops, 1);
+        add(&raw mut (*row).bytes, u64::from(flight.bytes));
+        if failed {
+            add(&raw mut (*row).errors, 1);
+        }
+        add(&raw mut (*row).lat_sum_ns, latency);
+        // Masked so the verifier sees the index in bounds (latency_bucket is below 64 already).
+        let bucket = latency_bucket(latency) & (LAT_BUCKETS - 1);
+        add(&raw mut (*row).hist[bucket], 1);
+        let max = &raw mut (*row).lat_max_ns;
+        // A few tries: a lost race means another CPU just raised the maximum.
+        for _ in 0..4 {
+            let seen = core::ptr::read_volatile(max);
+            if latency <= seen
+                || atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    max, seen, latency,
+                )
+                .1
+            {
+                break;
+            }
+        }
+    }
+}

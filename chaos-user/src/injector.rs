@@ -49,6 +49,9 @@ pub struct Status {
     /// Network counters, for network faults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
+    /// Block I/O measured on the devices the fault watches, since the watch began.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub io: Vec<crate::iostat::IoStats>,
 }
 
 /// Per-fault counters: packets for network faults, calls for syscall faults.
@@ -233,6 +236,7 @@ impl Injector {
             expired: now >= record.deadline_boot_ns,
             remaining_ms: record.deadline_boot_ns.saturating_sub(now) / 1_000_000,
             counters,
+            io: crate::iostat::fault_stats(&self.store, &record.id)?,
             record,
         })
     }
@@ -256,6 +260,9 @@ impl Injector {
             ..Recovered::default()
         };
         let mut first_err = None;
+        if let Err(e) = crate::iostat::unwatch_all_locked(&self.store) {
+            first_err.get_or_insert(e);
+        }
         for record in self.store.faults()? {
             match self.recover_locked(&record) {
                 Ok(r) => out.faults.extend(r.faults),
@@ -325,6 +332,7 @@ impl Injector {
     /// Detaches attachments no fault uses; when nothing is left, removes pins and the state dir.
     fn cleanup_unused_locked(&self) -> Result<usize> {
         let faults = self.store.faults()?;
+        let watching = crate::iostat::prune_locked(&self.store)?;
         let mut n = 0;
         for a in self.store.attachments()? {
             let used = faults.iter().any(|f| {
@@ -336,13 +344,17 @@ impl Injector {
                         .is_some_and(|x| x.attachments.contains(&a.id))
                     || (f.state == FaultState::Arming && f.net.is_none() && f.syscall.is_none())
             });
+            let used = used || (watching && crate::iostat::is_measurement_hook(&a.hook));
             if !used {
                 crate::backend::detach(&a)?;
                 self.store.remove_attachment(a.id)?;
                 n += 1;
             }
         }
-        if self.store.faults()?.is_empty() && self.store.attachments()?.is_empty() {
+        if self.store.faults()?.is_empty()
+            && self.store.attachments()?.is_empty()
+            && self.store.watches()?.is_empty()
+        {
             ebpf::remove_all_pins()?;
             self.store.remove_if_empty()?;
         }

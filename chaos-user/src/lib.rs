@@ -14,6 +14,7 @@ pub mod ebpf;
 pub mod error;
 pub mod exec;
 pub mod injector;
+pub mod iostat;
 pub mod mounts;
 pub mod netns;
 pub mod plan;

@@ -1,9 +1,9 @@
 //! The state store: what is armed, written before anything touches the kernel and removed only
 //! once it is undone, so that `chaos recover --all` can clean up after any crash.
 //!
-//! One JSON file per fault and per attachment under the state directory (`/run/chaos`, or
-//! `$CHAOS_STATE_DIR`), written atomically (temp file + rename); an exclusive `flock` on
-//! `.lock` serialises every `chaos` process that changes state.
+//! One JSON file per fault, per attachment and per I/O measurement watch under the state
+//! directory (`/run/chaos`, or `$CHAOS_STATE_DIR`), written atomically (temp file + rename); an
+//! exclusive `flock` on `.lock` serialises every `chaos` process that changes state.
 
 use std::{
     fs::{self, File},
@@ -173,6 +173,10 @@ pub enum Hook {
         /// The program, e.g. `chaos_sys_connect4`.
         program: String,
     },
+    /// The raw tracepoint `block_rq_issue` (block I/O measurement: a request's start).
+    BlockIssue,
+    /// The raw tracepoint `block_rq_complete` (block I/O measurement: its end).
+    BlockComplete,
 }
 
 /// How a program is attached.
@@ -297,6 +301,21 @@ impl Store {
         self.remove("attachments", &id.to_string())
     }
 
+    /// Every block I/O measurement watch.
+    pub fn watches(&self) -> Result<Vec<crate::iostat::WatchRecord>> {
+        self.read_all("watches")
+    }
+
+    /// Writes a watch.
+    pub fn put_watch(&self, w: &crate::iostat::WatchRecord) -> Result<()> {
+        self.write("watches", &w.id, w)
+    }
+
+    /// Removes a watch.
+    pub fn remove_watch(&self, id: &str) -> Result<()> {
+        self.remove("watches", id)
+    }
+
     fn read_all<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
         let dir = self.dir.join(sub);
         let mut out = Vec::new();
@@ -324,6 +343,9 @@ impl Store {
                 (|p| read_json::<FaultRecord>(p).map(drop)) as fn(&Path) -> Result<()>,
             ),
             ("attachments", |p| read_json::<Attachment>(p).map(drop)),
+            ("watches", |p| {
+                read_json::<crate::iostat::WatchRecord>(p).map(drop)
+            }),
         ] {
             let dir = self.dir.join(sub);
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -371,10 +393,13 @@ impl Store {
     /// Removes the state directory if it holds nothing but the lock, so a clean machine shows no
     /// trace of the injector. Call with the lock held.
     pub fn remove_if_empty(&self) -> Result<bool> {
-        if !self.faults()?.is_empty() || !self.attachments()?.is_empty() {
+        if !self.faults()?.is_empty()
+            || !self.attachments()?.is_empty()
+            || !self.watches()?.is_empty()
+        {
             return Ok(false);
         }
-        for sub in ["faults", "attachments"] {
+        for sub in ["faults", "attachments", "watches"] {
             let _ = fs::remove_dir(self.dir.join(sub));
         }
         let _ = fs::remove_file(self.dir.join(".lock"));

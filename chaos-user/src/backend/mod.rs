@@ -27,7 +27,7 @@ use crate::{
 
 /// The attachment for `hook`, existing or made by `attach` (given the new attachment's id and the
 /// existing attachments) and recorded; `true` if made now. Nothing is left if recording fails.
-fn find_or_attach(
+pub(crate) fn find_or_attach(
     store: &Store,
     hook: Hook,
     attach: impl FnOnce(&Hook, u32, &[Attachment]) -> Result<AttachLink>,
@@ -84,7 +84,7 @@ where
 }
 
 /// Program `name` of a freshly loaded object, loaded into the kernel.
-fn load_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
+pub(crate) fn load_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
     P: LoadProgram,
@@ -113,7 +113,7 @@ where
 }
 
 /// aya's program types each have their own `load`.
-trait LoadProgram {
+pub(crate) trait LoadProgram {
     fn load_program(&mut self) -> std::result::Result<(), aya::programs::ProgramError>;
 }
 
@@ -139,7 +139,7 @@ load_program_for!(
 );
 
 /// Pins `link` as `name` under the link pin directory, so it outlives this process.
-fn pin_link(link: FdLink, name: &str) -> Result<AttachLink> {
+pub(crate) fn pin_link(link: FdLink, name: &str) -> Result<AttachLink> {
     let pin = ebpf::link_pin(name);
     link.pin(&pin)
         .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;

@@ -3,6 +3,7 @@
 mod demo;
 mod exec;
 mod inject;
+mod iostat;
 mod list;
 mod probe;
 mod recover;
@@ -35,6 +36,8 @@ enum Command {
     Status(list::StatusArgs),
     /// Recover a fault, or every trace of the injector with --all.
     Recover(recover::Args),
+    /// Measure one device's block I/O per interval, by cgroup and operation.
+    Iostat(iostat::Args),
     /// Run the built-in demo: a real fault on a test network, measured and recovered.
     Demo(demo::Args),
     /// Continue processes stopped by delay faults (started by chaos itself).
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(a) => list::run_status(a),
         Command::Recover(a) => recover::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Iostat(a) => iostat::run(a),
         Command::KeepDelays => {
             let store = chaos_user::store::Store::open_default()?;
             chaos_user::backend::keeper::run(&store)?;

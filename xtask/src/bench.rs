@@ -48,7 +48,7 @@ pub struct BenchArgs {
     /// Minutes allowed for the VM (boot and rows) before QEMU is killed.
     #[arg(long, default_value_t = 10)]
     vm_timeout_minutes: u64,
-    /// Only these fault families (repeatable): net, syscall, controller.
+    /// Only these fault families (repeatable): net, syscall, io, controller.
     #[arg(long)]
     only: Vec<String>,
 }

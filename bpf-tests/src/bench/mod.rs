@@ -1,6 +1,6 @@
 //! Benchmarks of the injector, run by `cargo xtask bench` through the `chaos-bench` binary.
 //!
-//! Each fault family has its own module (`net`, `syscall`, and later `block`) that measures
+//! Each fault family has its own module (`net`, `syscall`, `io`) that measures
 //! its rows in worlds it builds itself (namespaces, veth pairs, cgroups, processes: the
 //! [`crate::world`] guards) and arms faults through the library ([`chaos_user::Injector`]),
 //! holding every armed fault in a [`Faults`] guard that recovers it even on panic. The
@@ -21,6 +21,7 @@
 
 pub mod bpf;
 pub mod controller;
+pub mod io;
 pub mod net;
 pub mod proc;
 pub mod stats;
@@ -357,6 +358,7 @@ pub type FamilyFn = fn(&mut Bench);
 pub const FAMILIES: &[(&str, FamilyFn)] = &[
     ("net", net::run),
     ("syscall", syscall::run),
+    ("io", io::run),
     ("controller", controller::run),
 ];
 

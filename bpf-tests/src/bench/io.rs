@@ -1,0 +1,257 @@
+//! Block I/O rows: fio 4 KiB random direct reads on a device of the bench's own (`/dev/nullb0`
+//! when the kernel has null_blk, else a loop device on a sparse file), with and without what
+//! the injector puts on that device's path.
+//!
+//! Natively:
+//! * `io.nonmatching_iops_ratio[.variant]`: read IOPS with the variant armed against nothing of
+//!   ours, paired trials (nothing, armed, nothing, armed, ...). The `.measurement` variant
+//!   watches the device (`chaos_user::iostat`: the `block_rq_issue` / `block_rq_complete`
+//!   programs count every read of it). The reads are a non-target's: no rule acts on them.
+//! * `io.prog_ns_per_io[.variant]`: the programs' own time per I/O (BPF run-time statistics,
+//!   issue and completion together), against the time per I/O of the whole path.
+//!
+//! Further variants (an `io fail` rule for another cgroup on the same device) are added to
+//! [`variants`]: each arms for one trial and disarms when its guard drops.
+
+use std::{
+    any::Any,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use chaos_user::{
+    iostat::{self, Device, Owner},
+    store::Store,
+};
+use libbpf_rs::query::ProgInfoIter;
+use serde_json::Value;
+
+use super::{
+    Bench, Goal, Place, Row,
+    bpf::{RunStats, RunTotals},
+    stats::{Spread, median, paired_ratios},
+};
+use crate::{LoopDevice, oracle::PROG_PREFIX};
+
+/// Size of the loop device's backing file (sparse: reads of holes cost no disk).
+const LOOP_SIZE: u64 = 256 << 20;
+
+/// The family's entry point.
+pub fn run(b: &mut Bench) {
+    if b.config().place == Place::Native {
+        b.section("io.nonmatching", nonmatching);
+    }
+}
+
+/// The device the reads go to.
+struct Target {
+    path: PathBuf,
+    what: String,
+    /// The loop device when there is no null_blk (detached on drop).
+    _loop: Option<LoopDevice>,
+}
+
+impl Target {
+    fn new() -> Result<Target> {
+        let nullb = Path::new("/dev/nullb0");
+        if nullb.exists() && Path::new("/sys/block/nullb0").exists() {
+            return Ok(Target {
+                path: nullb.to_owned(),
+                what: "null_blk nullb0".to_owned(),
+                _loop: None,
+            });
+        }
+        let lo = LoopDevice::new(LOOP_SIZE).context("making a loop device")?;
+        Ok(Target {
+            path: lo.device().to_owned(),
+            what: format!(
+                "loop device on a sparse {} MiB file (no null_blk here)",
+                LOOP_SIZE >> 20
+            ),
+            _loop: Some(lo),
+        })
+    }
+}
+
+/// A variant: what an armed trial has on the device's path.
+struct Variant {
+    /// Row name suffix.
+    suffix: &'static str,
+    /// What it is, for notes.
+    what: &'static str,
+    /// Arms it; the returned guard disarms when dropped.
+    arm: fn(&Store, &Device) -> Result<Box<dyn Any>>,
+}
+
+/// A measurement watch, removed on drop.
+struct Watch {
+    store: Store,
+    id: String,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Err(e) = iostat::unwatch(&self.store, &self.id) {
+            eprintln!("chaos-bench: removing watch {}: {e:#}", self.id);
+        }
+    }
+}
+
+/// The variants measured.
+fn variants() -> Vec<Variant> {
+    vec![Variant {
+        suffix: ".measurement",
+        what: "measurement watching the device",
+        arm: |store, device| {
+            let w = iostat::watch(store, device, Owner::this_process()?)?;
+            Ok(Box::new(Watch {
+                store: store.clone(),
+                id: w.id,
+            }))
+        },
+    }]
+    // An `io fail` rule for another cgroup on this device (`.error_rule`), armed through the
+    // library with `super::Faults`, joins here once the io fault kind exists.
+}
+
+/// Programs of ours that run on block I/O, by id.
+fn io_programs() -> Vec<u32> {
+    let prefix = format!("{PROG_PREFIX}io_");
+    ProgInfoIter::default()
+        .filter(|p| p.name.to_string_lossy().starts_with(&prefix))
+        .map(|p| p.id)
+        .collect()
+}
+
+/// fio's read IOPS over `seconds` of 4 KiB random direct reads of `device`.
+fn fio_iops(device: &Path, seconds: u32) -> Result<f64> {
+    let out = Command::new("fio")
+        .args([
+            "--name=randread",
+            &format!("--filename={}", device.display()),
+            "--rw=randread",
+            "--bs=4k",
+            "--direct=1",
+            "--ioengine=psync",
+            "--numjobs=1",
+            "--time_based",
+            &format!("--runtime={seconds}"),
+            "--ramp_time=0",
+            "--norandommap",
+            "--randrepeat=0",
+            "--output-format=json",
+        ])
+        .output()
+        .context("running fio (cargo xtask setup installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "fio exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("reading fio's JSON")?;
+    let iops = v["jobs"][0]["read"]["iops"]
+        .as_f64()
+        .context("fio's JSON has no jobs[0].read.iops")?;
+    ensure!(iops > 0.0, "fio read nothing");
+    Ok(iops)
+}
+
+/// A baseline trial: nothing of ours may run on block I/O.
+fn baseline_iops(b: &Bench, device: &Path, seconds: u32) -> Result<f64> {
+    b.check()?;
+    let progs = io_programs();
+    ensure!(
+        progs.is_empty(),
+        "block I/O programs of ours ({progs:?}) are loaded before a baseline trial: another \
+         chaos iostat or io fault is running"
+    );
+    fio_iops(device, seconds)
+}
+
+#[derive(Default)]
+struct Trials {
+    baseline: Vec<f64>,
+    armed: Vec<f64>,
+    prog_ns: Vec<f64>,
+}
+
+fn nonmatching(b: &mut Bench) -> Result<()> {
+    let (rounds, seconds) = b.config().pick((8, 2u32), (20, 3));
+    let target = Target::new()?;
+    let device = Device::resolve(target.path.to_str().context("device path")?)?;
+    let store = Store::open_default()?;
+    let variants = variants();
+    let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
+    // Warm-up: the first reads fill the loop device's backing page cache.
+    fio_iops(&target.path, seconds)?;
+    for round in 0..rounds {
+        for (v, t) in variants.iter().zip(trials.iter_mut()) {
+            let base = baseline_iops(b, &target.path, seconds)?;
+            let guard = (v.arm)(&store, &device)?;
+            let progs = io_programs();
+            ensure!(
+                !progs.is_empty(),
+                "{}: no block I/O program of ours",
+                v.what
+            );
+            let armed = fio_iops(&target.path, seconds)?;
+            let ns = {
+                let _stats = RunStats::enable()?;
+                let before = RunTotals::read(&progs)?;
+                fio_iops(&target.path, 1)?;
+                let after = RunTotals::read(&progs)?;
+                // Issue and completion each run once per I/O.
+                after.ns_per_run_since(&before).map(|n| 2.0 * n)
+            };
+            drop(guard);
+            println!(
+                "  round {round} {}: {base:.0} IOPS with nothing, {armed:.0} armed ({:.4}), \
+                 programs {} ns/io",
+                v.what,
+                armed / base,
+                ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
+            );
+            t.baseline.push(base);
+            t.armed.push(armed);
+            t.prog_ns.push(ns.unwrap_or(f64::NAN));
+        }
+    }
+    for (v, t) in variants.iter().zip(&trials) {
+        let ratios = paired_ratios(&t.armed, &t.baseline);
+        let base = median(&t.baseline);
+        b.row(
+            Row::cost(
+                &format!("io.nonmatching_iops_ratio{}", v.suffix),
+                "IOPS",
+                median(&t.armed),
+                base,
+            )
+            .with_ratio(median(&ratios))
+            .spread(Spread::of(&ratios))
+            .goal(Goal::ratio_at_least(0.97))
+            .note(format!(
+                "{}, vs nothing of ours; fio 4k randread, direct, psync, 1 job, {seconds} s per \
+                 trial, on a {}; ratio = median of paired trials",
+                v.what, target.what
+            )),
+        );
+        b.row(
+            Row::cost(
+                &format!("io.prog_ns_per_io{}", v.suffix),
+                "ns",
+                median(&t.prog_ns),
+                1e9 / base,
+            )
+            .spread(Spread::of(&t.prog_ns))
+            .note(format!(
+                "{}: run_time_ns/run_cnt of the issue and completion programs, times 2 \
+                 (BPF_ENABLE_STATS); baseline: ns per I/O of the whole path with nothing armed",
+                v.what
+            )),
+        );
+    }
+    Ok(())
+}

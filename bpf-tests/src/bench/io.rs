@@ -159,10 +159,16 @@ fn fio_iops(device: &Path, seconds: u32) -> Result<f64> {
     Ok(iops)
 }
 
-/// A baseline trial: nothing of ours may run on block I/O.
+/// A baseline trial: nothing of ours may run on block I/O. The programs of the trial before
+/// are freed by the kernel shortly after their links go (after an RCU grace period).
 fn baseline_iops(b: &Bench, device: &Path, seconds: u32) -> Result<f64> {
     b.check()?;
-    let progs = io_programs();
+    let start = std::time::Instant::now();
+    let mut progs = io_programs();
+    while !progs.is_empty() && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        progs = io_programs();
+    }
     ensure!(
         progs.is_empty(),
         "block I/O programs of ours ({progs:?}) are loaded before a baseline trial: another \

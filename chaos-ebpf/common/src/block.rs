@@ -109,14 +109,31 @@ pub const IO_WATCH_MAP: &str = "CHAOS_IO_WATCH";
 /// Name of the one-entry array map holding the number of watched devices: with none, each
 /// request costs one array read.
 pub const IO_WATCHING_MAP: &str = "CHAOS_IO_WATCHING";
-/// Name of the LRU hash map from request address to [`InFlight`] (requests issued to a watched
-/// device and not yet completed).
+/// Name of the array map of [`InFlight`] slots: the requests issued to a watched device and not
+/// yet completed, each in a slot near [`inflight_slot`] of its address (open addressing, claimed
+/// with compare-and-swap: array slots cost no lock and no allocation, unlike a hash map's
+/// entries).
 pub const IO_INFLIGHT_MAP: &str = "CHAOS_IO_INFLIGHT";
 /// Name of the hash map from [`IoKey`] to [`IoCounters`] (updated with atomic adds).
 pub const IO_STATS_MAP: &str = "CHAOS_IO_STATS";
 
-/// Requests in flight the measurement tracks at once (LRU beyond: the oldest are forgotten).
-pub const MAX_IO_INFLIGHT: u32 = 8192;
+/// Slots of [`IO_INFLIGHT_MAP`] (a power of two).
+pub const INFLIGHT_SLOTS: u32 = 1 << INFLIGHT_BITS;
+/// log2 of [`INFLIGHT_SLOTS`].
+pub const INFLIGHT_BITS: u32 = 14;
+/// Slots a request may take, from [`inflight_slot`] on. With a few hundred requests in flight
+/// all of them are taken about once in 10^10 requests; such a request is counted as
+/// [`IoCounters::untracked`].
+pub const INFLIGHT_PROBES: u32 = 8;
+/// A slot whose request was issued this long ago is taken over: its completion was missed (the
+/// programs were detached, or the device stopped being watched, in between).
+pub const INFLIGHT_STALE_NS: u64 = 600_000_000_000;
+
+/// The first slot of [`IO_INFLIGHT_MAP`] for the request at address `rq` (Fibonacci hashing:
+/// requests are close together in memory, a fixed stride apart).
+pub const fn inflight_slot(rq: u64) -> u32 {
+    ((rq >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - INFLIGHT_BITS)) as u32
+}
 /// (device, cgroup, operation) rows the measurement holds.
 pub const MAX_IO_ROWS: u32 = 1024;
 
@@ -141,6 +158,8 @@ pub struct WatchEntry {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InFlight {
+    /// The request's address; 0 for a free slot.
+    pub rq: u64,
     /// When it was issued (`bpf_ktime_get_ns`, monotonic ns).
     pub start_ns: u64,
     /// The row it completes into.
@@ -224,6 +243,9 @@ pub struct IoCounters {
     pub lat_sum_ns: u64,
     /// The longest latency, ns.
     pub lat_max_ns: u64,
+    /// Requests issued that could not be timed (no free in-flight slot near theirs): counted
+    /// here at issue, and in none of the other fields.
+    pub untracked: u64,
     /// Latency histogram ([`latency_bucket`]).
     pub hist: [u64; LAT_BUCKETS],
 }
@@ -236,6 +258,7 @@ impl Default for IoCounters {
             errors: 0,
             lat_sum_ns: 0,
             lat_max_ns: 0,
+            untracked: 0,
             hist: [0; LAT_BUCKETS],
         }
     }
@@ -266,6 +289,20 @@ mod tests {
     }
 
     #[test]
+    fn requests_spread_over_the_inflight_slots() {
+        // 1024 requests a fixed stride apart, as blk-mq allocates them: no first slot is shared
+        // by more than a few, far below INFLIGHT_PROBES.
+        for stride in [256u64, 320, 384, 448, 512] {
+            let mut used = [0u8; INFLIGHT_SLOTS as usize];
+            for i in 0..1024u64 {
+                used[inflight_slot(0xffff_8881_0a40_0000 + i * stride) as usize] += 1;
+            }
+            let worst = used.iter().copied().max().unwrap();
+            assert!(worst <= 3, "stride {stride}: {worst} requests share a slot");
+        }
+    }
+
+    #[test]
     fn buckets_are_monotonic_and_floors_match() {
         let mut last = 0;
         for ns in (0..40).flat_map(|p| [(1u64 << p) - 1, 1u64 << p, 3u64 << p]) {
@@ -285,6 +322,7 @@ mod tests {
         }
         assert_eq!(latency_bucket(u64::MAX), LAT_BUCKETS - 1);
         assert_eq!(highest_bit(1), 0);
+        assert!(inflight_slot(u64::MAX) < INFLIGHT_SLOTS);
         assert_eq!(highest_bit(u64::MAX), 63);
     }
 }

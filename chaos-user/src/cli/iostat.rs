@@ -99,8 +99,12 @@ fn measure(
 }
 
 fn print_table(s: &IoStats) {
+    let untracked = match s.total.untracked {
+        0 => String::new(),
+        n => format!("  {n} untracked"),
+    };
     println!(
-        "{}  {:.2} s  {} ops  {:.1} IOPS  {:.2} MB/s  {} errors",
+        "{}  {:.2} s  {} ops  {:.1} IOPS  {:.2} MB/s  {} errors{untracked}",
         s.device,
         s.interval_ms as f64 / 1000.0,
         s.total.ops,

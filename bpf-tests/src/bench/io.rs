@@ -4,7 +4,7 @@
 //!
 //! Natively:
 //! * `io.nonmatching_iops_ratio[.variant]`: read IOPS with the variant armed against nothing of
-//!   ours, paired trials (nothing, armed, nothing, armed, ...). The `.measurement` variant
+//!   ours, paired trials in ABBA order (nothing then armed, armed then nothing, ...). The `.measurement` variant
 //!   watches the device (`chaos_user::iostat`: the `block_rq_issue` / `block_rq_complete`
 //!   programs count every read of it). The reads are a non-target's: no rule acts on them.
 //! * `io.prog_ns_per_io[.variant]`: the programs' own time per I/O (BPF run-time statistics,
@@ -124,8 +124,8 @@ fn io_programs() -> Vec<u32> {
         .collect()
 }
 
-/// fio's read IOPS over `seconds` of 4 KiB random direct reads of `device`.
-fn fio_iops(device: &Path, seconds: u32) -> Result<f64> {
+/// fio's read IOPS over `ms` milliseconds of 4 KiB random direct reads of `device`.
+fn fio_iops(device: &Path, ms: u32) -> Result<f64> {
     let out = Command::new("fio")
         .args([
             "--name=randread",
@@ -136,7 +136,7 @@ fn fio_iops(device: &Path, seconds: u32) -> Result<f64> {
             "--ioengine=psync",
             "--numjobs=1",
             "--time_based",
-            &format!("--runtime={seconds}"),
+            &format!("--runtime={ms}ms"),
             "--ramp_time=0",
             "--norandommap",
             "--randrepeat=0",
@@ -161,7 +161,7 @@ fn fio_iops(device: &Path, seconds: u32) -> Result<f64> {
 
 /// A baseline trial: nothing of ours may run on block I/O. The programs of the trial before
 /// are freed by the kernel shortly after their links go (after an RCU grace period).
-fn baseline_iops(b: &Bench, device: &Path, seconds: u32) -> Result<f64> {
+fn baseline_iops(b: &Bench, device: &Path, ms: u32) -> Result<f64> {
     b.check()?;
     let start = std::time::Instant::now();
     let mut progs = io_programs();
@@ -174,7 +174,7 @@ fn baseline_iops(b: &Bench, device: &Path, seconds: u32) -> Result<f64> {
         "block I/O programs of ours ({progs:?}) are loaded before a baseline trial: another \
          chaos iostat or io fault is running"
     );
-    fio_iops(device, seconds)
+    fio_iops(device, ms)
 }
 
 #[derive(Default)]
@@ -185,17 +185,23 @@ struct Trials {
 }
 
 fn nonmatching(b: &mut Bench) -> Result<()> {
-    let (rounds, seconds) = b.config().pick((8, 2u32), (20, 3));
+    let (rounds, ms) = b.config().pick((12, 1000u32), (30, 2000));
     let target = Target::new()?;
     let device = Device::resolve(target.path.to_str().context("device path")?)?;
     let store = Store::open_default()?;
     let variants = variants();
     let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
     // Warm-up: the first reads fill the loop device's backing page cache.
-    fio_iops(&target.path, seconds)?;
+    fio_iops(&target.path, ms)?;
     for round in 0..rounds {
         for (v, t) in variants.iter().zip(trials.iter_mut()) {
-            let base = baseline_iops(b, &target.path, seconds)?;
+            // Every other round the armed trial goes first, so a drift in the machine's load
+            // does not favour either side.
+            let armed_first = round % 2 == 1;
+            let mut base = f64::NAN;
+            if !armed_first {
+                base = baseline_iops(b, &target.path, ms)?;
+            }
             let guard = (v.arm)(&store, &device)?;
             let progs = io_programs();
             ensure!(
@@ -203,16 +209,19 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
                 "{}: no block I/O program of ours",
                 v.what
             );
-            let armed = fio_iops(&target.path, seconds)?;
+            let armed = fio_iops(&target.path, ms)?;
             let ns = {
                 let _stats = RunStats::enable()?;
                 let before = RunTotals::read(&progs)?;
-                fio_iops(&target.path, 1)?;
+                fio_iops(&target.path, 500)?;
                 let after = RunTotals::read(&progs)?;
                 // Issue and completion each run once per I/O.
                 after.ns_per_run_since(&before).map(|n| 2.0 * n)
             };
             drop(guard);
+            if armed_first {
+                base = baseline_iops(b, &target.path, ms)?;
+            }
             println!(
                 "  round {round} {}: {base:.0} IOPS with nothing, {armed:.0} armed ({:.4}), \
                  programs {} ns/io",
@@ -239,8 +248,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
             .spread(Spread::of(&ratios))
             .goal(Goal::ratio_at_least(0.97))
             .note(format!(
-                "{}, vs nothing of ours; fio 4k randread, direct, psync, 1 job, {seconds} s per \
-                 trial, on a {}; ratio = median of paired trials",
+                "{}, vs nothing of ours; fio 4k randread, direct, psync, 1 job, {ms} ms per \
+                 trial, on a {}; ratio = median of paired trials (ABBA order)",
                 v.what, target.what
             )),
         );

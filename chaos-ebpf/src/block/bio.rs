@@ -11,7 +11,7 @@
 //! that dirtied the pages. It is the cgroup of the io controller's hierarchy: the cgroup v2 id,
 //! or on a cgroup v1 machine the inode number of the blkio hierarchy's directory.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use chaos_common::block::{kernel_dev, offsets::ABSENT, op};
 
 /// Declares the load-time offset globals (see `chaos_common::block::offsets`).
@@ -130,38 +130,81 @@ pub(crate) fn read_bio(bio: *const u8) -> BioInfo {
     }
 }
 
-/// The kernel `dev_t` of the partition `rq` (`struct request *`) is for; the whole disk's when
-/// it has none (flushes, passthrough) or the kernel does not say.
-#[inline(always)]
-pub(crate) fn request_dev(rq: *const u8) -> u32 {
-    let part = read_ptr(rq, off(&CHAOS_OFF_RQ_PART));
-    if !part.is_null() {
-        return bdev_dev(part);
+/// Bytes of a `struct request` read at once (it is larger on every kernel): the fields the
+/// measurement needs lie within them, so one helper call replaces one per field.
+const RQ_WINDOW: usize = 128;
+
+/// A `struct request`, its first [`RQ_WINDOW`] bytes read.
+pub(crate) struct Request {
+    base: *const u8,
+    head: [u8; RQ_WINDOW],
+}
+
+impl Request {
+    /// Reads the start of `rq` (`struct request *`).
+    #[inline(always)]
+    pub(crate) fn read(rq: *const u8) -> Request {
+        let mut head = [0u8; RQ_WINDOW];
+        if !rq.is_null() {
+            // SAFETY: the helper checks the address; on failure it zeroes the buffer.
+            let _ = unsafe { bpf_probe_read_kernel_buf(rq, &mut head) };
+        }
+        Request { base: rq, head }
     }
-    let queue = read_ptr(rq, off(&CHAOS_OFF_RQ_Q));
-    let disk = read_ptr(queue, off(&CHAOS_OFF_Q_DISK));
-    if disk.is_null() {
-        return 0;
+
+    /// The field at `offset`: from the bytes read when it lies within them (the offsets are
+    /// constants to the verifier: the loader freezes them), else read on its own.
+    #[inline(always)]
+    fn field<T: Default + Copy>(&self, offset: u32) -> T {
+        let size = core::mem::size_of::<T>();
+        if offset != ABSENT && (offset as usize) + size <= RQ_WINDOW {
+            // SAFETY: within `head`, which is initialised.
+            unsafe { core::ptr::read_unaligned(self.head.as_ptr().add(offset as usize).cast()) }
+        } else {
+            read(self.base, offset)
+        }
     }
-    let major: u32 = read(disk, off(&CHAOS_OFF_DISK_MAJOR));
-    let minor: u32 = read(disk, off(&CHAOS_OFF_DISK_MINOR));
-    kernel_dev(major, minor)
-}
 
-/// The operation of `rq` (`op` values).
-#[inline(always)]
-pub(crate) fn request_op(rq: *const u8) -> u32 {
-    read::<u32>(rq, off(&CHAOS_OFF_RQ_FLAGS)) & op::MASK
-}
+    /// The kernel `dev_t` of the partition it is for; the whole disk's when it has none
+    /// (flushes, passthrough) or the kernel does not say.
+    #[inline(always)]
+    pub(crate) fn dev(&self) -> u32 {
+        let part = self.field::<u64>(off(&CHAOS_OFF_RQ_PART)) as *const u8;
+        if !part.is_null() {
+            return bdev_dev(part);
+        }
+        let queue = self.field::<u64>(off(&CHAOS_OFF_RQ_Q)) as *const u8;
+        let disk = read_ptr(queue, off(&CHAOS_OFF_Q_DISK));
+        if disk.is_null() {
+            return 0;
+        }
+        let major: u32 = read(disk, off(&CHAOS_OFF_DISK_MAJOR));
+        let minor: u32 = read(disk, off(&CHAOS_OFF_DISK_MINOR));
+        kernel_dev(major, minor)
+    }
 
-/// Bytes left in `rq` (all of it until it starts completing).
-#[inline(always)]
-pub(crate) fn request_bytes(rq: *const u8) -> u32 {
-    read(rq, off(&CHAOS_OFF_RQ_LEN))
-}
+    /// Its operation (`op` values).
+    #[inline(always)]
+    pub(crate) fn op(&self) -> u32 {
+        self.field::<u32>(off(&CHAOS_OFF_RQ_FLAGS)) & op::MASK
+    }
 
-/// The cgroup `rq` is charged to: its first bio's; 0 without a bio (flushes) or when unknown.
-#[inline(always)]
-pub(crate) fn request_cgroup_id(rq: *const u8) -> u64 {
-    bio_cgroup_id(read_ptr(rq, off(&CHAOS_OFF_RQ_BIO)))
+    /// Bytes left in it (all of them until it starts completing).
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> u32 {
+        self.field(off(&CHAOS_OFF_RQ_LEN))
+    }
+
+    /// The cgroup it is charged to: its first bio's; 0 without a bio (flushes) or when unknown.
+    #[inline(always)]
+    pub(crate) fn cgroup_id(&self) -> u64 {
+        bio_cgroup_id(self.field::<u64>(off(&CHAOS_OFF_RQ_BIO)) as *const u8)
+    }
+
+    /// Its first 512-byte sector.
+    #[inline(always)]
+    #[allow(dead_code, reason = "for the block fault programs")]
+    pub(crate) fn sector(&self) -> u64 {
+        self.field(off(&CHAOS_OFF_RQ_SECTOR))
+    }
 }

@@ -28,7 +28,7 @@ use chaos_common::block::{
     MAX_IO_ROWS, WatchEntry, inflight_slot, latency_bucket, op,
 };
 
-use super::bio::{request_bytes, request_cgroup_id, request_dev, request_op};
+use super::bio::Request;
 
 /// Kernel `dev_t` -> watchers (written by the controller).
 #[map(name = "CHAOS_IO_WATCH")]
@@ -65,12 +65,13 @@ pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let rq: *const u8 = ctx.arg(0);
-    let dev = request_dev(rq);
+    let request = Request::read(rq);
+    let dev = request.dev();
     // SAFETY: plain key.
     if unsafe { CHAOS_IO_WATCH.get(dev) }.is_none() {
         return 0;
     }
-    let raw_op = request_op(rq);
+    let raw_op = request.op();
     let key = IoKey {
         dev,
         op: if raw_op < op::COUNTED {
@@ -78,9 +79,9 @@ pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
         } else {
             op::OTHER
         },
-        cgroup: request_cgroup_id(rq),
+        cgroup: request.cgroup_id(),
     };
-    let bytes = request_bytes(rq);
+    let bytes = request.bytes();
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let addr = rq as u64;

@@ -4,9 +4,10 @@
 //!
 //! Natively:
 //! * `io.nonmatching_iops_ratio[.variant]`: read IOPS with the variant armed against nothing of
-//!   ours, paired trials in ABBA order (nothing then armed, armed then nothing, ...). The `.measurement` variant
-//!   watches the device (`chaos_user::iostat`: the `block_rq_issue` / `block_rq_complete`
-//!   programs count every read of it). The reads are a non-target's: no rule acts on them.
+//!   ours, paired trials in ABBA order (nothing then armed, armed then nothing, ...). The
+//!   `.measurement` variant watches the device (`chaos_user::iostat`: the `block_rq_issue` /
+//!   `block_rq_complete` programs count every read of it). The reads are a non-target's: no
+//!   rule acts on them.
 //! * `io.prog_ns_per_io[.variant]`: the programs' own time per I/O (BPF run-time statistics,
 //!   issue and completion together), against the time per I/O of the whole path.
 //!

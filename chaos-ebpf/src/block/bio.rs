@@ -4,7 +4,7 @@
 //! Offsets come from the kernel's BTF through load-time globals (`chaos_common::block::offsets`,
 //! set by the loader from `chaos_user::btf::block_offsets`), and every field is read with
 //! `bpf_probe_read_kernel`, so one object serves every kernel's layout. A field that cannot be
-//! read reads as zero.
+//! read reads as zero. A request's first bytes are read at once ([`Request`]).
 //!
 //! The cgroup is the bio's own (`bio -> bi_blkg -> blkcg -> css.cgroup -> kn -> id`), not the
 //! current task's: writeback bios are submitted by kworkers but carry the blkg of the cgroup

@@ -72,6 +72,21 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{HEADER}\n{}", line(&s));
         println!("spec: {}", serde_json::to_string(&s.record.spec)?);
         println!("ends: {}", super::rfc3339(s.record.deadline_unix_ms));
+        for io in &s.io {
+            let t = &io.total;
+            println!(
+                "io: {} over {:.1} s: {} ops ({:.1} IOPS), {} errors, latency p50 {:.1} µs, p99 \
+                 {:.1} µs, max {:.1} µs",
+                io.device,
+                io.interval_ms as f64 / 1000.0,
+                t.ops,
+                t.iops,
+                t.errors,
+                t.p50_us,
+                t.p99_us,
+                t.max_us
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,19 +20,20 @@
 //! cgroup v2. [`CgroupNames`] turns its id (the directory's inode number) into a path.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     os::unix::fs::{FileTypeExt, MetadataExt},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData},
+    maps::{Array, Map, MapData},
     programs::{RawTracePoint, links::FdLink},
 };
 use chaos_common::block::{
-    IO_STATS_MAP, IO_WATCH_MAP, IO_WATCHING_MAP, IoCounters, IoKey, LAT_BUCKETS, PROG_IO_COMPLETE,
-    PROG_IO_ISSUE, WatchEntry, bucket_floor_ns, kernel_dev, op,
+    IO_STATS_MAP, IO_WATCH_MAP, IO_WATCHING_MAP, IoCounters, IoRow as KernelRow, LAT_BUCKETS,
+    PROG_IO_COMPLETE, PROG_IO_ISSUE, WATCH_PROBES, WATCH_SLOTS, WatchEntry, bucket_floor_ns,
+    kernel_dev, kernel_dev_parts, op, row_state, watch_slot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -319,9 +320,9 @@ fn attach(hook: &Hook, id: u32) -> Result<AttachLink> {
     backend::pin_link(link, &format!("io-{id}"))
 }
 
-/// Makes the kernel's watch set hold exactly the devices of the recorded watches. A device
+/// Makes the kernel's watch table hold exactly the devices of the recorded watches. A device
 /// newly watched has its old rows cleared first (so its counts start now), one no longer
-/// watched has its rows deleted after.
+/// watched has its rows freed after.
 fn resync_locked(store: &Store) -> Result<()> {
     let mut wanted: BTreeMap<u32, u32> = BTreeMap::new();
     for w in store.watches()? {
@@ -329,9 +330,7 @@ fn resync_locked(store: &Store) -> Result<()> {
             *wanted.entry(dev).or_default() += 1;
         }
     }
-    let Some(mut watch) =
-        ebpf::typed_map::<HashMap<MapData, u32, WatchEntry>>(IO_WATCH_MAP, Map::HashMap)?
-    else {
+    let Some(mut table) = watch_table()? else {
         if wanted.is_empty() {
             return Ok(());
         }
@@ -343,34 +342,48 @@ fn resync_locked(store: &Store) -> Result<()> {
             ),
         });
     };
-    let before: BTreeMap<u32, WatchEntry> = watch.iter().filter_map(|r| r.ok()).collect();
-    let now = boot_ns();
-    for (&dev, &watchers) in &wanted {
-        let since_ns = match before.get(&dev) {
-            Some(e) => e.since_ns,
-            None => {
-                delete_rows(&[dev])?;
-                now
-            }
-        };
-        let entry = WatchEntry {
-            watchers,
-            pad: 0,
-            since_ns,
-        };
-        watch
-            .insert(dev, entry, 0)
-            .map_err(|e| Error::bpf(format!("updating {IO_WATCH_MAP}"), e))?;
-    }
-    let gone: Vec<u32> = before
-        .keys()
-        .filter(|d| !wanted.contains_key(d))
-        .copied()
-        .collect();
-    for dev in &gone {
-        let _ = watch.remove(dev);
+    let update = |e: aya::maps::MapError| Error::bpf(format!("updating {IO_WATCH_MAP}"), e);
+    let mut slots = read_slots(&table)?;
+    let mut gone = Vec::new();
+    for (i, e) in slots.iter_mut().enumerate() {
+        if e.dev != 0 && !wanted.contains_key(&e.dev) {
+            gone.push(e.dev);
+            *e = WatchEntry::default();
+            table.set(i as u32, *e, 0).map_err(update)?;
+        }
     }
     delete_rows(&gone)?;
+    let now = boot_ns();
+    for (&dev, &watchers) in &wanted {
+        if let Some(i) = slots.iter().position(|e| e.dev == dev) {
+            if slots[i].watchers != watchers {
+                slots[i].watchers = watchers;
+                table.set(i as u32, slots[i], 0).map_err(update)?;
+            }
+            continue;
+        }
+        let first = watch_slot(dev);
+        let Some(i) = (0..WATCH_PROBES)
+            .map(|k| ((first + k) & (WATCH_SLOTS - 1)) as usize)
+            .find(|&i| slots[i].dev == 0)
+        else {
+            return Err(Error::Unsupported {
+                what: format!("measure the block I/O of device {}", dev_name(dev)),
+                why: format!(
+                    "the {WATCH_PROBES} watch table slots it may use hold other devices; stop \
+                     some watches (chaos iostat, io faults) first"
+                ),
+            });
+        };
+        delete_rows(&[dev])?;
+        slots[i] = WatchEntry {
+            dev,
+            watchers,
+            since_ns: now,
+            untracked: 0,
+        };
+        table.set(i as u32, slots[i], 0).map_err(update)?;
+    }
     if let Some(mut watching) = ebpf::typed_map::<Array<MapData, u32>>(IO_WATCHING_MAP, Map::Array)?
     {
         watching
@@ -380,27 +393,44 @@ fn resync_locked(store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the measurement rows of `devs`.
+fn watch_table() -> Result<Option<Array<MapData, WatchEntry>>> {
+    ebpf::typed_map(IO_WATCH_MAP, Map::Array)
+}
+
+fn stats_table() -> Result<Option<Array<MapData, KernelRow>>> {
+    ebpf::typed_map(IO_STATS_MAP, Map::Array)
+}
+
+/// Every slot of an array map.
+fn read_slots<T: aya::Pod>(table: &Array<MapData, T>) -> Result<Vec<T>> {
+    table
+        .iter()
+        .collect::<std::result::Result<Vec<T>, _>>()
+        .map_err(|e| Error::bpf("reading a measurement table", e))
+}
+
+/// Frees the measurement rows of `devs`.
 fn delete_rows(devs: &[u32]) -> Result<()> {
     if devs.is_empty() {
         return Ok(());
     }
-    let Some(mut stats) = stats_map()? else {
+    let Some(mut stats) = stats_table()? else {
         return Ok(());
     };
-    let keys: Vec<IoKey> = stats
-        .keys()
-        .filter_map(|k| k.ok())
-        .filter(|k| devs.contains(&k.dev))
-        .collect();
-    for k in keys {
-        let _ = stats.remove(&k);
+    for (i, row) in read_slots(&stats)?.iter().enumerate() {
+        if row.state != row_state::FREE && devs.contains(&row.key.dev) {
+            stats
+                .set(i as u32, KernelRow::default(), 0)
+                .map_err(|e| Error::bpf(format!("updating {IO_STATS_MAP}"), e))?;
+        }
     }
     Ok(())
 }
 
-fn stats_map() -> Result<Option<HashMap<MapData, IoKey, IoCounters>>> {
-    ebpf::typed_map(IO_STATS_MAP, Map::HashMap)
+/// The kernel `dev_t` as `major:minor`.
+fn dev_name(dev: u32) -> String {
+    let (major, minor) = kernel_dev_parts(dev);
+    format!("{major}:{minor}")
 }
 
 /// The measurement's raw counters for one device at one moment. Two of them give the rates
@@ -412,6 +442,8 @@ pub struct Snapshot {
     at_ns: u64,
     /// When the device's counts began (`CLOCK_BOOTTIME` ns), if it is watched.
     since_ns: Option<u64>,
+    /// Requests of the device that no row holds.
+    untracked: u64,
     rows: BTreeMap<(u64, u32), IoCounters>,
 }
 
@@ -420,21 +452,34 @@ impl Snapshot {
     pub fn take(device: &Device) -> Result<Snapshot> {
         let devs = device.kernel_devs();
         let mut rows: BTreeMap<(u64, u32), IoCounters> = BTreeMap::new();
-        if let Some(stats) = stats_map()? {
-            for (key, value) in stats.iter().filter_map(|r| r.ok()) {
-                if devs.contains(&key.dev) {
-                    add(rows.entry((key.cgroup, key.op)).or_default(), &value);
+        if let Some(stats) = stats_table()? {
+            for row in read_slots(&stats)? {
+                if row.state == row_state::READY && devs.contains(&row.key.dev) {
+                    add(
+                        rows.entry((row.key.cgroup, row.key.op)).or_default(),
+                        &row.counters,
+                    );
                 }
             }
         }
-        let since_ns =
-            ebpf::typed_map::<HashMap<MapData, u32, WatchEntry>>(IO_WATCH_MAP, Map::HashMap)?
-                .and_then(|m| m.get(&device.kernel_dev(), 0).ok())
-                .map(|e| e.since_ns);
+        let watch = match watch_table()? {
+            Some(t) => read_slots(&t)?,
+            None => Vec::new(),
+        };
+        let since_ns = watch
+            .iter()
+            .find(|e| e.dev == device.kernel_dev())
+            .map(|e| e.since_ns);
+        let untracked = watch
+            .iter()
+            .filter(|e| e.dev != 0 && devs.contains(&e.dev))
+            .map(|e| e.untracked)
+            .sum();
         Ok(Snapshot {
             device: device.clone(),
             at_ns: boot_ns(),
             since_ns,
+            untracked,
             rows,
         })
     }
@@ -451,7 +496,6 @@ fn add(into: &mut IoCounters, c: &IoCounters) {
     into.errors += c.errors;
     into.lat_sum_ns += c.lat_sum_ns;
     into.lat_max_ns = into.lat_max_ns.max(c.lat_max_ns);
-    into.untracked += c.untracked;
     for (a, b) in into.hist.iter_mut().zip(c.hist.iter()) {
         *a += b;
     }
@@ -469,7 +513,6 @@ fn delta(before: Option<&IoCounters>, after: &IoCounters) -> IoCounters {
         errors: after.errors.saturating_sub(b.errors),
         lat_sum_ns: after.lat_sum_ns.saturating_sub(b.lat_sum_ns),
         lat_max_ns: 0,
-        untracked: after.untracked.saturating_sub(b.untracked),
         hist: [0; LAT_BUCKETS],
     };
     for (i, h) in d.hist.iter_mut().enumerate() {
@@ -502,6 +545,14 @@ pub struct IoStats {
     pub by_cgroup: Vec<IoRow>,
     /// By cgroup and operation.
     pub rows: Vec<IoRow>,
+    /// Requests of the interval counted in none of the rows (no free in-flight slot near
+    /// theirs, or no free row slot: practically never).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub untracked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Requests completed in an interval, and their latency (issue to the driver -> completion).
@@ -522,10 +573,6 @@ pub struct IoRow {
     pub bytes: u64,
     /// Requests that completed with an error.
     pub errors: u64,
-    /// Requests issued that could not be timed (the in-flight table had no room near their
-    /// slot; about one in 10^10 with hundreds in flight): in none of the other figures.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub untracked: u64,
     /// Requests per second.
     pub iops: f64,
     /// Bytes per second.
@@ -559,7 +606,6 @@ impl IoRow {
             ops: c.ops,
             bytes: c.bytes,
             errors: c.errors,
-            untracked: c.untracked,
             iops: per_s(c.ops),
             bytes_per_s: per_s(c.bytes),
             mean_us: if c.ops > 0 {
@@ -573,10 +619,6 @@ impl IoRow {
             max_us: us(c.lat_max_ns),
         }
     }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// The `q` quantile of the histogram (ns), interpolated within its bucket, at most the maximum.
@@ -636,7 +678,7 @@ impl IoStats {
             .rows
             .iter()
             .map(|(k, a)| (*k, delta(before.and_then(|b| b.rows.get(k)), a)))
-            .filter(|(_, d)| d.ops > 0 || d.untracked > 0)
+            .filter(|(_, d)| d.ops > 0)
             .collect();
         let mut total = IoCounters::default();
         let mut by_op: BTreeMap<u32, IoCounters> = BTreeMap::new();
@@ -674,6 +716,9 @@ impl IoStats {
                     ..cgroup_row(id, c, names)
                 })
                 .collect(),
+            untracked: after
+                .untracked
+                .saturating_sub(before.map_or(0, |b| b.untracked)),
         }
     }
 }
@@ -718,7 +763,7 @@ pub fn fault_stats(store: &Store, fault: &str) -> Result<Vec<IoStats>> {
 #[derive(Clone, Debug, Default)]
 pub struct CgroupNames {
     root: Option<PathBuf>,
-    known: StdHashMap<u64, String>,
+    known: HashMap<u64, String>,
 }
 
 /// Directories a walk of the cgroup hierarchy looks at, at most.
@@ -732,7 +777,7 @@ impl CgroupNames {
             .and_then(|m| m.v1.get("blkio").cloned().or(m.v2));
         CgroupNames {
             root,
-            known: StdHashMap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -740,7 +785,7 @@ impl CgroupNames {
     pub fn at(root: impl Into<PathBuf>) -> CgroupNames {
         CgroupNames {
             root: Some(root.into()),
-            known: StdHashMap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -762,7 +807,7 @@ impl CgroupNames {
     }
 }
 
-fn walk(root: &Path, dir: &Path, known: &mut StdHashMap<u64, String>, seen: &mut usize) {
+fn walk(root: &Path, dir: &Path, known: &mut HashMap<u64, String>, seen: &mut usize) {
     *seen += 1;
     if *seen > MAX_CGROUP_WALK {
         return;

@@ -103,27 +103,43 @@ pub const fn kernel_dev_from_user(dev: u64) -> u32 {
     kernel_dev(major as u32, minor as u32)
 }
 
-/// Name of the hash map from kernel `dev_t` to [`WatchEntry`]: the devices the measurement
-/// counts (filled by the controller).
+// Every table below is an array map used as an open-addressing hash table: a lookup is a few
+// inlined loads (an array map's lookup costs no helper call), with no lock and no allocation,
+// unlike a hash map's entries. The programs run on every request of a watched device, so this
+// is most of what they cost.
+
+/// Name of the array map of [`WatchEntry`] slots: the devices the measurement counts, each in
+/// one of the [`WATCH_PROBES`] slots from [`watch_slot`] of its number (written by the
+/// controller only).
 pub const IO_WATCH_MAP: &str = "CHAOS_IO_WATCH";
 /// Name of the one-entry array map holding the number of watched devices: with none, each
 /// request costs one array read.
 pub const IO_WATCHING_MAP: &str = "CHAOS_IO_WATCHING";
 /// Name of the array map of [`InFlight`] slots: the requests issued to a watched device and not
-/// yet completed, each in a slot near [`inflight_slot`] of its address (open addressing, claimed
-/// with compare-and-swap: array slots cost no lock and no allocation, unlike a hash map's
-/// entries).
+/// yet completed, each in a slot near [`inflight_slot`] of its address, claimed with
+/// compare-and-swap.
 pub const IO_INFLIGHT_MAP: &str = "CHAOS_IO_INFLIGHT";
-/// Name of the hash map from [`IoKey`] to [`IoCounters`] (updated with atomic adds).
+/// Name of the array map of [`IoRow`] slots, each near [`row_slot`] of its key, claimed with
+/// compare-and-swap and updated with atomic adds.
 pub const IO_STATS_MAP: &str = "CHAOS_IO_STATS";
+
+/// Slots of [`IO_WATCH_MAP`].
+pub const WATCH_SLOTS: u32 = 256;
+/// Slots a device may take, from [`watch_slot`] on.
+pub const WATCH_PROBES: u32 = 4;
+
+/// The first slot of [`IO_WATCH_MAP`] for kernel `dev_t` `dev`.
+pub const fn watch_slot(dev: u32) -> u32 {
+    dev.wrapping_mul(0x9E37_79B9) >> (32 - 8)
+}
 
 /// Slots of [`IO_INFLIGHT_MAP`] (a power of two).
 pub const INFLIGHT_SLOTS: u32 = 1 << INFLIGHT_BITS;
 /// log2 of [`INFLIGHT_SLOTS`].
 pub const INFLIGHT_BITS: u32 = 14;
 /// Slots a request may take, from [`inflight_slot`] on. With a few hundred requests in flight
-/// all of them are taken about once in 10^10 requests; such a request is counted as
-/// [`IoCounters::untracked`].
+/// all of them are taken about once in 10^10 requests; such a request is counted in
+/// [`WatchEntry::untracked`].
 pub const INFLIGHT_PROBES: u32 = 8;
 /// A slot whose request was issued this long ago is taken over: its completion was missed (the
 /// programs were detached, or the device stopped being watched, in between).
@@ -134,24 +150,50 @@ pub const INFLIGHT_STALE_NS: u64 = 600_000_000_000;
 pub const fn inflight_slot(rq: u64) -> u32 {
     ((rq >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - INFLIGHT_BITS)) as u32
 }
-/// (device, cgroup, operation) rows the measurement holds.
-pub const MAX_IO_ROWS: u32 = 1024;
+
+/// Slots of [`IO_STATS_MAP`] (a power of two): (device, cgroup, operation) rows.
+pub const ROW_SLOTS: u32 = 1 << ROW_BITS;
+/// log2 of [`ROW_SLOTS`].
+pub const ROW_BITS: u32 = 11;
+/// Slots a row may take, from [`row_slot`] on. A request whose row finds none free is counted
+/// in [`WatchEntry::untracked`].
+pub const ROW_PROBES: u32 = 16;
+
+/// The first slot of [`IO_STATS_MAP`] for `key`.
+pub const fn row_slot(key: &IoKey) -> u32 {
+    let h =
+        (key.cgroup ^ ((key.dev as u64) << 32) ^ key.op as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - ROW_BITS)) as u32
+}
+
+/// [`IoRow::state`] values.
+pub mod row_state {
+    /// Free: its counters are zero, and a program may claim it.
+    pub const FREE: u64 = 0;
+    /// A program is writing its key.
+    pub const CLAIMED: u64 = 1;
+    /// Its key is set; programs add to its counters.
+    pub const READY: u64 = 2;
+}
 
 /// The raw tracepoint program on `block_rq_issue` (a request goes to the driver).
 pub const PROG_IO_ISSUE: &str = "chaos_io_issue";
 /// The raw tracepoint program on `block_rq_complete` (the driver finished it).
 pub const PROG_IO_COMPLETE: &str = "chaos_io_complete";
 
-/// A watched device.
+/// A watched device's slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WatchEntry {
-    /// How many watches ask for it (the controller removes it at zero).
+    /// Kernel `dev_t` of the device; 0 for a free slot (no block device is 0:0).
+    pub dev: u32,
+    /// How many watches ask for it (the controller frees the slot at zero).
     pub watchers: u32,
-    /// Reserved, zero.
-    pub pad: u32,
     /// When its counts began (`CLOCK_BOOTTIME` ns; for the controller, the kernel ignores it).
     pub since_ns: u64,
+    /// Requests of the device not counted in any row: no free in-flight slot near theirs, or
+    /// no free row slot for their key (added to by the programs).
+    pub untracked: u64,
 }
 
 /// A request in flight on a watched device, from issue to completion.
@@ -166,8 +208,8 @@ pub struct InFlight {
     pub key: IoKey,
     /// Bytes asked at issue.
     pub bytes: u32,
-    /// Reserved, zero.
-    pub pad: u32,
+    /// Its device's slot in [`IO_WATCH_MAP`].
+    pub watch: u32,
 }
 
 /// A measurement row: one device, one cgroup, one operation.
@@ -243,9 +285,6 @@ pub struct IoCounters {
     pub lat_sum_ns: u64,
     /// The longest latency, ns.
     pub lat_max_ns: u64,
-    /// Requests issued that could not be timed (no free in-flight slot near theirs): counted
-    /// here at issue, and in none of the other fields.
-    pub untracked: u64,
     /// Latency histogram ([`latency_bucket`]).
     pub hist: [u64; LAT_BUCKETS],
 }
@@ -258,10 +297,21 @@ impl Default for IoCounters {
             errors: 0,
             lat_sum_ns: 0,
             lat_max_ns: 0,
-            untracked: 0,
             hist: [0; LAT_BUCKETS],
         }
     }
+}
+
+/// A slot of [`IO_STATS_MAP`]: a row's key and counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoRow {
+    /// One of [`row_state`]'s values.
+    pub state: u64,
+    /// Whose counts these are.
+    pub key: IoKey,
+    /// The counts (several slots may hold one key: their counts add up).
+    pub counters: IoCounters,
 }
 
 #[cfg(feature = "user")]
@@ -271,6 +321,7 @@ mod user {
     unsafe impl aya::Pod for super::InFlight {}
     unsafe impl aya::Pod for super::IoKey {}
     unsafe impl aya::Pod for super::IoCounters {}
+    unsafe impl aya::Pod for super::IoRow {}
 }
 
 #[cfg(test)]
@@ -323,6 +374,13 @@ mod tests {
         assert_eq!(latency_bucket(u64::MAX), LAT_BUCKETS - 1);
         assert_eq!(highest_bit(1), 0);
         assert!(inflight_slot(u64::MAX) < INFLIGHT_SLOTS);
+        assert!(watch_slot(u32::MAX) < WATCH_SLOTS);
+        let key = IoKey {
+            dev: u32::MAX,
+            op: u32::MAX,
+            cgroup: u64::MAX,
+        };
+        assert!(row_slot(&key) < ROW_SLOTS);
         assert_eq!(highest_bit(u64::MAX), 63);
     }
 }

@@ -5,34 +5,34 @@
 //!   the driver. On a watched device, its address, start time, row and size are kept in a slot
 //!   of `CHAOS_IO_INFLIGHT` near the hash of its address, claimed with compare-and-swap.
 //! - `chaos_io_complete` (raw tracepoint `block_rq_complete(struct request *rq, blk_status_t
-//!   error, unsigned int nr_bytes)`): the driver finished it; the row gains one operation, its
+//!   error, unsigned int nr_bytes)`): the driver finished it; its row gains one operation, its
 //!   bytes, its latency (sum, maximum, histogram) and, for a non-zero status, an error.
 //!
-//! With no device watched each request costs one array read per program; on an unwatched
-//! device while others are watched, two kernel reads and a hash lookup at issue and an array
-//! read at completion. Rows are shared by all CPUs and updated with atomic adds, so they are
-//! exact and their memory does not grow with the number of CPUs. The in-flight table is an
-//! array (inlined lookups, no lock, no allocation): a hash map's update and delete took about
-//! 150 ns of the 480 ns these programs first cost per request.
+//! With no device watched each request costs one array read per program. Every table is an
+//! array map used as an open-addressing hash table (see `chaos_common::block`): lookups are
+//! inlined loads, with no lock and no allocation; a hash map's update and delete were a third of
+//! what these programs first cost. Rows are shared by all CPUs and updated with atomic adds, so
+//! they are exact and their memory does not grow with the number of CPUs.
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap},
+    maps::Array,
     programs::RawTracePointContext,
 };
 use chaos_common::block::{
-    INFLIGHT_PROBES, INFLIGHT_SLOTS, INFLIGHT_STALE_NS, InFlight, IoCounters, IoKey, LAT_BUCKETS,
-    MAX_IO_ROWS, WatchEntry, inflight_slot, latency_bucket, op,
+    INFLIGHT_PROBES, INFLIGHT_SLOTS, INFLIGHT_STALE_NS, InFlight, IoCounters, IoKey, IoRow,
+    LAT_BUCKETS, ROW_PROBES, ROW_SLOTS, WATCH_PROBES, WATCH_SLOTS, WatchEntry, inflight_slot,
+    latency_bucket, op, row_slot, row_state, watch_slot,
 };
 
 use super::bio::Request;
 
-/// Kernel `dev_t` -> watchers (written by the controller).
+/// Watched devices (written by the controller).
 #[map(name = "CHAOS_IO_WATCH")]
-static CHAOS_IO_WATCH: HashMap<u32, WatchEntry> = HashMap::pinned(256, 0);
+static CHAOS_IO_WATCH: Array<WatchEntry> = Array::pinned(WATCH_SLOTS, 0);
 
 /// Index 0: how many devices are watched (written by the controller).
 #[map(name = "CHAOS_IO_WATCHING")]
@@ -43,13 +43,12 @@ static CHAOS_IO_WATCHING: Array<u32> = Array::pinned(1, 0);
 #[map(name = "CHAOS_IO_INFLIGHT")]
 static CHAOS_IO_INFLIGHT: Array<InFlight> = Array::pinned(INFLIGHT_SLOTS, 0);
 
-/// The measurement rows (read by the controller, which deletes a device's rows when its last
+/// The measurement rows (read by the controller, which frees a device's rows when its last
 /// watcher goes).
 #[map(name = "CHAOS_IO_STATS")]
-static CHAOS_IO_STATS: HashMap<IoKey, IoCounters> = HashMap::pinned(MAX_IO_ROWS, 0);
+static CHAOS_IO_STATS: Array<IoRow> = Array::pinned(ROW_SLOTS, 0);
 
-/// Index 0: an all-zero row, the source of new rows (a row is larger than the BPF stack).
-/// Never written.
+/// Index 0: all-zero counters, copied into a row slot when it is claimed. Never written.
 #[map(name = "CHAOS_IO_ZERO")]
 static CHAOS_IO_ZERO: Array<IoCounters> = Array::with_max_entries(1, 0);
 
@@ -57,6 +56,33 @@ static CHAOS_IO_ZERO: Array<IoCounters> = Array::with_max_entries(1, 0);
 #[inline(always)]
 fn watching() -> bool {
     CHAOS_IO_WATCHING.get(0).is_some_and(|n| *n != 0)
+}
+
+/// The slot of `dev` in the watch table, if it is watched.
+#[inline(always)]
+fn watched(dev: u32) -> Option<u32> {
+    if dev == 0 {
+        return None;
+    }
+    let first = watch_slot(dev);
+    for k in 0..WATCH_PROBES {
+        let index = (first + k) & (WATCH_SLOTS - 1);
+        if CHAOS_IO_WATCH.get(index).is_some_and(|e| e.dev == dev) {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// Counts a request of the device in watch slot `watch` that no row holds.
+#[inline(always)]
+fn untracked(watch: u32) {
+    if let Some(entry) = CHAOS_IO_WATCH.get_ptr_mut(watch) {
+        // SAFETY: map value; the programs only add to this field, atomically.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*entry).untracked, 1)
+        };
+    }
 }
 
 #[raw_tracepoint(tracepoint = "block_rq_issue")]
@@ -67,10 +93,9 @@ pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
     let rq: *const u8 = ctx.arg(0);
     let request = Request::read(rq);
     let dev = request.dev();
-    // SAFETY: plain key.
-    if unsafe { CHAOS_IO_WATCH.get(dev) }.is_none() {
+    let Some(watch) = watched(dev) else {
         return 0;
-    }
+    };
     let raw_op = request.op();
     let key = IoKey {
         dev,
@@ -111,17 +136,12 @@ pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
                 (*slot).start_ns = now;
                 (*slot).key = key;
                 (*slot).bytes = bytes;
+                (*slot).watch = watch;
                 return 0;
             }
         }
     }
-    // No room near its slot: counted, not timed.
-    if let Some(row) = row(&key) {
-        // SAFETY: as in `account`.
-        unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*row).untracked, 1)
-        };
-    }
+    untracked(watch);
     0
 }
 
@@ -157,22 +177,54 @@ pub fn chaos_io_complete(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The row of `key`, made on first use.
+/// The counters of `key`'s row: a ready slot with that key, or a free one claimed for it.
+/// (Two CPUs making the same row at once may claim a slot each: the controller adds up every
+/// slot of a key.)
 #[inline(always)]
 fn row(key: &IoKey) -> Option<*mut IoCounters> {
-    if let Some(row) = CHAOS_IO_STATS.get_ptr_mut(key) {
-        return Some(row);
+    let first = row_slot(key);
+    for k in 0..ROW_PROBES {
+        let slot = CHAOS_IO_STATS.get_ptr_mut((first + k) & (ROW_SLOTS - 1))?;
+        // SAFETY (all): map value; `state` only moves FREE -> CLAIMED (compare-and-swap, here)
+        // -> READY (here) -> FREE (the controller, once the device is no longer watched).
+        unsafe {
+            let state = core::ptr::read_volatile(&raw const (*slot).state);
+            if state == row_state::READY && (*slot).key == *key {
+                return Some(&raw mut (*slot).counters);
+            }
+            if state == row_state::FREE
+                && atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    &raw mut (*slot).state,
+                    row_state::FREE,
+                    row_state::CLAIMED,
+                )
+                .1
+            {
+                // Counters are zeroed again: a late completion may have added to the slot
+                // after the controller freed it.
+                let zero = CHAOS_IO_ZERO.get_ptr(0)?;
+                let counters = &raw mut (*slot).counters;
+                let _ = bpf_probe_read_kernel_buf(
+                    zero as *const u8,
+                    core::slice::from_raw_parts_mut(
+                        counters as *mut u8,
+                        core::mem::size_of::<IoCounters>(),
+                    ),
+                );
+                (*slot).key = *key;
+                core::ptr::write_volatile(&raw mut (*slot).state, row_state::READY);
+                return Some(counters);
+            }
+        }
     }
-    let zero = CHAOS_IO_ZERO.get(0)?;
-    // Another CPU may make it first (NOEXIST then fails, and its row is used).
-    let _ = CHAOS_IO_STATS.insert(key, zero, aya_ebpf::bindings::BPF_NOEXIST.into());
-    CHAOS_IO_STATS.get_ptr_mut(key)
+    None
 }
 
-/// Adds one completed request to its row (made on first use).
+/// Adds one completed request to its row.
 #[inline(always)]
 fn account(flight: &InFlight, latency: u64, failed: bool) {
     let Some(row) = row(&flight.key) else {
+        untracked(flight.watch);
         return;
     };
     // SAFETY (all): `row` points into the map value; its fields are only ever updated with

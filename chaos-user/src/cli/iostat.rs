@@ -99,7 +99,7 @@ fn measure(
 }
 
 fn print_table(s: &IoStats) {
-    let untracked = match s.total.untracked {
+    let untracked = match s.untracked {
         0 => String::new(),
         n => format!("  {n} untracked"),
     };

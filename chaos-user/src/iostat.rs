@@ -1,12 +1,15 @@
 //! Block I/O measurement: operations, bytes, errors and latency per device, cgroup and
 //! operation, from the block tracepoints, on every kernel with raw tracepoints and BTF.
 //!
-//! Two kernel programs (`chaos_io_issue` on `block_rq_issue`, `chaos_io_complete` on
-//! `block_rq_complete`) are attached once, while anything watches a device, and count into
-//! `CHAOS_IO_STATS` the requests of the watched devices only: a request to another device costs
-//! a lookup. Latency is the device's (issue to the driver -> completion), kept as a sum, a
-//! maximum and a log-linear histogram (two buckets per power of two from 256 ns), from which
-//! [`IoStats`] derives p50 / p90 / p99.
+//! Two kernel programs (on `block_rq_issue` and `block_rq_complete`; BTF-typed where the kernel
+//! allows, raw tracepoints elsewhere) are attached once, while anything watches a device, and
+//! count into `CHAOS_IO_STATS` the requests of the watched devices only: a request to another
+//! device costs a few loads. Latency is the device's (issue to the driver -> completion), kept
+//! as a sum, a maximum and a log-linear histogram (two buckets per power of two from 256 ns),
+//! from which [`IoStats`] derives p50 / p90 / p99.
+//!
+//! Requests of stacked bio-based devices (device-mapper, md) are counted on the disks below
+//! them: watch those.
 //!
 //! A *watch* is recorded in the [`Store`] before it touches the kernel, with its owner: a fault
 //! (an io fault measures its device while armed) or a process (`chaos iostat`). A watch whose
@@ -28,12 +31,13 @@ use std::{
 
 use aya::{
     maps::{Array, Map, MapData},
-    programs::{RawTracePoint, links::FdLink},
+    programs::{BtfTracePoint, RawTracePoint, links::FdLink},
 };
 use chaos_common::block::{
     IO_STATS_MAP, IO_WATCH_MAP, IO_WATCHING_MAP, IoCounters, IoRow as KernelRow, LAT_BUCKETS,
-    PROG_IO_COMPLETE, PROG_IO_ISSUE, WATCH_PROBES, WATCH_SLOTS, WatchEntry, bucket_floor_ns,
-    kernel_dev, kernel_dev_parts, op, row_state, watch_slot,
+    PROG_IO_COMPLETE, PROG_IO_COMPLETE_BTF, PROG_IO_ISSUE, PROG_IO_ISSUE_BTF, WATCH_PROBES,
+    WATCH_SLOTS, WatchEntry, bucket_floor_ns, kernel_dev, kernel_dev_parts, op, row_state,
+    watch_slot,
 };
 use serde::{Deserialize, Serialize};
 
@@ -301,15 +305,28 @@ fn attach_locked(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// Environment variable choosing the programs: `btf` (the BTF-typed ones, or an error), `raw`
+/// (the raw tracepoint ones); unset, the BTF-typed ones where the kernel accepts them. Tests
+/// use it to cover both on one kernel.
+pub const ISSUE_MODE_ENV: &str = "CHAOS_IO_ISSUE";
+
 /// Loads and attaches the program for `hook`, pinning its link.
 fn attach(hook: &Hook, id: u32) -> Result<AttachLink> {
-    let (program_name, tracepoint) = match hook {
-        Hook::BlockIssue => (PROG_IO_ISSUE, "block_rq_issue"),
-        Hook::BlockComplete => (PROG_IO_COMPLETE, "block_rq_complete"),
+    let (raw, typed, tracepoint) = match hook {
+        Hook::BlockIssue => (PROG_IO_ISSUE, PROG_IO_ISSUE_BTF, "block_rq_issue"),
+        Hook::BlockComplete => (PROG_IO_COMPLETE, PROG_IO_COMPLETE_BTF, "block_rq_complete"),
         other => unreachable!("not a measurement hook: {other:?}"),
     };
     let mut bpf = ebpf::load(&btf::block_offsets()?)?;
-    let program: &mut RawTracePoint = backend::load_program(&mut bpf, program_name)?;
+    let mode = std::env::var(ISSUE_MODE_ENV).unwrap_or_default();
+    if mode != "raw" {
+        match attach_btf(&mut bpf, typed, tracepoint) {
+            Ok(link) => return backend::pin_link(link, &format!("io-{id}")),
+            Err(e) if mode == "btf" => return Err(e),
+            Err(e) => tracing::debug!("{typed}: {e}; using {raw}"),
+        }
+    }
+    let program: &mut RawTracePoint = backend::load_program(&mut bpf, raw)?;
     let link_id = program
         .attach(tracepoint)
         .map_err(|e| Error::bpf(format!("attaching to raw tracepoint {tracepoint}"), e))?;
@@ -318,6 +335,23 @@ fn attach(hook: &Hook, id: u32) -> Result<AttachLink> {
         .map_err(|e| Error::bpf(format!("taking the {tracepoint} link"), e))?
         .into();
     backend::pin_link(link, &format!("io-{id}"))
+}
+
+/// Loads and attaches program `name`, BTF-typed (plain loads instead of helper calls; Linux
+/// 5.5+ with kernel BTF), on `tracepoint`.
+fn attach_btf(bpf: &mut aya::Ebpf, name: &str, tracepoint: &str) -> Result<FdLink> {
+    let btf = aya::Btf::from_sys_fs().map_err(|e| Error::bpf("reading the kernel's BTF", e))?;
+    let program: &mut BtfTracePoint = backend::find_program(bpf, name)?;
+    program
+        .load(tracepoint, &btf)
+        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+    let link_id = program
+        .attach()
+        .map_err(|e| Error::bpf(format!("attaching to BTF tracepoint {tracepoint}"), e))?;
+    Ok(program
+        .take_link(link_id)
+        .map_err(|e| Error::bpf(format!("taking the {tracepoint} link"), e))?
+        .into())
 }
 
 /// Makes the kernel's watch table hold exactly the devices of the recorded watches. A device

@@ -227,10 +227,10 @@ fn fio_iops(device: &Path, ms: u32) -> Result<f64> {
     Ok(iops)
 }
 
-/// A baseline trial: nothing of ours may run on block I/O. The programs of the trial before
-/// are freed by the kernel shortly after their links go (after an RCU grace period).
-fn baseline_iops(b: &Bench, device: &Path, ms: u32) -> Result<f64> {
-    b.check()?;
+/// Waits until no program of ours runs on block I/O: the kernel frees those of the trial
+/// before shortly after their links go (after an RCU grace period). Fails after 5 s: another
+/// chaos iostat or io fault is running.
+fn wait_no_io_programs() -> Result<()> {
     let start = std::time::Instant::now();
     let mut progs = io_programs();
     while !progs.is_empty() && start.elapsed() < std::time::Duration::from_secs(5) {
@@ -239,9 +239,16 @@ fn baseline_iops(b: &Bench, device: &Path, ms: u32) -> Result<f64> {
     }
     ensure!(
         progs.is_empty(),
-        "block I/O programs of ours ({progs:?}) are loaded before a baseline trial: another \
-         chaos iostat or io fault is running"
+        "block I/O programs of ours ({progs:?}) are loaded outside a trial: another chaos \
+         iostat or io fault is running"
     );
+    Ok(())
+}
+
+/// A baseline trial: nothing of ours may run on block I/O.
+fn baseline_iops(b: &Bench, device: &Path, ms: u32) -> Result<f64> {
+    b.check()?;
+    wait_no_io_programs()?;
     fio_iops(device, ms)
 }
 
@@ -270,6 +277,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
             if !armed_first {
                 base = baseline_iops(b, &target.path, ms)?;
             }
+            // Only this trial's programs, for their run times.
+            wait_no_io_programs()?;
             let guard = (v.arm)(&store, &device)?;
             let progs = io_programs();
             ensure!(

@@ -178,8 +178,13 @@ pub mod row_state {
 
 /// The raw tracepoint program on `block_rq_issue` (a request goes to the driver).
 pub const PROG_IO_ISSUE: &str = "chaos_io_issue";
+/// The same on the BTF-typed tracepoint (`tp_btf`, Linux 5.5+): plain loads instead of helper
+/// calls; used where the kernel accepts it.
+pub const PROG_IO_ISSUE_BTF: &str = "chaos_io_issue_btf";
 /// The raw tracepoint program on `block_rq_complete` (the driver finished it).
 pub const PROG_IO_COMPLETE: &str = "chaos_io_complete";
+/// The same on the BTF-typed tracepoint; used where the kernel accepts it.
+pub const PROG_IO_COMPLETE_BTF: &str = "chaos_io_complete_btf";
 
 /// A watched device's slot.
 #[repr(C)]
@@ -206,10 +211,10 @@ pub struct InFlight {
     pub start_ns: u64,
     /// The row it completes into.
     pub key: IoKey,
-    /// Bytes asked at issue.
-    pub bytes: u32,
     /// Its device's slot in [`IO_WATCH_MAP`].
     pub watch: u32,
+    /// Reserved, zero.
+    pub pad: u32,
 }
 
 /// A measurement row: one device, one cgroup, one operation.
@@ -277,11 +282,12 @@ pub fn highest_bit(x: u64) -> u32 {
 pub struct IoCounters {
     /// Requests completed.
     pub ops: u64,
-    /// Bytes they asked for.
+    /// Bytes they carried (each part of a request that completes in parts counts when it
+    /// completes).
     pub bytes: u64,
     /// Requests completed with an error status.
     pub errors: u64,
-    /// Sum of their latencies (issue to completion), ns.
+    /// Sum of their latencies (issue to the driver -> completion), ns.
     pub lat_sum_ns: u64,
     /// The longest latency, ns.
     pub lat_max_ns: u64,

@@ -1,12 +1,16 @@
 //! Block I/O measurement: latency, operations and bytes per (device, cgroup, operation), on
 //! every kernel (raw tracepoints need nothing else).
 //!
-//! - `chaos_io_issue` (raw tracepoint `block_rq_issue(struct request *rq)`): a request goes to
-//!   the driver. On a watched device, its address, start time, row and size are kept in a slot
-//!   of `CHAOS_IO_INFLIGHT` near the hash of its address, claimed with compare-and-swap.
-//! - `chaos_io_complete` (raw tracepoint `block_rq_complete(struct request *rq, blk_status_t
-//!   error, unsigned int nr_bytes)`): the driver finished it; its row gains one operation, its
-//!   bytes, its latency (sum, maximum, histogram) and, for a non-zero status, an error.
+//! - `chaos_io_issue` (tracepoint `block_rq_issue(struct request *rq)`): a request goes to the
+//!   driver. On a watched device, its issue time and row go into a slot of `CHAOS_IO_INFLIGHT`
+//!   near the hash of its address, claimed with compare-and-swap.
+//! - `chaos_io_complete` (tracepoint `block_rq_complete(struct request *rq, blk_status_t error,
+//!   unsigned int nr_bytes)`): the driver finished (part of) it; its row gains the bytes, and at
+//!   its last part one operation, its latency (issue to completion: sum, maximum, histogram)
+//!   and, for a non-zero status, an error.
+//!
+//! Each has a raw tracepoint version (fields read with `bpf_probe_read_kernel`) and a BTF-typed
+//! one (`*_btf`, plain loads; Linux 5.5+), which the loader prefers.
 //!
 //! With no device watched each request costs one array read per program. Every table is an
 //! array map used as an open-addressing hash table (see `chaos_common::block`): lookups are
@@ -18,9 +22,9 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint},
     maps::Array,
-    programs::RawTracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use chaos_common::block::{
     INFLIGHT_PROBES, INFLIGHT_SLOTS, INFLIGHT_STALE_NS, InFlight, IoCounters, IoKey, IoRow,
@@ -28,7 +32,7 @@ use chaos_common::block::{
     latency_bucket, op, row_slot, row_state, watch_slot,
 };
 
-use super::bio::Request;
+use super::bio::{Request, typed};
 
 /// Watched devices (written by the controller).
 #[map(name = "CHAOS_IO_WATCH")]
@@ -85,31 +89,99 @@ fn untracked(watch: u32) {
     }
 }
 
+/// What the programs read from a request, raw (helper calls) or BTF-typed (plain loads).
+trait Fields {
+    /// Kernel `dev_t` of its partition or disk.
+    fn dev(&self) -> u32;
+    /// Its operation (`op` values).
+    fn op(&self) -> u32;
+    /// Its cgroup id (0: unknown).
+    fn cgroup_id(&self) -> u64;
+    /// Bytes left in it.
+    fn bytes(&self) -> u32;
+}
+
+impl Fields for Request {
+    fn dev(&self) -> u32 {
+        Request::dev(self)
+    }
+    fn op(&self) -> u32 {
+        Request::op(self)
+    }
+    fn cgroup_id(&self) -> u64 {
+        Request::cgroup_id(self)
+    }
+    fn bytes(&self) -> u32 {
+        Request::bytes(self)
+    }
+}
+
+/// A BTF-typed `struct request *`.
+struct Typed(*const u8);
+
+impl Fields for Typed {
+    fn dev(&self) -> u32 {
+        typed::request_dev(self.0)
+    }
+    fn op(&self) -> u32 {
+        typed::request_op(self.0)
+    }
+    fn cgroup_id(&self) -> u64 {
+        typed::request_cgroup_id(self.0)
+    }
+    fn bytes(&self) -> u32 {
+        typed::request_bytes(self.0)
+    }
+}
+
+/// The row key of `rq`, on device `dev`.
+#[inline(always)]
+fn key_of(rq: &impl Fields, dev: u32) -> IoKey {
+    let raw = rq.op();
+    IoKey {
+        dev,
+        op: if raw < op::COUNTED { raw } else { op::OTHER },
+        cgroup: rq.cgroup_id(),
+    }
+}
+
 #[raw_tracepoint(tracepoint = "block_rq_issue")]
 pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
-    if !watching() {
-        return 0;
+    if watching() {
+        let rq: *const u8 = ctx.arg(0);
+        issue(rq as u64, &Request::read(rq));
     }
-    let rq: *const u8 = ctx.arg(0);
-    let request = Request::read(rq);
-    let dev = request.dev();
+    0
+}
+
+/// The same on the BTF-typed tracepoint (Linux 5.5+, kernel BTF): the request's fields are
+/// plain loads, not helper calls. The loader uses it where the kernel accepts it.
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn chaos_io_issue_btf(ctx: BtfTracePointContext) -> i32 {
+    if watching() {
+        let rq: *const u8 = ctx.arg(0);
+        issue(typed::address(rq), &Typed(rq));
+    }
+    0
+}
+
+/// A request at `addr` goes to the driver: on a watched device, its issue time and row go into
+/// an in-flight slot near `inflight_slot(addr)`. (Its fields are read here, where the submitter
+/// has just touched them, rather than at completion, often on another CPU: that cost twice as
+/// much.)
+#[inline(always)]
+fn issue(addr: u64, rq: &impl Fields) {
+    let dev = rq.dev();
     let Some(watch) = watched(dev) else {
-        return 0;
+        return;
     };
-    let raw_op = request.op();
-    let key = IoKey {
-        dev,
-        op: if raw_op < op::COUNTED {
-            raw_op
-        } else {
-            op::OTHER
-        },
-        cgroup: request.cgroup_id(),
-    };
-    let bytes = request.bytes();
+    if addr == 0 {
+        untracked(watch);
+        return;
+    }
+    let key = key_of(rq, dev);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let addr = rq as u64;
     let first = inflight_slot(addr);
     for k in 0..INFLIGHT_PROBES {
         let Some(slot) = CHAOS_IO_INFLIGHT.get_ptr_mut((first + k) & (INFLIGHT_SLOTS - 1)) else {
@@ -135,46 +207,74 @@ pub fn chaos_io_issue(ctx: RawTracePointContext) -> i32 {
             {
                 (*slot).start_ns = now;
                 (*slot).key = key;
-                (*slot).bytes = bytes;
                 (*slot).watch = watch;
-                return 0;
+                return;
             }
         }
     }
     untracked(watch);
-    0
 }
 
 #[raw_tracepoint(tracepoint = "block_rq_complete")]
 pub fn chaos_io_complete(ctx: RawTracePointContext) -> i32 {
-    if !watching() {
-        return 0;
+    if watching() {
+        let rq: *const u8 = ctx.arg(0);
+        let status: u64 = ctx.arg(1);
+        let nr_bytes: u64 = ctx.arg(2);
+        complete(rq as u64, &Request::read(rq), status, nr_bytes as u32);
     }
-    let addr: u64 = ctx.arg(0);
+    0
+}
+
+/// The same on the BTF-typed tracepoint.
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn chaos_io_complete_btf(ctx: BtfTracePointContext) -> i32 {
+    if watching() {
+        let rq: *const u8 = ctx.arg(0);
+        let status: u64 = ctx.arg(1);
+        let nr_bytes: u64 = ctx.arg(2);
+        complete(typed::address(rq), &Typed(rq), status, nr_bytes as u32);
+    }
+    0
+}
+
+/// `nr_bytes` of the request at `addr` completed with `status` (a `blk_status_t`: only its low
+/// byte is defined). A request that completes in parts adds each part's bytes; it counts as
+/// one operation, with its latency and any error, at its last part (when `nr_bytes` covers
+/// what is left of it).
+#[inline(always)]
+fn complete(addr: u64, rq: &impl Fields, status: u64, nr_bytes: u32) {
     let first = inflight_slot(addr);
     for k in 0..INFLIGHT_PROBES {
         let Some(slot) = CHAOS_IO_INFLIGHT.get_ptr_mut((first + k) & (INFLIGHT_SLOTS - 1)) else {
-            return 0;
+            return;
         };
         // SAFETY: map value; the slot is ours while `rq` holds our address.
-        if unsafe { core::ptr::read_volatile(&raw const (*slot).rq) } != addr {
+        if addr == 0 || unsafe { core::ptr::read_volatile(&raw const (*slot).rq) } != addr {
             continue;
         }
         // SAFETY: as above; copied out before the slot is released.
         let flight = unsafe { *slot };
-        // SAFETY: as above. A request that completes in parts is counted once, at its first.
-        unsafe {
-            core::ptr::write_volatile(&raw mut (*slot).start_ns, u64::MAX);
-            core::ptr::write_volatile(&raw mut (*slot).rq, 0);
+        let last = nr_bytes >= rq.bytes();
+        if last {
+            // SAFETY: as above.
+            unsafe {
+                core::ptr::write_volatile(&raw mut (*slot).start_ns, u64::MAX);
+                core::ptr::write_volatile(&raw mut (*slot).rq, 0);
+            }
         }
         // SAFETY: helper without arguments.
         let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(flight.start_ns);
-        let status: u64 = ctx.arg(1);
-        // blk_status_t is a u8; the register's upper bits are not defined.
-        account(&flight, latency, status & 0xff != 0);
-        return 0;
+        account(
+            &flight.key,
+            flight.watch,
+            nr_bytes,
+            last,
+            latency,
+            status & 0xff != 0,
+        );
+        return;
     }
-    0
 }
 
 /// The counters of `key`'s row: a ready slot with that key, or a free one claimed for it.
@@ -220,11 +320,14 @@ fn row(key: &IoKey) -> Option<*mut IoCounters> {
     None
 }
 
-/// Adds one completed request to its row.
+/// Adds `bytes` to `key`'s row and, at a request's `last` part, one operation, its `latency`
+/// and, if it `failed`, an error.
 #[inline(always)]
-fn account(flight: &InFlight, latency: u64, failed: bool) {
-    let Some(row) = row(&flight.key) else {
-        untracked(flight.watch);
+fn account(key: &IoKey, watch: u32, bytes: u32, last: bool, latency: u64, failed: bool) {
+    let Some(row) = row(key) else {
+        if last {
+            untracked(watch);
+        }
         return;
     };
     // SAFETY (all): `row` points into the map value; its fields are only ever updated with
@@ -233,8 +336,11 @@ fn account(flight: &InFlight, latency: u64, failed: bool) {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, n);
     };
     unsafe {
+        add(&raw mut (*row).bytes, u64::from(bytes));
+        if !last {
+            return;
+        }
         add(&raw mut (*row).ops, 1);
-        add(&raw mut (*row).bytes, u64::from(flight.bytes));
         if failed {
             add(&raw mut (*row).errors, 1);
         }

@@ -97,7 +97,7 @@ where
 }
 
 /// Program `name` of a freshly loaded object, as its type, not yet loaded.
-fn find_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
+pub(crate) fn find_program<'a, P>(bpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut P>
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

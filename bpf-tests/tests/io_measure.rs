@@ -145,6 +145,19 @@ fn assert_plausible_latency(rows: &[Value]) {
 #[test]
 fn direct_io_is_counted_per_cgroup_and_operation() {
     let chaos = skip_on_err!(chaos_for_io());
+    counts_direct_io(&chaos);
+}
+
+/// The same with the raw tracepoint programs, which kernels without `tp_btf` get (this one
+/// would take the BTF-typed ones).
+#[test]
+fn direct_io_is_counted_by_the_raw_tracepoint_programs() {
+    let chaos = skip_on_err!(chaos_for_io());
+    counts_direct_io(&chaos.env(chaos_user::iostat::ISSUE_MODE_ENV, "raw"));
+}
+
+/// Direct I/O of known count and size by a process in a test cgroup, under `chaos iostat`.
+fn counts_direct_io(chaos: &Chaos) {
     let lo = skip_on_err!(LoopDevice::with_ext4(64 << 20));
     let other = skip_on_err!(LoopDevice::new(16 << 20));
     let cg = skip_on_err!(TestCgroup::new("blkio"));
@@ -167,7 +180,7 @@ fn direct_io_is_counted_per_cgroup_and_operation() {
 
     let oracle = Oracle::new();
     let before = oracle.snapshot();
-    let mut iostat = Iostat::start(&chaos, lo.device(), "500ms");
+    let mut iostat = Iostat::start(chaos, lo.device(), "500ms");
     // The first interval is printed once the watch is in place.
     iostat.next();
 

@@ -260,7 +260,7 @@ struct Trials {
 }
 
 fn nonmatching(b: &mut Bench) -> Result<()> {
-    let (rounds, ms) = b.config().pick((12, 1000u32), (30, 2000));
+    let (rounds, ms) = b.config().pick((12, 1000u32), (30, 1000));
     let target = Target::new()?;
     let device = Device::resolve(target.path.to_str().context("device path")?)?;
     let store = Store::open_default()?;

@@ -14,6 +14,7 @@ use std::{
 };
 
 use bpf_tests::{ChildProcess, LoopDevice, Oracle, TestCgroup, chaos::Chaos, skip_on_err};
+use libbpf_rs::{ProgramType, query::ProgInfoIter};
 use serde_json::Value;
 
 /// Writes and reads the test cgroup does, and their sizes.
@@ -142,22 +143,34 @@ fn assert_plausible_latency(rows: &[Value]) {
     }
 }
 
+/// Every kernel these tests run on (5.5+, with BTF) takes the BTF-typed programs.
 #[test]
 fn direct_io_is_counted_per_cgroup_and_operation() {
     let chaos = skip_on_err!(chaos_for_io());
-    counts_direct_io(&chaos);
+    counts_direct_io(&chaos, ProgramType::Tracing);
 }
 
-/// The same with the raw tracepoint programs, which kernels without `tp_btf` get (this one
-/// would take the BTF-typed ones).
+/// The same with the raw tracepoint programs, which kernels without `tp_btf` get.
 #[test]
 fn direct_io_is_counted_by_the_raw_tracepoint_programs() {
     let chaos = skip_on_err!(chaos_for_io());
-    counts_direct_io(&chaos.env(chaos_user::iostat::ISSUE_MODE_ENV, "raw"));
+    counts_direct_io(
+        &chaos.env(chaos_user::iostat::ISSUE_MODE_ENV, "raw"),
+        ProgramType::RawTracepoint,
+    );
 }
 
-/// Direct I/O of known count and size by a process in a test cgroup, under `chaos iostat`.
-fn counts_direct_io(chaos: &Chaos) {
+/// The types of our block I/O programs loaded now.
+fn io_program_types() -> Vec<ProgramType> {
+    ProgInfoIter::default()
+        .filter(|p| p.name.to_string_lossy().starts_with("chaos_io_"))
+        .map(|p| p.ty)
+        .collect()
+}
+
+/// Direct I/O of known count and size by a process in a test cgroup, under `chaos iostat`
+/// running programs of type `programs`.
+fn counts_direct_io(chaos: &Chaos, programs: ProgramType) {
     let lo = skip_on_err!(LoopDevice::with_ext4(64 << 20));
     let other = skip_on_err!(LoopDevice::new(16 << 20));
     let cg = skip_on_err!(TestCgroup::new("blkio"));
@@ -183,6 +196,11 @@ fn counts_direct_io(chaos: &Chaos) {
     let mut iostat = Iostat::start(chaos, lo.device(), "500ms");
     // The first interval is printed once the watch is in place.
     iostat.next();
+    assert_eq!(
+        io_program_types(),
+        vec![programs; 2],
+        "our block I/O programs"
+    );
 
     let count = |n: u64| format!("count={n}");
     run_in(

@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bpf_tests::{ChildProcess, LoopDevice, Oracle, TestCgroup, chaos::Chaos, skip_on_err};
+use bpf_tests::{
+    ChildProcess, LoopDevice, Oracle, TestCgroup, chaos::Chaos, skip_on_err, skip_unless,
+};
 use libbpf_rs::{ProgramType, query::ProgInfoIter};
 use serde_json::Value;
 
@@ -102,6 +104,26 @@ impl Iostat {
     }
 }
 
+/// A file's content, written back on drop.
+struct Restore {
+    path: std::path::PathBuf,
+    content: String,
+}
+
+impl Restore {
+    fn file(path: std::path::PathBuf) -> Restore {
+        let content = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        Restore { path, content }
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, self.content.trim());
+    }
+}
+
 /// Runs `cmd` in `cgroup` to completion; panics if it fails.
 fn run_in(cgroup: &TestCgroup, cmd: Command) {
     let what = format!("{cmd:?}");
@@ -143,11 +165,13 @@ fn assert_plausible_latency(rows: &[Value]) {
     }
 }
 
-/// Every kernel these tests run on (5.5+, with BTF) takes the BTF-typed programs.
+/// Every kernel these tests run on (5.5+, with BTF) takes the BTF-typed programs. A loop
+/// device keeps I/O statistics, so the block layer times each request and the completion
+/// program alone does the work.
 #[test]
 fn direct_io_is_counted_per_cgroup_and_operation() {
     let chaos = skip_on_err!(chaos_for_io());
-    counts_direct_io(&chaos, ProgramType::Tracing);
+    counts_direct_io(&chaos, ProgramType::Tracing, true);
 }
 
 /// The same with the raw tracepoint programs, which kernels without `tp_btf` get.
@@ -157,6 +181,26 @@ fn direct_io_is_counted_by_the_raw_tracepoint_programs() {
     counts_direct_io(
         &chaos.env(chaos_user::iostat::ISSUE_MODE_ENV, "raw"),
         ProgramType::RawTracepoint,
+        true,
+    );
+}
+
+/// On a queue that keeps no I/O statistics (and has no scheduler) the block layer does not time
+/// requests: the issue program does, through the in-flight table.
+#[test]
+fn direct_io_is_counted_on_a_queue_without_io_statistics() {
+    let chaos = skip_on_err!(chaos_for_io());
+    counts_direct_io(&chaos, ProgramType::Tracing, false);
+}
+
+/// The same with the raw tracepoint programs.
+#[test]
+fn direct_io_is_counted_without_io_statistics_by_the_raw_programs() {
+    let chaos = skip_on_err!(chaos_for_io());
+    counts_direct_io(
+        &chaos.env(chaos_user::iostat::ISSUE_MODE_ENV, "raw"),
+        ProgramType::RawTracepoint,
+        false,
     );
 }
 
@@ -169,9 +213,24 @@ fn io_program_types() -> Vec<ProgramType> {
 }
 
 /// Direct I/O of known count and size by a process in a test cgroup, under `chaos iostat`
-/// running programs of type `programs`.
-fn counts_direct_io(chaos: &Chaos, programs: ProgramType) {
+/// running programs of type `programs`, on a loop device keeping I/O statistics or not.
+fn counts_direct_io(chaos: &Chaos, programs: ProgramType, iostats: bool) {
     let lo = skip_on_err!(LoopDevice::with_ext4(64 << 20));
+    let queue = Path::new("/sys/block").join(lo.name()).join("queue");
+    // Loop devices outlive their attachments, settings included: put it back even on panic.
+    let _restore = Restore::file(queue.join("iostats"));
+    if !iostats {
+        std::fs::write(queue.join("iostats"), "0").unwrap();
+        let scheduler = std::fs::read_to_string(queue.join("scheduler")).unwrap();
+        skip_unless!(if scheduler.contains("[none]") {
+            Ok(())
+        } else {
+            Err(format!(
+                "loop devices get a scheduler here ({})",
+                scheduler.trim()
+            ))
+        });
+    }
     let other = skip_on_err!(LoopDevice::new(16 << 20));
     let cg = skip_on_err!(TestCgroup::new("blkio"));
     let cg_id = cg.id().unwrap();
@@ -196,9 +255,11 @@ fn counts_direct_io(chaos: &Chaos, programs: ProgramType) {
     let mut iostat = Iostat::start(chaos, lo.device(), "500ms");
     // The first interval is printed once the watch is in place.
     iostat.next();
+    // The completion program; the issue program too where the block layer keeps no times.
+    let expected = if iostats { 1 } else { 2 };
     assert_eq!(
         io_program_types(),
-        vec![programs; 2],
+        vec![programs; expected],
         "our block I/O programs"
     );
 

@@ -54,6 +54,7 @@ const BLOCK_FIELDS: &[(&str, &str, &str)] = &[
     (block::RQ_BIO, "request", "bio"),
     (block::RQ_SECTOR, "request", "__sector"),
     (block::RQ_LEN, "request", "__data_len"),
+    (block::RQ_START, "request", "start_time_ns"),
     (block::RQ_FLAGS, "request", "cmd_flags"),
     (block::RQ_Q, "request", "q"),
     (block::Q_DISK, "request_queue", "disk"),

@@ -103,6 +103,22 @@ impl Device {
         kernel_dev(self.major, self.minor)
     }
 
+    /// Whether the block layer keeps a start time for its requests (`request.start_time_ns`):
+    /// when its queue collects I/O statistics (`queue/iostats`, on by default) or has a
+    /// scheduler. The completion program then times a request alone.
+    pub fn keeps_start_times(&self) -> bool {
+        let sys = sys_dir(self.major, self.minor);
+        // A partition's queue is its disk's.
+        let queue = if sys.join("partition").exists() {
+            sys.join("../queue")
+        } else {
+            sys.join("queue")
+        };
+        let read = |f: &str| std::fs::read_to_string(queue.join(f)).unwrap_or_default();
+        let scheduler = read("scheduler");
+        read("iostats").trim() == "1" || (scheduler.contains('[') && !scheduler.contains("[none]"))
+    }
+
     /// Its kernel `dev_t` and, for a whole disk, its partitions' (a request counts on the
     /// partition it is for).
     fn kernel_devs(&self) -> Vec<u32> {
@@ -196,6 +212,10 @@ pub struct WatchRecord {
     pub owner: Owner,
     /// When it began (`CLOCK_BOOTTIME` ns).
     pub created_boot_ns: u64,
+    /// Whether the device's queue keeps no start time for its requests (no I/O statistics, no
+    /// scheduler), so that the issue program must time them.
+    #[serde(default)]
+    pub timed_at_issue: bool,
 }
 
 /// Watches `device` for `owner`, taking the store's lock. See [`watch_locked`].
@@ -214,6 +234,7 @@ pub fn watch_locked(store: &Store, device: &Device, owner: Owner) -> Result<Watc
         devs: device.kernel_devs(),
         owner,
         created_boot_ns: boot_ns(),
+        timed_at_issue: !device.keeps_start_times(),
     };
     store.put_watch(&record)?;
     let armed = attach_locked(store).and_then(|()| resync_locked(store));
@@ -299,8 +320,11 @@ pub fn release_locked(store: &Store) -> Result<()> {
 
 /// Attaches the two programs unless they are.
 fn attach_locked(store: &Store) -> Result<()> {
-    for hook in [Hook::BlockIssue, Hook::BlockComplete] {
-        backend::find_or_attach(store, hook, |hook, id, _| attach(hook, id))?;
+    backend::find_or_attach(store, Hook::BlockComplete, |hook, id, _| attach(hook, id))?;
+    // The issue program only times requests that have no block-layer start time; it stays
+    // attached until the last watch goes.
+    if store.watches()?.iter().any(|w| w.timed_at_issue) {
+        backend::find_or_attach(store, Hook::BlockIssue, |hook, id, _| attach(hook, id))?;
     }
     Ok(())
 }

@@ -45,6 +45,9 @@ pub mod offsets {
     pub const RQ_SECTOR: &str = "CHAOS_OFF_RQ_SECTOR";
     /// `struct request` -> `__data_len` (bytes).
     pub const RQ_LEN: &str = "CHAOS_OFF_RQ_LEN";
+    /// `struct request` -> `start_time_ns` (when the block layer made it, `ktime_get_ns`; 0
+    /// when it keeps no time for it: no I/O statistics and no scheduler on the queue).
+    pub const RQ_START: &str = "CHAOS_OFF_RQ_START";
     /// `struct request` -> `cmd_flags` (operation in the low 8 bits, flags above).
     pub const RQ_FLAGS: &str = "CHAOS_OFF_RQ_FLAGS";
     /// `struct request` -> `part` (`struct block_device *`, the partition; may be null).

@@ -41,6 +41,7 @@ offsets!(
     CHAOS_OFF_RQ_BIO,
     CHAOS_OFF_RQ_SECTOR,
     CHAOS_OFF_RQ_LEN,
+    CHAOS_OFF_RQ_START,
     CHAOS_OFF_RQ_FLAGS,
     CHAOS_OFF_RQ_PART,
     CHAOS_OFF_RQ_Q,
@@ -248,6 +249,12 @@ impl Request {
         bio_cgroup_id(self.u64_at(off(&CHAOS_OFF_RQ_BIO)) as *const u8)
     }
 
+    /// When the block layer made it (`ktime_get_ns`), 0 if it keeps no time for it.
+    #[inline(always)]
+    pub(crate) fn start(&self) -> u64 {
+        self.u64_at(off(&CHAOS_OFF_RQ_START))
+    }
+
     /// Its first 512-byte sector.
     #[inline(always)]
     #[allow(dead_code, reason = "for the block fault programs")]
@@ -266,7 +273,7 @@ pub(crate) mod typed {
         CHAOS_IO_RQ, CHAOS_OFF_BDEV_DEV, CHAOS_OFF_BIO_BLKG, CHAOS_OFF_BLKCG_CGROUP,
         CHAOS_OFF_BLKG_BLKCG, CHAOS_OFF_CGROUP_KN, CHAOS_OFF_DISK_MAJOR, CHAOS_OFF_DISK_MINOR,
         CHAOS_OFF_KN_ID, CHAOS_OFF_Q_DISK, CHAOS_OFF_RQ_BIO, CHAOS_OFF_RQ_FLAGS, CHAOS_OFF_RQ_LEN,
-        CHAOS_OFF_RQ_PART, CHAOS_OFF_RQ_Q, off,
+        CHAOS_OFF_RQ_PART, CHAOS_OFF_RQ_Q, CHAOS_OFF_RQ_START, off,
     };
 
     /// The `T` at `base + offset`; zero for a null base or an absent field. (A faulting
@@ -330,6 +337,12 @@ pub(crate) mod typed {
     #[inline(always)]
     pub(crate) fn request_bytes(rq: *const u8) -> u32 {
         load(rq, off(&CHAOS_OFF_RQ_LEN))
+    }
+
+    /// When the block layer made `rq`, 0 if it keeps no time for it.
+    #[inline(always)]
+    pub(crate) fn request_start(rq: *const u8) -> u64 {
+        load(rq, off(&CHAOS_OFF_RQ_START))
     }
 
     /// The cgroup `rq` is charged to: its first bio's; 0 when unknown.

@@ -57,6 +57,22 @@ pub struct FaultRecord {
     /// The syscall backend's share of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscall: Option<SysArmed>,
+    /// The block I/O or disk backend's share of the fault. Written before the backend touches
+    /// anything (while `Arming`), so recovery can undo a half-made fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockArmed>,
+}
+
+/// A block I/O or disk fault's state: what recovery undoes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BlockArmed {
+    /// An error rule in the block layer's maps.
+    Bio(crate::backend::io::BioArmed),
+    /// Limits on a cgroup (and a process moved into a cgroup of its own).
+    Throttle(crate::backend::throttle::ThrottleArmed),
+    /// Files that take space.
+    Fill(crate::backend::disk_fill::FillArmed),
 }
 
 /// Where a network fault lives in the BPF maps.
@@ -446,6 +462,7 @@ mod tests {
                 shaping: Default::default(),
             }),
             syscall: None,
+            block: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! Strategies: how each fault kind is made on the running kernel, chosen from the probe. Every
 //! armed fault records the strategy it used. One fault family per file.
 
+mod io;
 mod net;
 mod syscall;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::{net::*, syscall::*};
+pub use self::{io::*, net::*, syscall::*};
 use crate::{
     error::Result,
     plan::{Plan, PlannedFault},
@@ -21,6 +22,8 @@ pub enum Strategy {
     Net(NetStrategy),
     /// A syscall fault's.
     Syscall(SyscallStrategy),
+    /// A block I/O or disk fault's.
+    Io(IoStrategy),
 }
 
 impl Strategy {
@@ -29,6 +32,7 @@ impl Strategy {
         match self {
             Strategy::Net(s) => s.describe(),
             Strategy::Syscall(s) => s.describe(),
+            Strategy::Io(s) => s.describe(),
         }
     }
 }
@@ -38,6 +42,7 @@ impl std::fmt::Display for Strategy {
         match self {
             Strategy::Net(s) => s.fmt(f),
             Strategy::Syscall(s) => s.fmt(f),
+            Strategy::Io(s) => s.fmt(f),
         }
     }
 }
@@ -52,10 +57,13 @@ impl TryFrom<String> for Strategy {
     type Error = String;
 
     fn try_from(s: String) -> Result<Strategy, String> {
-        match SyscallStrategy::parse(&s) {
-            Some(x) => Ok(Strategy::Syscall(x)),
-            None => NetStrategy::try_from(s).map(Strategy::Net),
+        if let Some(x) = SyscallStrategy::parse(&s) {
+            return Ok(Strategy::Syscall(x));
         }
+        if let Some(x) = IoStrategy::parse(&s) {
+            return Ok(Strategy::Io(x));
+        }
+        NetStrategy::try_from(s).map(Strategy::Net)
     }
 }
 
@@ -64,6 +72,11 @@ pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
     match &plan.fault {
         PlannedFault::Net(n) => net::choose(n, probe).map(Strategy::Net),
         PlannedFault::Syscall(s) => syscall::choose(s, probe).map(Strategy::Syscall),
+        PlannedFault::Io(s) => io::choose_io(s, probe).map(|c| match c {
+            IoChoice::Io(x) => Strategy::Io(x),
+            IoChoice::Files(_, x) => Strategy::Syscall(x),
+        }),
+        PlannedFault::Disk(d) => Ok(Strategy::Io(io::choose_disk(d))),
     }
 }
 

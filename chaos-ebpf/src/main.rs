@@ -8,6 +8,7 @@
 #![no_main]
 
 mod bits;
+mod block;
 mod net;
 mod syscall;
 

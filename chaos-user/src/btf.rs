@@ -1,7 +1,8 @@
 //! Offsets into kernel structures, read from the running kernel's BTF
 //! (`/sys/kernel/btf/vmlinux`): the syscall programs' path filters follow `file -> dentry ->
 //! inode` and `task -> files -> fdtable` with `bpf_probe_read_kernel`, and these layouts differ
-//! between kernels. The loader hands the offsets to the programs as globals.
+//! between kernels. The loader hands the offsets to the programs as globals. The block programs
+//! read `bio` and `request` the same way ([`block_offsets`]).
 
 use libbpf_rs::btf::{
     Btf, BtfType, TypeId,
@@ -9,7 +10,7 @@ use libbpf_rs::btf::{
 };
 
 use crate::error::{Error, Result};
-use chaos_common::syscall::offsets;
+use chaos_common::{block::offsets as block, syscall::offsets};
 
 /// Each global with the struct and the member path (dots into nested members) it holds.
 const FIELDS: &[(&str, &str, &str)] = &[
@@ -41,6 +42,68 @@ pub fn path_offsets() -> Result<Vec<(&'static str, u32)>> {
                 .ok_or_else(|| problem(format!("no {ty}.{path} in the kernel's BTF")))
         })
         .collect()
+}
+
+/// Block fields every block program needs: (global, struct, member path).
+const BLOCK_FIELDS: &[(&str, &str, &str)] = &[
+    (block::BIO_BDEV, "bio", "bi_bdev"),
+    (block::BDEV_DEV, "block_device", "bd_dev"),
+    (block::BIO_OPF, "bio", "bi_opf"),
+    (block::BIO_SECTOR, "bio", "bi_iter.bi_sector"),
+    (block::BIO_SIZE, "bio", "bi_iter.bi_size"),
+    (block::RQ_BIO, "request", "bio"),
+    (block::RQ_SECTOR, "request", "__sector"),
+    (block::RQ_LEN, "request", "__data_len"),
+    (block::RQ_FLAGS, "request", "cmd_flags"),
+    (block::RQ_Q, "request", "q"),
+    (block::Q_DISK, "request_queue", "disk"),
+    (block::DISK_MAJOR, "gendisk", "major"),
+    (block::DISK_MINOR, "gendisk", "first_minor"),
+];
+
+/// The chain from a bio to its cgroup id, present only with `CONFIG_BLK_CGROUP`: all or none.
+const BLOCK_CGROUP_FIELDS: &[(&str, &str, &str)] = &[
+    (block::BIO_BLKG, "bio", "bi_blkg"),
+    (block::BLKG_BLKCG, "blkcg_gq", "blkcg"),
+    (block::BLKCG_CGROUP, "blkcg", "css.cgroup"),
+    (block::CGROUP_KN, "cgroup", "kn"),
+    (block::KN_ID, "kernfs_node", "id"),
+];
+
+/// The block programs' offset globals for this kernel, as `(global, byte offset)`.
+///
+/// Without `CONFIG_BLK_CGROUP` (no `bio.bi_blkg`) the cgroup chain is set to
+/// [`block::ABSENT`] and the programs report cgroup id 0 (unknown); without `request.part`
+/// (kernels before 5.11) [`block::RQ_PART`] is `ABSENT` and a request counts on its whole disk.
+/// Any other missing field is [`Error::Unsupported`].
+pub fn block_offsets() -> Result<Vec<(&'static str, u32)>> {
+    let problem = |what: String| Error::Unsupported {
+        what: "read block I/O requests in the kernel".into(),
+        why: what,
+    };
+    let btf = Btf::from_vmlinux()
+        .map_err(|e| problem(format!("the kernel's BTF could not be read: {e}")))?;
+    let mut found = BLOCK_FIELDS
+        .iter()
+        .map(|&(global, ty, path)| {
+            offset_of(&btf, ty, path)
+                .map(|off| (global, off))
+                .ok_or_else(|| problem(format!("no {ty}.{path} in the kernel's BTF")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let chain: Option<Vec<_>> = BLOCK_CGROUP_FIELDS
+        .iter()
+        .map(|&(global, ty, path)| offset_of(&btf, ty, path).map(|off| (global, off)))
+        .collect();
+    match chain {
+        Some(chain) => found.extend(chain),
+        None => found.extend(BLOCK_CGROUP_FIELDS.iter().map(|f| (f.0, block::ABSENT))),
+    }
+    found.push((
+        block::RQ_PART,
+        offset_of(&btf, "request", "part").unwrap_or(block::ABSENT),
+    ));
+    Ok(found)
 }
 
 /// Byte offset of member `path` (`a.b.c`) in struct `ty`.
@@ -103,5 +166,31 @@ mod tests {
         assert!(get(offsets::DENTRY_INODE) < 64, "{offsets:?}");
         assert_ne!(get(offsets::DENTRY_PARENT), get(offsets::DENTRY_INODE));
         assert!(get(offsets::FILE_DENTRY) > 0);
+    }
+
+    #[test]
+    fn block_offsets_of_this_kernel() {
+        let Ok(offsets) = block_offsets() else {
+            eprintln!("no kernel BTF here");
+            return;
+        };
+        assert_eq!(
+            offsets.len(),
+            BLOCK_FIELDS.len() + BLOCK_CGROUP_FIELDS.len() + 1
+        );
+        let get = |g: &str| offsets.iter().find(|(n, _)| *n == g).unwrap().1;
+        // bi_bdev follows bi_next; the sector and size are the start of bi_iter.
+        assert_eq!(get(block::BIO_BDEV), 8, "{offsets:?}");
+        assert_eq!(
+            get(block::BIO_SIZE),
+            get(block::BIO_SECTOR) + 8,
+            "{offsets:?}"
+        );
+        // `request.q` is its first member; `css` is the first member of `blkcg`, `cgroup` the
+        // first of `css`.
+        assert_eq!(get(block::RQ_Q), 0);
+        if get(block::BIO_BLKG) != block::ABSENT {
+            assert_eq!(get(block::BLKCG_CGROUP), 0);
+        }
     }
 }

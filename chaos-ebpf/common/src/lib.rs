@@ -5,6 +5,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod block;
 pub mod net;
 pub mod syscall;
 

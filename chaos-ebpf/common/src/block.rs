@@ -1,0 +1,288 @@
+//! Block I/O: what the kernel programs read from a `struct bio` or a `struct request`, and the
+//! I/O measurement's maps.
+//!
+//! The programs read the kernel's block structures with `bpf_probe_read_kernel` at offsets the
+//! loader takes from the running kernel's BTF and sets as globals ([`offsets`]), so one object
+//! serves every kernel's layout.
+//!
+//! # Device numbers
+//! The kernel's `dev_t` (`block_device.bd_dev`) is `major << 20 | minor` ([`kernel_dev`]); user
+//! space's (`st_rdev`, glibc `makedev`) splits the numbers differently
+//! ([`kernel_dev_from_user`] converts). Every device number in these maps is the kernel's.
+
+/// Globals set at load time to offsets into kernel structures, read from the kernel's BTF.
+///
+/// A field the kernel lacks holds [`ABSENT`](offsets::ABSENT); the programs then report what it
+/// leads to as unknown (cgroup id 0 without `CONFIG_BLK_CGROUP`, the disk's device number when
+/// a request has no partition).
+pub mod offsets {
+    /// Offset value of a field this kernel does not have.
+    pub const ABSENT: u32 = u32::MAX;
+
+    /// `struct bio` -> `bi_bdev` (`struct block_device *`).
+    pub const BIO_BDEV: &str = "CHAOS_OFF_BIO_BDEV";
+    /// `struct block_device` -> `bd_dev` (`dev_t`, kernel encoding).
+    pub const BDEV_DEV: &str = "CHAOS_OFF_BDEV_DEV";
+    /// `struct bio` -> `bi_opf` (operation in the low 8 bits, flags above).
+    pub const BIO_OPF: &str = "CHAOS_OFF_BIO_OPF";
+    /// `struct bio` -> `bi_iter.bi_sector` (512-byte sectors).
+    pub const BIO_SECTOR: &str = "CHAOS_OFF_BIO_SECTOR";
+    /// `struct bio` -> `bi_iter.bi_size` (bytes).
+    pub const BIO_SIZE: &str = "CHAOS_OFF_BIO_SIZE";
+    /// `struct bio` -> `bi_blkg` (`struct blkcg_gq *`; [`ABSENT`] without `CONFIG_BLK_CGROUP`).
+    pub const BIO_BLKG: &str = "CHAOS_OFF_BIO_BLKG";
+    /// `struct blkcg_gq` -> `blkcg`.
+    pub const BLKG_BLKCG: &str = "CHAOS_OFF_BLKG_BLKCG";
+    /// `struct blkcg` -> `css.cgroup`.
+    pub const BLKCG_CGROUP: &str = "CHAOS_OFF_BLKCG_CGROUP";
+    /// `struct cgroup` -> `kn`.
+    pub const CGROUP_KN: &str = "CHAOS_OFF_CGROUP_KN";
+    /// `struct kernfs_node` -> `id` (the cgroup id: the inode number of its directory).
+    pub const KN_ID: &str = "CHAOS_OFF_KN_ID";
+    /// `struct request` -> `bio` (the first bio; null for requests without data).
+    pub const RQ_BIO: &str = "CHAOS_OFF_RQ_BIO";
+    /// `struct request` -> `__sector`.
+    pub const RQ_SECTOR: &str = "CHAOS_OFF_RQ_SECTOR";
+    /// `struct request` -> `__data_len` (bytes).
+    pub const RQ_LEN: &str = "CHAOS_OFF_RQ_LEN";
+    /// `struct request` -> `cmd_flags` (operation in the low 8 bits, flags above).
+    pub const RQ_FLAGS: &str = "CHAOS_OFF_RQ_FLAGS";
+    /// `struct request` -> `part` (`struct block_device *`, the partition; may be null).
+    pub const RQ_PART: &str = "CHAOS_OFF_RQ_PART";
+    /// `struct request` -> `q`.
+    pub const RQ_Q: &str = "CHAOS_OFF_RQ_Q";
+    /// `struct request_queue` -> `disk`.
+    pub const Q_DISK: &str = "CHAOS_OFF_Q_DISK";
+    /// `struct gendisk` -> `major`.
+    pub const DISK_MAJOR: &str = "CHAOS_OFF_DISK_MAJOR";
+    /// `struct gendisk` -> `first_minor`.
+    pub const DISK_MINOR: &str = "CHAOS_OFF_DISK_MINOR";
+}
+
+/// Block operations (`enum req_op`, the low [`op::MASK`] bits of `bi_opf` / `cmd_flags`).
+pub mod op {
+    /// Read sectors.
+    pub const READ: u32 = 0;
+    /// Write sectors.
+    pub const WRITE: u32 = 1;
+    /// Flush the volatile write cache.
+    pub const FLUSH: u32 = 2;
+    /// Discard sectors.
+    pub const DISCARD: u32 = 3;
+    /// Bits of `bi_opf` / `cmd_flags` holding the operation.
+    pub const MASK: u32 = 0xff;
+    /// Operations the measurement counts apart; every other one (secure erase, write zeroes,
+    /// zone and driver operations) is counted as [`OTHER`].
+    pub const COUNTED: u32 = 4;
+    /// The measurement's row for operations other than the four above.
+    pub const OTHER: u32 = COUNTED;
+}
+
+/// Minor-number bits of the kernel's `dev_t` (`MINORBITS`).
+pub const KERNEL_MINOR_BITS: u32 = 20;
+
+/// The kernel's `dev_t` for `major:minor` (`MKDEV`).
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << KERNEL_MINOR_BITS) | (minor & ((1 << KERNEL_MINOR_BITS) - 1))
+}
+
+/// `(major, minor)` of a kernel `dev_t`.
+pub const fn kernel_dev_parts(dev: u32) -> (u32, u32) {
+    (
+        dev >> KERNEL_MINOR_BITS,
+        dev & ((1 << KERNEL_MINOR_BITS) - 1),
+    )
+}
+
+/// The kernel's `dev_t` for a user-space one (`st_rdev`, in glibc's encoding: the minor in bits
+/// 0-7 and 20-31, the major in bits 8-19 and 44-63, as `gnu_dev_major` / `gnu_dev_minor` read
+/// them).
+pub const fn kernel_dev_from_user(dev: u64) -> u32 {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    kernel_dev(major as u32, minor as u32)
+}
+
+/// Name of the hash map from kernel `dev_t` to [`WatchEntry`]: the devices the measurement
+/// counts (filled by the controller).
+pub const IO_WATCH_MAP: &str = "CHAOS_IO_WATCH";
+/// Name of the one-entry array map holding the number of watched devices: with none, each
+/// request costs one array read.
+pub const IO_WATCHING_MAP: &str = "CHAOS_IO_WATCHING";
+/// Name of the LRU hash map from request address to [`InFlight`] (requests issued to a watched
+/// device and not yet completed).
+pub const IO_INFLIGHT_MAP: &str = "CHAOS_IO_INFLIGHT";
+/// Name of the per-CPU hash map from [`IoKey`] to [`IoCounters`].
+pub const IO_STATS_MAP: &str = "CHAOS_IO_STATS";
+
+/// Requests in flight the measurement tracks at once (LRU beyond: the oldest are forgotten).
+pub const MAX_IO_INFLIGHT: u32 = 16384;
+/// (device, cgroup, operation) rows the measurement holds.
+pub const MAX_IO_ROWS: u32 = 4096;
+
+/// The raw tracepoint program on `block_rq_issue` (a request goes to the driver).
+pub const PROG_IO_ISSUE: &str = "chaos_io_issue";
+/// The raw tracepoint program on `block_rq_complete` (the driver finished it).
+pub const PROG_IO_COMPLETE: &str = "chaos_io_complete";
+
+/// A watched device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchEntry {
+    /// How many watchers asked for it (the controller removes it at zero).
+    pub watchers: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+}
+
+/// A request in flight on a watched device, from issue to completion.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// When it was issued (`bpf_ktime_get_ns`, monotonic ns).
+    pub start_ns: u64,
+    /// The row it completes into.
+    pub key: IoKey,
+    /// Bytes asked at issue.
+    pub bytes: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+}
+
+/// A measurement row: one device, one cgroup, one operation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IoKey {
+    /// Kernel `dev_t` of the request's partition (or disk).
+    pub dev: u32,
+    /// One of [`op`]'s counted operations, or [`op::OTHER`].
+    pub op: u32,
+    /// Id of the cgroup of the request's first bio (`bio.bi_blkg`: the cgroup of the blkio / io
+    /// controller that submitted it, or dirtied the pages for writeback); 0 when unknown.
+    pub cgroup: u64,
+}
+
+/// Buckets of the latency histogram ([`latency_bucket`]).
+pub const LAT_BUCKETS: usize = 64;
+/// The histogram's unit: latencies are counted in steps of `1 << LAT_SHIFT` ns (256 ns).
+pub const LAT_SHIFT: u32 = 8;
+
+/// The histogram bucket of a latency: two per power of two of `ns >> LAT_SHIFT` (bucket `2b`
+/// from `2^b` units, `2b + 1` from `1.5 * 2^b`), buckets 0 and 1 below 2 units; everything
+/// from 2^32 units (about 18 minutes) on in the last bucket. Written with shifts only (BPF has
+/// no count-leading-zeros) and shared by both sides.
+pub fn latency_bucket(ns: u64) -> usize {
+    let v = ns >> LAT_SHIFT;
+    if v < 2 {
+        return v as usize;
+    }
+    if v >> 32 != 0 {
+        return LAT_BUCKETS - 1;
+    }
+    let b = highest_bit(v);
+    let half = (v >> (b - 1)) & 1;
+    (2 * b + half as u32) as usize
+}
+
+/// The smallest latency (ns) that falls in `bucket`.
+pub fn bucket_floor_ns(bucket: usize) -> u64 {
+    let units = if bucket < 2 {
+        bucket as u64
+    } else {
+        let b = (bucket / 2) as u32;
+        (1u64 << b) + (bucket as u64 % 2) * (1u64 << (b - 1))
+    };
+    units << LAT_SHIFT
+}
+
+/// Index of the highest set bit of `x` (non-zero), by halving.
+pub fn highest_bit(x: u64) -> u32 {
+    let mut x = x;
+    let mut n = 0;
+    for shift in [32u32, 16, 8, 4, 2, 1] {
+        if x >> shift != 0 {
+            n += shift;
+            x >>= shift;
+        }
+    }
+    n
+}
+
+/// One measurement row's counters, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Requests completed.
+    pub ops: u64,
+    /// Bytes they asked for.
+    pub bytes: u64,
+    /// Requests completed with an error status.
+    pub errors: u64,
+    /// Sum of their latencies (issue to completion), ns.
+    pub lat_sum_ns: u64,
+    /// The longest latency, ns.
+    pub lat_max_ns: u64,
+    /// Latency histogram ([`latency_bucket`]).
+    pub hist: [u64; LAT_BUCKETS],
+}
+
+impl Default for IoCounters {
+    fn default() -> Self {
+        IoCounters {
+            ops: 0,
+            bytes: 0,
+            errors: 0,
+            lat_sum_ns: 0,
+            lat_max_ns: 0,
+            hist: [0; LAT_BUCKETS],
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY (all): plain `#[repr(C)]` data without padding holes or pointers.
+    unsafe impl aya::Pod for super::WatchEntry {}
+    unsafe impl aya::Pod for super::InFlight {}
+    unsafe impl aya::Pod for super::IoKey {}
+    unsafe impl aya::Pod for super::IoCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers() {
+        assert_eq!(kernel_dev(7, 0), 7 << 20);
+        assert_eq!(kernel_dev_parts(kernel_dev(259, 3)), (259, 3));
+        // /dev/loop0 is 7:0, st_rdev 0x700; /dev/nvme0n1p3 259:3, st_rdev 0x10303.
+        assert_eq!(kernel_dev_from_user(0x700), kernel_dev(7, 0));
+        assert_eq!(kernel_dev_from_user(0x10303), kernel_dev(259, 3));
+        // Minor 256 (glibc puts minor bits 8.. at 20..).
+        assert_eq!(kernel_dev_from_user(0x0010_0700), kernel_dev(7, 256));
+    }
+
+    #[test]
+    fn buckets_are_monotonic_and_floors_match() {
+        let mut last = 0;
+        for ns in (0..40).flat_map(|p| [(1u64 << p) - 1, 1u64 << p, 3u64 << p]) {
+            let b = latency_bucket(ns);
+            assert!(b < LAT_BUCKETS);
+            if ns > 0 {
+                assert!(b >= latency_bucket(ns - 1), "{ns}");
+            }
+            assert!(bucket_floor_ns(b) <= ns, "{ns} in {b}");
+            if b + 1 < LAT_BUCKETS {
+                assert!(bucket_floor_ns(b + 1) > ns, "{ns} in {b}");
+            }
+            last = last.max(b);
+        }
+        for b in 0..LAT_BUCKETS {
+            assert_eq!(latency_bucket(bucket_floor_ns(b)), b, "bucket {b}");
+        }
+        assert_eq!(latency_bucket(u64::MAX), LAT_BUCKETS - 1);
+        assert_eq!(highest_bit(1), 0);
+        assert_eq!(highest_bit(u64::MAX), 63);
+    }
+}

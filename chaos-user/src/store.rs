@@ -177,6 +177,8 @@ pub enum Hook {
         /// The kernel function, e.g. `__x64_sys_fsync`.
         function: String,
     },
+    /// The kprobe on `should_fail_bio` (block I/O errors).
+    BioFail,
     /// A BPF LSM hook (syscall errors).
     SysLsm {
         /// The security hook, e.g. `file_open`.

@@ -6,3 +6,4 @@
     reason = "the readers serve the block programs (measurement, io fail) that use them"
 )]
 mod bio;
+mod fail;

@@ -202,11 +202,19 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
             )],
         ),
         (
-            "io fail",
-            false,
+            "io fail (device, block layer)",
+            true,
+            vec![c(
+                "kprobe on should_fail_bio + bpf_override_return",
+                &[F::KprobeOverride, F::ErrorInjectionBio, F::Btf],
+            )],
+        ),
+        (
+            "io fail (files under a path or mount)",
+            true,
             vec![
-                c("fmod_ret on should_fail_bio", &[F::ErrorInjectionBio]),
-                c("bpf lsm file_permission", &[F::Lsm]),
+                c("kprobe on the file calls", &[F::KprobeOverride, F::Btf]),
+                c("bpf lsm file_permission", &[F::Lsm, F::Btf]),
             ],
         ),
         (

@@ -283,6 +283,53 @@ fn path_form_fails_file_calls_with_the_errno_asked() {
 }
 
 #[test]
+fn without_error_injection_a_device_fails_through_its_files() {
+    let chaos = skip_on_err!(Chaos::from_env());
+    skip_on_err!(bpf_tests::skip::require_root());
+    if chaos.probe_has("error_injection_bio") {
+        skip_on_err!(Err::<(), _>(
+            "this kernel fails the device's bios; the file form is for kernels that cannot"
+                .to_owned()
+        ));
+    }
+    skip_on_err!(chaos.probe_row("lsm"));
+    skip_on_err!(chaos.probe_row("btf"));
+    let lo = skip_on_err!(LoopDevice::with_ext4(32 << 20).map_err(|e| e.to_string()));
+    let cg = skip_on_err!(TestCgroup::new_v2().map_err(|e| e.to_string()));
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let mnt = lo.mount_point().expect("mounted").to_owned();
+    let fault = arm(
+        &chaos,
+        &[
+            "--device",
+            lo.device().to_str().unwrap(),
+            "--op",
+            "write",
+            "--cgroup",
+            cg.path().to_str().unwrap(),
+            "--duration",
+            "60s",
+        ],
+    );
+    let s = chaos.status(&fault.id).expect("status");
+    assert_eq!(s["strategy"], "bpf-lsm", "{s}");
+    let write = format!("echo data > {}/f", mnt.display());
+    let (ok, err) = sh(&write, Some(&cg));
+    assert!(!ok && err.contains("Input/output error"), "{ok} {err}");
+    assert!(sh(&write, None).0, "a non-target's write failed");
+    let read = format!("cat {}/f", mnt.display());
+    assert!(
+        sh(&read, Some(&cg)).0,
+        "the target's read failed (only writes are selected)"
+    );
+    drop(fault);
+    assert!(sh(&write, Some(&cg)).0, "writes work again after recovery");
+    drop(lo);
+    oracle.assert_clean(&before);
+}
+
+#[test]
 fn without_a_strategy_io_fail_says_why_and_arms_nothing() {
     let chaos = skip_on_err!(Chaos::from_env());
     skip_on_err!(bpf_tests::skip::require_root());

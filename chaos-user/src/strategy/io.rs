@@ -150,3 +150,84 @@ pub fn choose_disk(plan: &DiskPlan) -> IoStrategy {
         DiskPlan::Fill(_) => IoStrategy::Fallocate,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        plan::{BioFailPlan, BioTarget, BlockDevice, CgroupTarget, Chance, Syscall, SyscallEffect},
+        spec::{IoAction, IoOp, SyscallAction},
+        strategy::tests::report,
+    };
+
+    fn fail_plan(files: bool) -> IoPlan {
+        let calls = crate::plan::file_calls(IoOp::Any)
+            .into_iter()
+            .map(Syscall::of)
+            .collect();
+        IoPlan {
+            action: IoAction::Fail,
+            effect: IoEffect::Fail {
+                bio: Some(BioFailPlan {
+                    device: BlockDevice {
+                        major: 7,
+                        minor: 0,
+                        name: "loop0".into(),
+                        disk: None,
+                    },
+                    op: IoOp::Any,
+                    sectors: None,
+                    chance: Chance::always(),
+                    target: BioTarget::All,
+                }),
+                files: files.then(|| {
+                    Box::new(SyscallPlan {
+                        action: SyscallAction::Fail,
+                        syscalls: calls,
+                        effect: SyscallEffect::Fail { errno: 5 },
+                        chance: Chance::always(),
+                        path_prefix: Some("/mnt".into()),
+                        after: 0,
+                        every: 1,
+                        max_count: None,
+                        target: crate::plan::SyscallTarget::Cgroup(CgroupTarget {
+                            path: "/sys/fs/cgroup/t".into(),
+                            id: 42,
+                        }),
+                        process_cgroup: None,
+                    })
+                }),
+                no_files: (!files).then(|| "loop0 is not mounted".to_owned()),
+            },
+        }
+    }
+
+    #[test]
+    fn block_layer_first_then_files_then_why_not() {
+        use Feature as F;
+        let all = report(&[
+            F::Bpffs,
+            F::KprobeOverride,
+            F::ErrorInjectionBio,
+            F::Btf,
+            F::RawTracepoint,
+        ]);
+        assert_eq!(
+            choose_io(&fail_plan(true), &all).unwrap(),
+            IoChoice::Io(IoStrategy::BioKprobe)
+        );
+        // BPF LSM sees reads and writes only: fsync and fallocate are left out.
+        let lsm = report(&[F::Bpffs, F::Lsm, F::Btf, F::RawTracepoint]);
+        let IoChoice::Files(files, s) = choose_io(&fail_plan(true), &lsm).unwrap() else {
+            panic!("files expected")
+        };
+        assert_eq!(s, SyscallStrategy::BpfLsm);
+        assert_eq!(files.syscalls.len(), 10);
+        assert!(files.syscalls.iter().all(|c| c.name != "fsync"));
+        let err = choose_io(&fail_plan(false), &lsm).unwrap_err().to_string();
+        assert!(
+            err.contains("should_fail_bio") && err.contains("not mounted"),
+            "{err}"
+        );
+    }
+}

@@ -168,9 +168,28 @@ fn guarded(dir: &Path) -> Option<String> {
         candidates.push((e, "the chaos binary"));
     }
     candidates.into_iter().find_map(|(p, what)| {
-        let d = std::fs::metadata(&p).ok()?.dev();
+        // The state directory may not exist yet: it will be made on the filesystem of its
+        // nearest existing ancestor.
+        let d = p.ancestors().find_map(|a| std::fs::metadata(a).ok())?.dev();
         (d == dev).then(|| format!("{what} ({})", p.display()))
     })
+}
+
+/// Why a real fill of the filesystem holding `dir` cannot or should not be made, beyond the
+/// guarded filesystems: read-only, or held in memory (filling a tmpfs takes the host's RAM).
+fn unfit(dir: &Path) -> Option<String> {
+    use nix::sys::{
+        statfs::{FsType, TMPFS_MAGIC, statfs},
+        statvfs::FsFlags,
+    };
+    /// `RAMFS_MAGIC` of `<linux/magic.h>` (nix has no constant for it).
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    if statvfs(dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY)) {
+        return Some("on a read-only filesystem".into());
+    }
+    let kind = statfs(dir).ok()?.filesystem_type();
+    (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+        .then(|| "on a tmpfs: filling it takes the host's memory".into())
 }
 
 fn check_dir(text: &str) -> Result<PathBuf> {
@@ -314,6 +333,20 @@ pub(super) fn plan(spec: &FaultSpec, s: &DiskSpec) -> Result<Plan> {
             ),
             "fill a filesystem of the service's own, add --virtual, or add --force",
         ));
+    }
+    if let Some(why) = unfit(&dir) {
+        let read_only = why.contains("read-only");
+        if read_only || !s.force {
+            return Err(Error::invalid(
+                "path",
+                format!("{} is {why}", dir.display()),
+                if read_only {
+                    "fill a writable filesystem, or add --virtual"
+                } else {
+                    "fill a disk-backed filesystem, add --virtual, or add --force"
+                },
+            ));
+        }
     }
     let space = FsSpace::of(&dir)?;
     let bytes = space.to_take(amount).map_err(|(field, problem)| {

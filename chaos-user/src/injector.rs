@@ -336,6 +336,7 @@ impl Injector {
             unreadable: self.store.purge_unreadable()?,
             ..Recovered::default()
         };
+        deadline::forget_if_dead(&self.store);
         let mut first_err = None;
         for record in self.store.faults()? {
             match self.recover_locked(&record) {

@@ -362,7 +362,7 @@ fn a_crash_mid_fill_is_undone_by_recover_all() {
         "120s",
         "--json",
     ]);
-    inject.stdout(Stdio::null()).stderr(Stdio::null());
+    inject.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = inject.spawn().expect("chaos inject");
     let start = Instant::now();
     let killed_at = loop {
@@ -377,9 +377,17 @@ fn a_crash_mid_fill_is_undone_by_recover_all() {
             assert!(alive, "chaos inject ended before it could be killed");
             break size;
         }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(
+                &mut child.stderr.take().expect("stderr"),
+                &mut stderr,
+            );
+            panic!("chaos inject ended ({status}) before a fill file was seen: {stderr}");
+        }
         assert!(
-            start.elapsed() < Duration::from_secs(20) && child.try_wait().expect("wait").is_none(),
-            "no fill file appeared while chaos inject ran"
+            start.elapsed() < Duration::from_secs(20),
+            "no fill file appeared in 20 s"
         );
         std::thread::sleep(Duration::from_millis(1));
     };
@@ -442,6 +450,16 @@ fn fill_ends_at_its_deadline_with_no_command_run() {
     // Recovered by the deadline keeper: nothing is left to recover.
     std::mem::forget(fault);
     assert_nothing_listed(&chaos);
+    // The keeper exits once nothing needs it, removing its pid file and the state directory.
+    let pid_file = state_dir().join("deadline-keeper.pid");
+    let start = Instant::now();
+    while pid_file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the deadline keeper still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     oracle.assert_clean(&snapshot);
 }
 

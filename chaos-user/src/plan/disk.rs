@@ -176,8 +176,9 @@ fn guarded(dir: &Path) -> Option<String> {
 }
 
 /// Why a real fill of the filesystem holding `dir` cannot or should not be made, beyond the
-/// guarded filesystems: read-only, or held in memory (filling a tmpfs takes the host's RAM).
-fn unfit(dir: &Path) -> Option<String> {
+/// guarded filesystems, with the fix: read-only, or held in memory (filling a tmpfs takes the
+/// host's RAM; `--force` allows it).
+fn unfit(dir: &Path, force: bool) -> Option<(String, &'static str)> {
     use nix::sys::{
         statfs::{FsType, TMPFS_MAGIC, statfs},
         statvfs::FsFlags,
@@ -185,11 +186,18 @@ fn unfit(dir: &Path) -> Option<String> {
     /// `RAMFS_MAGIC` of `<linux/magic.h>` (nix has no constant for it).
     const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
     if statvfs(dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY)) {
-        return Some("on a read-only filesystem".into());
+        return Some((
+            "on a read-only filesystem".into(),
+            "fill a writable filesystem, or add --virtual",
+        ));
     }
     let kind = statfs(dir).ok()?.filesystem_type();
-    (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
-        .then(|| "on a tmpfs: filling it takes the host's memory".into())
+    (!force && (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)).then(|| {
+        (
+            "on a tmpfs: filling it takes the host's memory".into(),
+            "fill a disk-backed filesystem, add --virtual, or add --force",
+        )
+    })
 }
 
 fn check_dir(text: &str) -> Result<PathBuf> {
@@ -334,19 +342,12 @@ pub(super) fn plan(spec: &FaultSpec, s: &DiskSpec) -> Result<Plan> {
             "fill a filesystem of the service's own, add --virtual, or add --force",
         ));
     }
-    if let Some(why) = unfit(&dir) {
-        let read_only = why.contains("read-only");
-        if read_only || !s.force {
-            return Err(Error::invalid(
-                "path",
-                format!("{} is {why}", dir.display()),
-                if read_only {
-                    "fill a writable filesystem, or add --virtual"
-                } else {
-                    "fill a disk-backed filesystem, add --virtual, or add --force"
-                },
-            ));
-        }
+    if let Some((why, fix)) = unfit(&dir, s.force) {
+        return Err(Error::invalid(
+            "path",
+            format!("{} is {why}", dir.display()),
+            fix,
+        ));
     }
     let space = FsSpace::of(&dir)?;
     let bytes = space.to_take(amount).map_err(|(field, problem)| {

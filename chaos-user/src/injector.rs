@@ -269,9 +269,11 @@ impl Injector {
                 Ok(boot_ns() + duration.as_nanos() as u64)
             }
             (PlannedFault::Disk(DiskPlan::Fill(f)), Strategy::Io(IoStrategy::Fallocate)) => {
-                let x = disk_fill::prepare(&record.id, f)?;
+                let mut x = disk_fill::prepare(&record.id, f)?;
                 prepared(record, BlockArmed::Fill(x.clone()))?;
-                disk_fill::apply(&x)?;
+                disk_fill::apply(&mut x)?;
+                // With what was taken, for `chaos status`.
+                record.block = Some(BlockArmed::Fill(x));
                 Ok(boot_ns() + duration.as_nanos() as u64)
             }
             (fault, strategy) => unreachable!("{strategy} chosen for {fault:?}"),
@@ -334,6 +336,7 @@ impl Injector {
             unreadable: self.store.purge_unreadable()?,
             ..Recovered::default()
         };
+        deadline::forget_if_dead(&self.store);
         let mut first_err = None;
         for record in self.store.faults()? {
             match self.recover_locked(&record) {

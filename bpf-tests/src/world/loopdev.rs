@@ -78,6 +78,16 @@ impl LoopDevice {
         Ok(dev)
     }
 
+    /// A loop device of `size` bytes formatted ext4 with extra `mkfs.ext4` options and mounted:
+    /// e.g. `["-m", "5"]` for 5 % of the blocks reserved for root, `["-O", "^extent,^64bit"]`
+    /// for block-mapped files (no `fallocate`). Fails like [`LoopDevice::with_ext4`].
+    pub fn with_ext4_options(size: u64, options: &[&str]) -> io::Result<Self> {
+        let mut dev = Self::new(size)?;
+        dev.format_ext4_with(options)?;
+        dev.mount("ext4")?;
+        Ok(dev)
+    }
+
     fn attach(&mut self) -> io::Result<()> {
         let ctl = OpenOptions::new()
             .read(true)
@@ -121,8 +131,13 @@ impl LoopDevice {
 
     /// Formats the device ext4 with `mkfs.ext4 -q -F`.
     pub fn format_ext4(&self) -> io::Result<()> {
+        self.format_ext4_with(&[])
+    }
+
+    /// Formats the device ext4 with `mkfs.ext4 -q -F` and `options`.
+    pub fn format_ext4_with(&self, options: &[&str]) -> io::Result<()> {
         let mut cmd = crate::cmd::command("mkfs.ext4", &["-q", "-F"]);
-        cmd.arg(&self.device);
+        cmd.args(options).arg(&self.device);
         crate::cmd::run(&mut cmd).map(drop)
     }
 

@@ -168,8 +168,35 @@ fn guarded(dir: &Path) -> Option<String> {
         candidates.push((e, "the chaos binary"));
     }
     candidates.into_iter().find_map(|(p, what)| {
-        let d = std::fs::metadata(&p).ok()?.dev();
+        // The state directory may not exist yet: it will be made on the filesystem of its
+        // nearest existing ancestor.
+        let d = p.ancestors().find_map(|a| std::fs::metadata(a).ok())?.dev();
         (d == dev).then(|| format!("{what} ({})", p.display()))
+    })
+}
+
+/// Why a real fill of the filesystem holding `dir` cannot or should not be made, beyond the
+/// guarded filesystems, with the fix: read-only, or held in memory (filling a tmpfs takes the
+/// host's RAM; `--force` allows it).
+fn unfit(dir: &Path, force: bool) -> Option<(String, &'static str)> {
+    use nix::sys::{
+        statfs::{FsType, TMPFS_MAGIC, statfs},
+        statvfs::FsFlags,
+    };
+    /// `RAMFS_MAGIC` of `<linux/magic.h>` (nix has no constant for it).
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    if statvfs(dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY)) {
+        return Some((
+            "on a read-only filesystem".into(),
+            "fill a writable filesystem, or add --virtual",
+        ));
+    }
+    let kind = statfs(dir).ok()?.filesystem_type();
+    (!force && (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)).then(|| {
+        (
+            "on a tmpfs: filling it takes the host's memory".into(),
+            "fill a disk-backed filesystem, add --virtual, or add --force",
+        )
     })
 }
 
@@ -313,6 +340,13 @@ pub(super) fn plan(spec: &FaultSpec, s: &DiskSpec) -> Result<Plan> {
                 dir.display()
             ),
             "fill a filesystem of the service's own, add --virtual, or add --force",
+        ));
+    }
+    if let Some((why, fix)) = unfit(&dir, s.force) {
+        return Err(Error::invalid(
+            "path",
+            format!("{} is {why}", dir.display()),
+            fix,
         ));
     }
     let space = FsSpace::of(&dir)?;

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{io::*, net::*, syscall::*};
 use crate::{
-    error::Result,
-    plan::{Plan, PlannedFault},
+    error::{Error, Result},
+    plan::{Plan, PlannedFault, SyscallPlan},
     probe::{Feature, Report},
+    spec::FaultSpec,
 };
 
 /// How a fault is made, by family; stored and printed as its family's name (e.g. `tcx-bpf+fq`).
@@ -71,12 +72,63 @@ impl TryFrom<String> for Strategy {
 pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
     match &plan.fault {
         PlannedFault::Net(n) => net::choose(n, probe).map(Strategy::Net),
-        PlannedFault::Syscall(s) => syscall::choose(s, probe).map(Strategy::Syscall),
+        PlannedFault::Syscall(s) => syscall::choose(s, probe)
+            .map(Strategy::Syscall)
+            .map_err(|e| match (&plan.spec, e) {
+                (FaultSpec::Disk(_), e @ Error::Unsupported { .. }) => {
+                    virtual_fill_unsupported(s, probe, e)
+                }
+                (_, e) => e,
+            }),
         PlannedFault::Io(s) => io::choose_io(s, probe).map(|c| match c {
             IoChoice::Io(x) => Strategy::Io(x),
             IoChoice::Files(_, x) => Strategy::Syscall(x),
         }),
         PlannedFault::Disk(d) => Ok(Strategy::Io(io::choose_disk(d))),
+    }
+}
+
+/// Why no strategy serves a virtual disk fill (a syscall fault on the target's writes), in
+/// its own terms rather than a syscall fault's (`why`, the syscall fault's, when the kernel
+/// lacks nothing the two strategies need).
+fn virtual_fill_unsupported(plan: &SyscallPlan, probe: &Report, why: Error) -> Error {
+    let lacking = |needs: &[Feature]| {
+        needs
+            .iter()
+            .filter_map(|f| probe.require(*f).err())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let kprobe = lacking(&[
+        Feature::KprobeOverride,
+        Feature::RawTracepoint,
+        Feature::Btf,
+        Feature::Bpffs,
+    ]);
+    let lsm = lacking(&[
+        Feature::Lsm,
+        Feature::RawTracepoint,
+        Feature::Btf,
+        Feature::Bpffs,
+    ]);
+    if kprobe.is_empty() || lsm.is_empty() {
+        return why;
+    }
+    let calls: Vec<&str> = plan.syscalls.iter().map(|c| c.name).collect();
+    let dir = plan
+        .path_prefix
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Error::Unsupported {
+        what: "fill a disk virtually".into(),
+        why: format!(
+            "the target's writes under the path fail with ENOSPC through kprobe + \
+             bpf_override_return ({kprobe}) or BPF LSM ({lsm}); a command started under \
+             `chaos exec syscall fail --syscall {} --errno ENOSPC --path-prefix {dir} -- CMD` \
+             sees the same on any kernel",
+            calls.join(","),
+        ),
     }
 }
 
@@ -226,6 +278,28 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
             ],
         ),
         (
+            "disk fill",
+            true,
+            vec![c(
+                "fallocate'd files of ours (written where unsupported)",
+                &[],
+            )],
+        ),
+        (
+            "disk fill --virtual",
+            true,
+            vec![
+                c(
+                    "ENOSPC on writes under the path: kprobe + bpf_override_return",
+                    &[F::KprobeOverride, F::RawTracepoint, F::Btf, F::Bpffs],
+                ),
+                c(
+                    "ENOSPC on writes under the path: bpf lsm file_permission",
+                    &[F::Lsm, F::RawTracepoint, F::Btf, F::Bpffs],
+                ),
+            ],
+        ),
+        (
             "io latency measurement",
             false,
             vec![c("block tracepoints", &[F::Tracepoint])],
@@ -295,5 +369,39 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(net.strategy, None);
         assert!(net.note.contains("tc sched_cls (tcx link)"), "{}", net.note);
+        let fill = rows.iter().find(|r| r.kind == "disk fill").unwrap();
+        assert!(fill.strategy.is_some(), "{fill:?}");
+    }
+
+    #[test]
+    fn virtual_fill_is_a_syscall_fault_or_says_what_is_missing() {
+        let spec = FaultSpec::Disk(crate::spec::DiskSpec {
+            path: "/".into(),
+            virtual_fill: true,
+            pid: Some(std::process::id()),
+            duration: "10s".into(),
+            ..Default::default()
+        });
+        let plan = crate::plan::plan(&spec).unwrap();
+        let path = [Feature::RawTracepoint, Feature::Btf, Feature::Bpffs];
+        // BPF LSM serves every call a virtual fill fails, fallocate included.
+        assert_eq!(
+            choose(&plan, &report(&[&path[..], &[Feature::Lsm]].concat())).unwrap(),
+            Strategy::Syscall(SyscallStrategy::BpfLsm)
+        );
+        assert_eq!(
+            choose(
+                &plan,
+                &report(&[&path[..], &[Feature::KprobeOverride]].concat())
+            )
+            .unwrap(),
+            Strategy::Syscall(SyscallStrategy::KprobeOverride)
+        );
+        let e = choose(&plan, &report(&path)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("this kernel cannot fill a disk virtually: ") && e.contains("fallocate"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 }

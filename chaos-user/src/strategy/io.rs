@@ -127,7 +127,7 @@ pub fn choose_io(plan: &IoPlan, probe: &Report) -> Result<IoChoice> {
 }
 
 /// The syscall strategy for the file-call form; with BPF LSM, only the calls its hooks see
-/// (reads and writes: fsync and fallocate pass no hook) when some are left.
+/// (reads, writes and fallocate: fsync and sync_file_range pass no hook) when some are left.
 fn file_choice(files: &SyscallPlan, probe: &Report) -> Result<IoChoice> {
     match syscall::choose(files, probe) {
         Ok(s) => Ok(IoChoice::Files(Box::new(files.clone()), s)),
@@ -216,13 +216,13 @@ mod tests {
             choose_io(&fail_plan(true), &all).unwrap(),
             IoChoice::Io(IoStrategy::BioKprobe)
         );
-        // BPF LSM sees reads and writes only: fsync and fallocate are left out.
+        // BPF LSM sees reads, writes and fallocate: fsync, fdatasync and sync_file_range are left out.
         let lsm = report(&[F::Bpffs, F::Lsm, F::Btf, F::RawTracepoint]);
         let IoChoice::Files(files, s) = choose_io(&fail_plan(true), &lsm).unwrap() else {
             panic!("files expected")
         };
         assert_eq!(s, SyscallStrategy::BpfLsm);
-        assert_eq!(files.syscalls.len(), 10);
+        assert_eq!(files.syscalls.len(), 11);
         assert!(files.syscalls.iter().all(|c| c.name != "fsync"));
         let err = choose_io(&fail_plan(false), &lsm).unwrap_err().to_string();
         assert!(

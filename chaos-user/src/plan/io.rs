@@ -380,11 +380,31 @@ fn others_in(cgroup: &IoCgroup, pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/PID/stat`'s flags).
+fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the 3rd, flags the 9th.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 fn throttle_target(s: &IoSpec) -> Result<ThrottleTarget> {
     let action = s.action.as_str();
     match (s.pid, &s.cgroup) {
         (Some(pid), None) => {
             check_pid(pid, s.force)?;
+            if is_kernel_thread(pid) {
+                return Err(Error::invalid(
+                    "pid",
+                    format!(
+                        "process {pid} is a kernel thread: it has no cgroup of its own to \
+                         throttle and cannot be moved into one"
+                    ),
+                    "give a user process (the one whose I/O should slow down)",
+                ));
+            }
             let cgroup = io_cgroup_of(pid)?;
             let shared = cgroup.root || others_in(&cgroup, pid);
             if shared && cgroup.v2 && !cgroup.root {
@@ -408,6 +428,13 @@ fn throttle_target(s: &IoSpec) -> Result<ThrottleTarget> {
         }
         (None, Some(c)) => {
             let cgroup = resolve_io_cgroup(c)?;
+            if cgroup.root && cgroup.v2 {
+                return Err(Error::invalid(
+                    "cgroup",
+                    "the root of cgroup v2 takes no I/O limits (it has no io.max)",
+                    "pick the target's own cgroup",
+                ));
+            }
             if cgroup.root && !s.force {
                 return Err(Error::invalid(
                     "cgroup",
@@ -763,6 +790,14 @@ mod tests {
         assert!(parse_sectors("x").is_err());
         assert_eq!(file_calls(IoOp::Any).len(), 14);
         assert_eq!(file_calls(IoOp::Flush)[0], Sysno::fsync);
+    }
+
+    #[test]
+    fn kernel_threads_are_told_apart() {
+        assert!(!is_kernel_thread(std::process::id()));
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            assert!(is_kernel_thread(2));
+        }
     }
 
     #[test]

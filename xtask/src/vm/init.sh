@@ -29,14 +29,8 @@ try mount -t debugfs debugfs /sys/kernel/debug
 try mount -t tracefs tracefs /sys/kernel/tracing
 try mount -t securityfs securityfs /sys/kernel/security
 try mount -t cgroup2 cgroup2 /sys/fs/cgroup
-# cgroup v1 blkio, for throttling tests, where the kernel still has it. sysfs allows no new
-# directories, so it lives under /run.
-mkdir -p /run/cgroup-v1/blkio
-if mount -t cgroup -o blkio cgroup-blkio /run/cgroup-v1/blkio 2>/dev/null; then
-    export CHAOS_CGROUP_V1_BLKIO=/run/cgroup-v1/blkio
-else
-    rmdir /run/cgroup-v1/blkio /run/cgroup-v1 2>/dev/null
-fi
+# No cgroup v1 blkio hierarchy: mounting one takes the io controller away from cgroup2, and the
+# VMs are where io.max (and bios charged to v2 cgroups) are tested; v1 blkio is tested natively.
 ln -sf /proc/self/fd /dev/fd 2>/dev/null
 ln -sf /proc/mounts /etc/mtab 2>/dev/null
 

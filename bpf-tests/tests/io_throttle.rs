@@ -160,7 +160,7 @@ fn dd(src: &Path, dst: &Path, blocks: u64) -> Command {
 
 /// Like [`dd`] of zeros, but it waits for a line on its stdin ([`go`]) before it starts
 /// writing, as the same process: a target whose pid is known before it does any I/O.
-fn dd_gated(dst: &Path, blocks: u64) -> Command {
+fn dd_gated(dst: &Path, blocks: u64, log: &Path) -> Command {
     let mut c = Command::new("sh");
     c.arg("-c")
         .arg("read go && exec dd if=/dev/zero of=\"$0\" bs=$1 count=$2 oflag=direct")
@@ -169,7 +169,7 @@ fn dd_gated(dst: &Path, blocks: u64) -> Command {
         .arg(blocks.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(log).expect("dd log"));
     c
 }
 
@@ -288,7 +288,7 @@ fn rejects(chaos: &Chaos, args: &[&str], needles: &[&str]) -> String {
     stderr
 }
 
-/// A file of pseudo-random bytes outside the loop device, removed on drop.
+/// A file outside the loop device (pseudo-random bytes to write, a log), removed on drop.
 struct Source(PathBuf);
 
 impl Source {
@@ -412,14 +412,14 @@ fn hang_stalls_writes_until_the_deadline_then_they_finish_intact() {
             "3s",
         ],
     );
-    // The kernel took the lowest limits, 1 byte and 1 operation per second.
+    // The kernel took the lowest limits, 2 bytes and 2 operations per second.
     let armed = limit_state(w.cg.path(), w.v2);
     let want: Vec<String> = if w.v2 {
-        vec![format!("{dev} rbps=1 wbps=1 riops=1 wiops=1")]
+        vec![format!("{dev} rbps=2 wbps=2 riops=2 wiops=2")]
     } else {
         V1_FILES
             .iter()
-            .map(|f| format!("{f}: \"{dev} 1\\n\""))
+            .map(|f| format!("{f}: \"{dev} 2\\n\""))
             .collect()
     };
     for line in &want {
@@ -516,7 +516,8 @@ fn pid_sharing_its_cgroup_is_moved_into_a_child_and_back() {
     let state_before = limit_state(&home_path, w.v2);
     let _bystander = start(sleeper(), home);
     let file = w.mnt().join("target");
-    let mut writer = start(dd_gated(&file, 40 * MIB / BLOCK), home);
+    let log = Source(std::env::temp_dir().join(unique_name()));
+    let mut writer = start(dd_gated(&file, 40 * MIB / BLOCK, &log.0), home);
     let pid = writer.pid();
     let line_before = cgroup_of(pid, w.v2);
     let pid_text = pid.to_string();
@@ -560,12 +561,15 @@ fn pid_sharing_its_cgroup_is_moved_into_a_child_and_back() {
     assert_eq!(limit_state(&home_path, w.v2), state_before);
     let after = rate(&mut writer, &file, Duration::ZERO, Duration::from_secs(60));
     println!("target after recovery: {}", mib_s(after));
+    let status = writer.wait().expect("wait");
+    let said = std::fs::read_to_string(&log.0).unwrap_or_default();
     assert!(
         after >= 4.0 * LIMIT as f64,
-        "target after: {}",
-        mib_s(after)
+        "target after: {} ({status}, {} bytes written; dd said {said:?})",
+        mib_s(after),
+        size(&file)
     );
-    assert!(writer.wait().expect("wait").success(), "dd");
+    assert!(status.success(), "dd: {status}: {said}");
     assert_nothing_armed(&w.chaos, Duration::ZERO);
     oracle.assert_clean(&before);
 }
@@ -658,7 +662,7 @@ fn limits_there_before_are_kept_and_restored_exactly() {
             "60s",
         ],
     );
-    shows(&[("wbps", "1"), ("rbps", "1"), ("riops", "1"), ("wiops", "1")]);
+    shows(&[("wbps", "2"), ("rbps", "2"), ("riops", "2"), ("wiops", "2")]);
     hang.recover();
     assert_eq!(limit_state(w.cg.path(), w.v2), files);
     assert_nothing_armed(&w.chaos, Duration::ZERO);
@@ -739,6 +743,10 @@ fn bad_targets_and_devices_are_one_line_and_change_nothing() {
         &["invalid pid", "no process"],
     );
     check(slow(&device, &[]), &["invalid pid", "needs a target"]);
+    // Limits below what cgroup v2 takes.
+    let mut low = slow(&device, &in_cg);
+    low.splice(5..7, ["--write-iops".to_owned(), "1".to_owned()]);
+    check(low, &["invalid write-iops", "below"]);
     if w.v2 {
         let root = cgroup2_mount()
             .expect("cgroup2 mount")

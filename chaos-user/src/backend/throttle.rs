@@ -226,7 +226,10 @@ fn cgroups_io_error(e: cgroups_rs::error::Error) -> io::Error {
 fn write_limit(a: &ThrottleArmed, key: Key, value: Option<u64>) -> io::Result<()> {
     if a.v2 && value.is_none() {
         let line = format!("{} {}=max", a.device, key.v2_name());
-        return std::fs::write(a.cgroup.join("io.max"), line);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(a.cgroup.join("io.max"))?;
+        return io::Write::write_all(&mut file, line.as_bytes());
     }
     let ctl = BlkIoController::new(a.cgroup.clone(), a.v2);
     let (major, minor, v) = (u64::from(a.major), u64::from(a.minor), value.unwrap_or(0));
@@ -455,15 +458,15 @@ pub fn disarm(armed: &ThrottleArmed) -> Result<()> {
     let mut first: Option<Error> = None;
     if armed.cgroup.is_dir() {
         for k in Key::ALL {
-            if k.get(&armed.limits).is_none() {
+            let file = if armed.v2 { "io.max" } else { k.v1_file() };
+            // No limit file (v2: the parent does not offer io): no limit to lift.
+            if k.get(&armed.limits).is_none() || !armed.cgroup.join(file).exists() {
                 continue;
             }
             let value = k.get(&armed.before);
             match write_limit(armed, k, value) {
                 // The device is gone, and its limits with it.
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-                // v2: the parent no longer offers io, so no limit is left to lift.
-                Err(e) if armed.v2 && e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     first.get_or_insert(Error::io(describe(k, armed, value), e));
                 }
@@ -562,7 +565,7 @@ mod tests {
         );
         assert_eq!(
             effective(&IoLimits::HANG, &before),
-            lim(Some(1), Some(1), Some(1), Some(1))
+            lim(Some(2), Some(2), Some(2), Some(2))
         );
     }
 

@@ -569,6 +569,57 @@ mod tests {
         );
     }
 
+    fn record(id: &str, cgroup: &str, moved: bool) -> FaultRecord {
+        FaultRecord {
+            id: id.into(),
+            spec: crate::spec::FaultSpec::Io(crate::spec::IoSpec::default()),
+            strategy: crate::strategy::Strategy::Io(crate::strategy::IoStrategy::CgroupBlkio),
+            state: crate::store::FaultState::Armed,
+            created_unix_ms: 0,
+            deadline_unix_ms: 0,
+            deadline_boot_ns: 0,
+            net: None,
+            syscall: None,
+            block: Some(BlockArmed::Throttle(ThrottleArmed {
+                device: "7:3".into(),
+                major: 7,
+                minor: 3,
+                v2: false,
+                cgroup: cgroup.into(),
+                limits: IoLimits::HANG,
+                before: IoLimits::default(),
+                moved: moved.then(|| Moved {
+                    pid: 42,
+                    from: Path::new(cgroup).parent().unwrap().to_owned(),
+                }),
+                enable_io: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn overlapping_throttles_are_refused_naming_the_other() {
+        let faults = [
+            record("f-1", "/cg/db", false),
+            record("f-2", "/cg/app/chaos-io-f-2", true),
+        ];
+        let check = |id, cg: &str, dev| check_overlap("cgroup", id, Path::new(cg), dev, &faults);
+        let err = check("f-9", "/cg/db", "7:3").unwrap_err().to_string();
+        assert!(
+            err.contains("f-1") && err.contains("already throttles"),
+            "{err}"
+        );
+        // Another device of the same cgroup, or the same record: no conflict.
+        check("f-9", "/cg/db", "8:0").unwrap();
+        check("f-1", "/cg/db", "7:3").unwrap();
+        // Inside the cgroup another fault made (and removes), whatever the device.
+        let err = check("f-9", "/cg/app/chaos-io-f-2/chaos-io-f-9", "8:0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("f-2"), "{err}");
+        check("f-9", "/cg/app", "7:3").unwrap();
+    }
+
     #[test]
     fn reads_exact_previous_lines() {
         let dir = std::env::temp_dir().join(format!("chaos-unit-throttle-{}", std::process::id()));

@@ -398,6 +398,12 @@ fn hang_stalls_writes_until_the_deadline_then_they_finish_intact() {
     let files = limit_state(w.cg.path(), w.v2);
     let src = Source::new(4 * MIB as usize);
     let (dev, device, cgroup) = (w.dev(), w.device(), w.cgroup());
+    // Metadata the writer will need (the directory, the target's inode, block bitmaps) is read
+    // now: under the hang the writer's own reads stall too, and this test's look at the file's
+    // size would wait behind a directory or inode block the writer is waiting for.
+    full_speed(&w, Some(&w.cg), "warm-up", 8);
+    let file = w.mnt().join("data");
+    std::fs::File::create(&file).expect("create the target file");
     // Ends by itself after 5 s: no chaos command undoes it.
     let fault = arm(
         &w.chaos,
@@ -429,7 +435,6 @@ fn hang_stalls_writes_until_the_deadline_then_they_finish_intact() {
     for line in &want {
         assert!(armed.contains(line), "{line:?} not in {armed}");
     }
-    let file = w.mnt().join("data");
     let mut writer = start(dd(&src.0, &file, 4 * MIB / BLOCK), Some(&w.cg));
     std::thread::sleep(Duration::from_millis(500));
     let s1 = size(&file);

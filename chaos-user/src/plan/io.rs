@@ -67,7 +67,7 @@ impl IoLimits {
     /// The limits of `io hang`: 2 bytes and 2 operations per second, the lowest that both
     /// controllers accept. v1 takes 1 as well (and reads 0 as "no limit"), but v2 `io.max`
     /// refuses 1 with EINVAL (a 2020 kernel change: 1 could not scale under io.low; seen on
-    /// 6.12); one value for both keeps the record and the tests simple. A bio waits until both budgets cover it,
+    /// 6.1 and 6.12); one value for both keeps the record and the tests simple. A bio waits until both budgets cover it,
     /// so a 4 KiB write waits over half an hour: every I/O carrying data stalls until the
     /// limits are lifted, which dispatches what was held at once.
     pub const HANG: IoLimits = IoLimits {

@@ -263,7 +263,7 @@ impl Injector {
                 else {
                     unreachable!("cgroup limits serve io slow and hang")
                 };
-                let t = throttle::prepare(&record.id, device, limits, target)?;
+                let t = throttle::prepare(&record.id, device, limits, target, faults)?;
                 prepared(record, BlockArmed::Throttle(t.clone()))?;
                 throttle::apply(&t)?;
                 Ok(boot_ns() + duration.as_nanos() as u64)

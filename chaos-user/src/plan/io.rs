@@ -64,13 +64,17 @@ pub struct IoLimits {
 }
 
 impl IoLimits {
-    /// The limits of `io hang`: the lowest the controllers accept (1 byte and 1 operation per
-    /// second), which stalls every I/O of a page or more until they are lifted.
+    /// The limits of `io hang`: 2 bytes and 2 operations per second, the lowest that both
+    /// controllers accept. v1 takes 1 as well (and reads 0 as "no limit"), but v2 `io.max`
+    /// refuses 1 with EINVAL (a 2020 kernel change: 1 could not scale under io.low; seen on
+    /// 6.1 and 6.12); one value for both keeps the record and the tests simple. A bio waits until both budgets cover it,
+    /// so a 4 KiB write waits over half an hour: every I/O carrying data stalls until the
+    /// limits are lifted, which dispatches what was held at once.
     pub const HANG: IoLimits = IoLimits {
-        read_bps: Some(1),
-        write_bps: Some(1),
-        read_iops: Some(1),
-        write_iops: Some(1),
+        read_bps: Some(2),
+        write_bps: Some(2),
+        read_iops: Some(2),
+        write_iops: Some(2),
     };
 
     /// Whether no limit is set.
@@ -380,11 +384,31 @@ fn others_in(cgroup: &IoCgroup, pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/PID/stat`'s flags).
+fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is the 3rd, flags the 9th.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 fn throttle_target(s: &IoSpec) -> Result<ThrottleTarget> {
     let action = s.action.as_str();
     match (s.pid, &s.cgroup) {
         (Some(pid), None) => {
             check_pid(pid, s.force)?;
+            if is_kernel_thread(pid) {
+                return Err(Error::invalid(
+                    "pid",
+                    format!(
+                        "process {pid} is a kernel thread: it has no cgroup of its own to \
+                         throttle and cannot be moved into one"
+                    ),
+                    "give a user process (the one whose I/O should slow down)",
+                ));
+            }
             let cgroup = io_cgroup_of(pid)?;
             let shared = cgroup.root || others_in(&cgroup, pid);
             if shared && cgroup.v2 && !cgroup.root {
@@ -408,6 +432,13 @@ fn throttle_target(s: &IoSpec) -> Result<ThrottleTarget> {
         }
         (None, Some(c)) => {
             let cgroup = resolve_io_cgroup(c)?;
+            if cgroup.root && cgroup.v2 {
+                return Err(Error::invalid(
+                    "cgroup",
+                    "the root of cgroup v2 takes no I/O limits (it has no io.max)",
+                    "pick the target's own cgroup",
+                ));
+            }
             if cgroup.root && !s.force {
                 return Err(Error::invalid(
                     "cgroup",
@@ -449,21 +480,21 @@ fn limits(s: &IoSpec) -> Result<IoLimits> {
     let bps = |field: &'static str, v: &Option<String>| -> Result<Option<u64>> {
         let Some(text) = v else { return Ok(None) };
         let n = parse_size(field, text)?;
-        if n == 0 {
+        if n < 2 {
             return Err(Error::invalid(
                 field,
-                "0 bytes per second is not a limit",
+                format!("{n} bytes per second is below what the kernel takes (cgroup v2: 2)"),
                 "give a rate such as 2mb; to stall I/O use io hang",
             ));
         }
         Ok(Some(n))
     };
     let iops = |field: &'static str, v: Option<u64>| -> Result<Option<u64>> {
-        if v == Some(0) {
+        if let Some(n @ (0 | 1)) = v {
             return Err(Error::invalid(
                 field,
-                "0 operations per second is not a limit",
-                "give 1 or more; to stall I/O use io hang",
+                format!("{n} operations per second is below what the kernel takes (cgroup v2: 2)"),
+                "give 2 or more; to stall I/O use io hang",
             ));
         }
         Ok(v)
@@ -766,6 +797,14 @@ mod tests {
     }
 
     #[test]
+    fn kernel_threads_are_told_apart() {
+        assert!(!is_kernel_thread(std::process::id()));
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            assert!(is_kernel_thread(2));
+        }
+    }
+
+    #[test]
     fn bad_inputs_name_their_field() {
         let mut s = spec(IoAction::Fail);
         assert!(err(s.clone()).starts_with("invalid device:"));
@@ -784,6 +823,16 @@ mod tests {
         );
         s.write_bps = Some("0".into());
         assert!(err(s.clone()).starts_with("invalid write-bps:"));
+        s.write_bps = Some("1".into());
+        assert!(err(s.clone()).contains("cgroup v2: 2"), "{}", err(s));
+        let mut s = spec(IoAction::Slow);
+        s.device = Some("7:0".into());
+        s.read_iops = Some(1);
+        assert!(
+            err(s.clone()).starts_with("invalid read-iops:"),
+            "{}",
+            err(s)
+        );
         let mut s = spec(IoAction::Hang);
         s.write_iops = Some(3);
         assert!(err(s).starts_with("invalid write-iops:"));

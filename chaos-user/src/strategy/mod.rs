@@ -271,7 +271,7 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
         ),
         (
             "io slow / hang",
-            false,
+            true,
             vec![
                 c("cgroup v2 io.max", &[F::CgroupV2Io]),
                 c("cgroup v1 blkio.throttle", &[F::CgroupV1Blkio]),

@@ -107,6 +107,46 @@ pub fn block_offsets() -> Result<Vec<(&'static str, u32)>> {
     Ok(found)
 }
 
+/// The extra load-time globals of the `io fail` program (`chaos_common::block::fail_globals`):
+/// `block_device.bd_disk`, the kernfs parent link (renamed `__parent` in 6.15), and the
+/// `REQ_PREFLUSH` / `REQ_FUA` bits of `bi_opf`, whose positions move between kernels.
+pub fn bio_fail_globals() -> Result<Vec<(&'static str, u32)>> {
+    use chaos_common::block::fail_globals as g;
+    let problem = |what: String| Error::Unsupported {
+        what: "fail block I/O in the kernel".into(),
+        why: what,
+    };
+    let btf = Btf::from_vmlinux()
+        .map_err(|e| problem(format!("the kernel's BTF could not be read: {e}")))?;
+    let field = |ty: &str, names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| offset_of(&btf, ty, n))
+            .ok_or_else(|| problem(format!("no {ty}.{} in the kernel's BTF", names[0])))
+    };
+    let flag = |name: &str| -> Result<u32> {
+        let e: libbpf_rs::btf::types::Enum<'_> = btf
+            .type_by_name("req_flag_bits")
+            .ok_or_else(|| problem("no enum req_flag_bits in the kernel's BTF".into()))?;
+        let bit = e
+            .iter()
+            .find(|m| m.name.is_some_and(|n| n == name))
+            .map(|m| m.value)
+            .ok_or_else(|| problem(format!("no {name} in enum req_flag_bits")))?;
+        u32::try_from(bit)
+            .ok()
+            .filter(|b| *b < 32)
+            .map(|b| 1u32 << b)
+            .ok_or_else(|| problem(format!("{name} is bit {bit}, outside bi_opf")))
+    };
+    Ok(vec![
+        (g::BDEV_DISK, field("block_device", &["bd_disk"])?),
+        (g::KN_PARENT, field("kernfs_node", &["parent", "__parent"])?),
+        (g::PREFLUSH_FLAG, flag("__REQ_PREFLUSH")?),
+        (g::FUA_FLAG, flag("__REQ_FUA")?),
+    ])
+}
+
 /// Byte offset of member `path` (`a.b.c`) in struct `ty`.
 fn offset_of(btf: &Btf<'_>, ty: &str, path: &str) -> Option<u32> {
     let mut composite: Composite<'_> = btf.type_by_name(ty)?;

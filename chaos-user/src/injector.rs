@@ -7,16 +7,16 @@ use chaos_common::net::NetCounters;
 use serde::Serialize;
 
 use crate::{
-    backend::{net, syscall},
+    backend::{deadline, disk_fill, io, net, syscall, throttle},
     clock::{boot_ns, unix_ms},
     ebpf,
     error::{Error, Result},
-    plan::{self, PlannedFault},
+    plan::{self, DiskPlan, IoEffect, PlannedFault},
     privilege,
     probe::{self, Report},
     spec::FaultSpec,
-    store::{FaultRecord, FaultState, Store},
-    strategy::{self, Strategy, SyscallStrategy},
+    store::{BlockArmed, FaultRecord, FaultState, Store},
+    strategy::{self, IoStrategy, Strategy, SyscallStrategy},
 };
 
 /// Arms and recovers faults.
@@ -82,6 +82,15 @@ impl From<NetCounters> for Counters {
     }
 }
 
+/// Undoes a block I/O or disk fault's state (`remaining`: the other block-layer rules).
+fn disarm_block(b: &BlockArmed, remaining: &[&io::BioArmed]) -> Result<()> {
+    match b {
+        BlockArmed::Bio(x) => io::disarm(x, remaining),
+        BlockArmed::Throttle(t) => throttle::disarm(t),
+        BlockArmed::Fill(f) => disk_fill::disarm(f),
+    }
+}
+
 /// What `recover` removed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Recovered {
@@ -134,8 +143,22 @@ impl Injector {
     pub fn inject(&self, spec: &FaultSpec) -> Result<Armed> {
         let plan = plan::plan(spec)?;
         let strategy = strategy::choose(&plan, &self.probe)?;
-        if !ebpf::has_object() {
+        let outside_bpf = matches!(
+            strategy,
+            Strategy::Io(IoStrategy::CgroupIoMax | IoStrategy::CgroupBlkio | IoStrategy::Fallocate)
+        );
+        if !outside_bpf && !ebpf::has_object() {
             return Err(Error::NoEbpfObject);
+        }
+        if let (PlannedFault::Syscall(_), Strategy::Syscall(SyscallStrategy::SeccompNotify)) =
+            (&plan.fault, strategy)
+        {
+            return Err(Error::Unsupported {
+                what: "arm a seccomp fault on a running process".into(),
+                why: "seccomp filters are installed by the process itself: run the command \
+                      under chaos exec"
+                    .into(),
+            });
         }
         let _lock = self.store.lock()?;
         self.reap_expired_locked()?;
@@ -152,38 +175,17 @@ impl Injector {
             deadline_boot_ns: now_boot + plan.duration.as_nanos() as u64,
             net: None,
             syscall: None,
+            block: None,
         };
         // Recorded before the kernel is touched: a crash from here on leaves a record that
         // `recover --all` undoes. The deadline is provisional until the rule goes live.
         self.store.put_fault(&record)?;
-        let armed = match (&plan.fault, strategy) {
-            (PlannedFault::Net(p), Strategy::Net(s)) => {
-                net::arm(&self.store, &faults, p, s, plan.duration)
-                    .map(|(n, deadline)| (Some(n), None, deadline))
-            }
-            (PlannedFault::Syscall(p), Strategy::Syscall(s)) => {
-                if s == SyscallStrategy::SeccompNotify {
-                    let _ = self.store.remove_fault(&record.id);
-                    return Err(Error::Unsupported {
-                        what: "arm a seccomp fault on a running process".into(),
-                        why: "seccomp filters are installed by the process itself: run the \
-                              command under chaos exec"
-                            .into(),
-                    });
-                }
-                syscall::arm(&self.store, &faults, p, s, plan.duration)
-                    .map(|(x, deadline)| (None, Some(x), deadline))
-            }
-            (fault, strategy) => unreachable!("{strategy} chosen for {fault:?}"),
-        };
-        match armed {
-            Ok((n, x, deadline)) => {
+        match self.arm_locked(&mut record, &plan, &faults) {
+            Ok(deadline) => {
                 // The fault lasts its full duration from the moment its rule went live.
                 record.deadline_boot_ns = deadline;
                 record.deadline_unix_ms =
                     unix_ms() + deadline.saturating_sub(boot_ns()) / 1_000_000;
-                record.net = n;
-                record.syscall = x;
                 record.state = FaultState::Armed;
                 if let Err(e) = self.store.put_fault(&record) {
                     let _ = self.recover_locked(&record);
@@ -191,16 +193,94 @@ impl Injector {
                 }
             }
             Err(e) => {
+                // What was prepared (and maybe half applied) outside BPF is undone with it.
+                if let Some(b) = &record.block {
+                    let _ = disarm_block(b, &[]);
+                }
                 let _ = self.store.remove_fault(&record.id);
                 let _ = self.cleanup_unused_locked();
                 return Err(e);
             }
+        }
+        if outside_bpf {
+            deadline::ensure_running(&self.store)?;
         }
         Ok(Armed {
             id: record.id,
             strategy,
             deadline_unix_ms: record.deadline_unix_ms,
         })
+    }
+
+    /// Arms `plan` for `record` (stored, `Arming`); fills in the record's backend parts and
+    /// returns the in-kernel deadline (boot ns).
+    fn arm_locked(
+        &self,
+        record: &mut FaultRecord,
+        plan: &plan::Plan,
+        faults: &[FaultRecord],
+    ) -> Result<u64> {
+        let duration = plan.duration;
+        let prepared = |record: &mut FaultRecord, block: BlockArmed| -> Result<()> {
+            // Stored before anything changes: recovery then knows what to restore.
+            record.block = Some(block);
+            self.store.put_fault(record)
+        };
+        match (&plan.fault, record.strategy) {
+            (PlannedFault::Net(p), Strategy::Net(s)) => {
+                let (n, deadline) = net::arm(&self.store, faults, p, s, duration)?;
+                record.net = Some(n);
+                Ok(deadline)
+            }
+            (PlannedFault::Syscall(p), Strategy::Syscall(s)) => {
+                let (x, deadline) = syscall::arm(&self.store, faults, p, s, duration)?;
+                record.syscall = Some(x);
+                Ok(deadline)
+            }
+            (PlannedFault::Io(p), Strategy::Syscall(_)) => {
+                let strategy::IoChoice::Files(files, s) = strategy::choose_io(p, &self.probe)?
+                else {
+                    unreachable!("a syscall strategy serves the file-call form")
+                };
+                let (x, deadline) = syscall::arm(&self.store, faults, &files, s, duration)?;
+                record.syscall = Some(x);
+                Ok(deadline)
+            }
+            (PlannedFault::Io(p), Strategy::Io(IoStrategy::BioKprobe)) => {
+                let IoEffect::Fail { bio: Some(bio), .. } = &p.effect else {
+                    unreachable!("the block layer serves io fail on a device")
+                };
+                let (b, deadline) = io::arm(&self.store, faults, bio, duration)?;
+                record.block = Some(BlockArmed::Bio(b));
+                Ok(deadline)
+            }
+            (
+                PlannedFault::Io(p),
+                Strategy::Io(IoStrategy::CgroupIoMax | IoStrategy::CgroupBlkio),
+            ) => {
+                let IoEffect::Throttle {
+                    device,
+                    limits,
+                    target,
+                } = &p.effect
+                else {
+                    unreachable!("cgroup limits serve io slow and hang")
+                };
+                let t = throttle::prepare(&record.id, device, limits, target, faults)?;
+                prepared(record, BlockArmed::Throttle(t.clone()))?;
+                throttle::apply(&t)?;
+                Ok(boot_ns() + duration.as_nanos() as u64)
+            }
+            (PlannedFault::Disk(DiskPlan::Fill(f)), Strategy::Io(IoStrategy::Fallocate)) => {
+                let mut x = disk_fill::prepare(&record.id, f)?;
+                prepared(record, BlockArmed::Fill(x.clone()))?;
+                disk_fill::apply(&mut x)?;
+                // With what was taken, for `chaos status`.
+                record.block = Some(BlockArmed::Fill(x));
+                Ok(boot_ns() + duration.as_nanos() as u64)
+            }
+            (fault, strategy) => unreachable!("{strategy} chosen for {fault:?}"),
+        }
     }
 
     /// Every known fault with its counters.
@@ -220,9 +300,10 @@ impl Injector {
 
     fn status_of(&self, record: FaultRecord) -> Result<Status> {
         let now = boot_ns();
-        let counters = match (&record.net, &record.syscall) {
-            (Some(n), _) => Some(net::counters(n.slot)?.into()),
-            (_, Some(s)) => {
+        let counters = match (&record.net, &record.syscall, &record.block) {
+            (Some(n), _, _) => Some(net::counters(n.slot)?.into()),
+            (_, _, Some(BlockArmed::Bio(b))) => Some(io::counters(b.slot)?),
+            (_, Some(s), _) => {
                 let c = syscall::counters(s.slot)?;
                 Some(Counters {
                     seen: c.seen,
@@ -259,6 +340,7 @@ impl Injector {
             unreadable: self.store.purge_unreadable()?,
             ..Recovered::default()
         };
+        deadline::forget_if_dead(&self.store);
         let mut first_err = None;
         if let Err(e) = crate::iostat::unwatch_all_locked(&self.store) {
             first_err.get_or_insert(e);
@@ -322,6 +404,18 @@ impl Injector {
                 .collect();
             syscall::disarm(x, &remaining)?;
         }
+        if let Some(b) = &record.block {
+            let others = self.store.faults()?;
+            let remaining: Vec<_> = others
+                .iter()
+                .filter(|f| f.id != record.id)
+                .filter_map(|f| match &f.block {
+                    Some(BlockArmed::Bio(b)) => Some(b),
+                    _ => None,
+                })
+                .collect();
+            disarm_block(b, &remaining)?;
+        }
         self.store.remove_fault(&record.id)?;
         Ok(Recovered {
             faults: vec![record.id.clone()],
@@ -342,7 +436,11 @@ impl Injector {
                     || f.syscall
                         .as_ref()
                         .is_some_and(|x| x.attachments.contains(&a.id))
-                    || (f.state == FaultState::Arming && f.net.is_none() && f.syscall.is_none())
+                    || matches!(&f.block, Some(BlockArmed::Bio(b)) if b.attachments.contains(&a.id))
+                    || (f.state == FaultState::Arming
+                        && f.net.is_none()
+                        && f.syscall.is_none()
+                        && f.block.is_none())
             });
             let used = used || (watching && crate::iostat::is_measurement_hook(&a.hook));
             if !used {

@@ -57,6 +57,22 @@ pub struct FaultRecord {
     /// The syscall backend's share of the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscall: Option<SysArmed>,
+    /// The block I/O or disk backend's share of the fault. Written before the backend touches
+    /// anything (while `Arming`), so recovery can undo a half-made fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockArmed>,
+}
+
+/// A block I/O or disk fault's state: what recovery undoes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum BlockArmed {
+    /// An error rule in the block layer's maps.
+    Bio(crate::backend::io::BioArmed),
+    /// Limits on a cgroup (and a process moved into a cgroup of its own).
+    Throttle(crate::backend::throttle::ThrottleArmed),
+    /// Files that take space.
+    Fill(crate::backend::disk_fill::FillArmed),
 }
 
 /// Where a network fault lives in the BPF maps.
@@ -161,6 +177,8 @@ pub enum Hook {
         /// The kernel function, e.g. `__x64_sys_fsync`.
         function: String,
     },
+    /// The kprobe on `should_fail_bio` (block I/O errors).
+    BioFail,
     /// A BPF LSM hook (syscall errors).
     SysLsm {
         /// The security hook, e.g. `file_open`.
@@ -471,6 +489,7 @@ mod tests {
                 shaping: Default::default(),
             }),
             syscall: None,
+            block: None,
         }
     }
 

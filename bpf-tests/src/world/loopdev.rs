@@ -17,6 +17,29 @@ const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_PARTSCAN: u32 = 8;
+// From <linux/fs.h> and <linux/blkpg.h>.
+const BLKPG: libc::c_ulong = 0x1269;
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+
+/// `struct blkpg_ioctl_arg`.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+/// `struct blkpg_partition`.
+#[repr(C)]
+struct BlkpgPartition {
+    start: i64,
+    length: i64,
+    pno: libc::c_int,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
 const LO_NAME_SIZE: usize = 64;
 
 /// `struct loop_info64`.
@@ -65,8 +88,107 @@ impl LoopDevice {
             mount_point: None,
         };
         File::create(&dev.backing)?.set_len(size)?;
-        dev.attach()?;
+        dev.attach(LO_FLAGS_AUTOCLEAR)?;
         Ok(dev)
+    }
+
+    /// A loop device of `size` bytes (at least 2 MiB) holding an MBR partition table with one
+    /// Linux partition from 1 MiB to the end, attached with partition scanning so that the
+    /// kernel shows the partition (`loopNp1`). Written here, so no `sfdisk` is needed; where the
+    /// kernel reads no MBR (no `CONFIG_MSDOS_PARTITION`), the partition is added with the
+    /// `BLKPG` ioctl, as `addpart` does.
+    pub fn with_partition(size: u64) -> io::Result<Self> {
+        use std::io::{Seek, SeekFrom, Write};
+        if size < 2 << 20 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a partitioned loop device needs at least 2 MiB",
+            ));
+        }
+        let dir = std::env::temp_dir().join(unique_name());
+        std::fs::create_dir(&dir)?;
+        let mut dev = LoopDevice {
+            backing: dir.join("backing.img"),
+            dir,
+            device: PathBuf::new(),
+            dev_file: None,
+            mount_point: None,
+        };
+        let mut file = File::create(&dev.backing)?;
+        file.set_len(size)?;
+        let (start, sectors) = (2048u32, (size / 512) as u32 - 2048);
+        // One partition entry: not bootable, CHS fields unused (0xfe 0xff 0xff past 8 GiB is
+        // customary; the kernel reads only the LBA fields), type 0x83, start and length in
+        // 512-byte sectors.
+        let mut entry = [0u8; 16];
+        entry[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
+        entry[4] = 0x83;
+        entry[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+        entry[8..12].copy_from_slice(&start.to_le_bytes());
+        entry[12..16].copy_from_slice(&sectors.to_le_bytes());
+        file.seek(SeekFrom::Start(446))?;
+        file.write_all(&entry)?;
+        file.seek(SeekFrom::Start(510))?;
+        file.write_all(&[0x55, 0xaa])?;
+        file.sync_all()?;
+        drop(file);
+        dev.attach(LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN)?;
+        let sysfs = PathBuf::from(format!("/sys/block/{0}/{0}p1", dev.name()));
+        let scanned = retry(
+            Duration::from_millis(500),
+            Duration::from_millis(20),
+            || sysfs.exists().then_some(()).ok_or(()),
+        );
+        if scanned.is_err() {
+            dev.add_partition(1, u64::from(start) * 512, u64::from(sectors) * 512)?;
+        }
+        Ok(dev)
+    }
+
+    /// Adds partition `pno` (bytes `start..start + length`) with `BLKPG_ADD_PARTITION`.
+    fn add_partition(&self, pno: i32, start: u64, length: u64) -> io::Result<()> {
+        let mut part = BlkpgPartition {
+            start: start as i64,
+            length: length as i64,
+            pno,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let arg = BlkpgIoctlArg {
+            op: BLKPG_ADD_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+            data: (&mut part as *mut BlkpgPartition).cast(),
+        };
+        let fd = self.dev_file.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
+        // SAFETY: BLKPG reads a blkpg_ioctl_arg pointing at a blkpg_partition, both ours and
+        // alive for the call.
+        if unsafe { libc::ioctl(fd, BLKPG as _, &arg as *const BlkpgIoctlArg) } < 0 {
+            let e = io::Error::last_os_error();
+            // EBUSY: the partition scan added it meanwhile.
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BLKPG add partition: {e}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `(major, minor)` of partition `n` (from 1) as sysfs shows it, waiting up to 2 s for the
+    /// kernel's partition scan.
+    pub fn partition_major_minor(&self, n: u32) -> io::Result<(u32, u32)> {
+        let file = PathBuf::from(format!("/sys/block/{0}/{0}p{n}/dev", self.name()));
+        let text = retry(Duration::from_secs(2), Duration::from_millis(20), || {
+            std::fs::read_to_string(&file)
+        })?;
+        let parse = |s: Option<&str>| {
+            s.and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| io::Error::other(format!("{}: {text:?}", file.display())))
+        };
+        let mut parts = text.split(':');
+        Ok((parse(parts.next())?, parse(parts.next())?))
     }
 
     /// A loop device of `size` bytes formatted ext4 and mounted on a temporary directory. Fails
@@ -78,7 +200,17 @@ impl LoopDevice {
         Ok(dev)
     }
 
-    fn attach(&mut self) -> io::Result<()> {
+    /// A loop device of `size` bytes formatted ext4 with extra `mkfs.ext4` options and mounted:
+    /// e.g. `["-m", "5"]` for 5 % of the blocks reserved for root, `["-O", "^extent,^64bit"]`
+    /// for block-mapped files (no `fallocate`). Fails like [`LoopDevice::with_ext4`].
+    pub fn with_ext4_options(size: u64, options: &[&str]) -> io::Result<Self> {
+        let mut dev = Self::new(size)?;
+        dev.format_ext4_with(options)?;
+        dev.mount("ext4")?;
+        Ok(dev)
+    }
+
+    fn attach(&mut self, flags: u32) -> io::Result<()> {
         let ctl = OpenOptions::new()
             .read(true)
             .write(true)
@@ -107,7 +239,7 @@ impl LoopDevice {
         self.dev_file = Some(file);
         // SAFETY: all-zero is a valid loop_info64.
         let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-        info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        info.lo_flags = flags;
         let name = self.backing.as_os_str().as_encoded_bytes();
         let len = name.len().min(LO_NAME_SIZE - 1);
         info.lo_file_name[..len].copy_from_slice(&name[..len]);
@@ -121,8 +253,13 @@ impl LoopDevice {
 
     /// Formats the device ext4 with `mkfs.ext4 -q -F`.
     pub fn format_ext4(&self) -> io::Result<()> {
+        self.format_ext4_with(&[])
+    }
+
+    /// Formats the device ext4 with `mkfs.ext4 -q -F` and `options`.
+    pub fn format_ext4_with(&self, options: &[&str]) -> io::Result<()> {
         let mut cmd = crate::cmd::command("mkfs.ext4", &["-q", "-F"]);
-        cmd.arg(&self.device);
+        cmd.args(options).arg(&self.device);
         crate::cmd::run(&mut cmd).map(drop)
     }
 

@@ -323,6 +323,77 @@ pub struct IoRow {
     pub counters: IoCounters,
 }
 
+/// Name of the array map of [`BioRule`]s (`io fail` in the block layer), by slot.
+pub const BIO_RULES_MAP: &str = "CHAOS_BIO_RULES";
+/// Name of the per-CPU array map of [`BioCounters`], by rule slot.
+pub const BIO_COUNTERS_MAP: &str = "CHAOS_BIO_COUNT";
+/// Name of the one-entry array map holding the bit mask of live rule slots.
+pub const BIO_LIVE_MAP: &str = "CHAOS_BIO_LIVE";
+/// The kprobe on `should_fail_bio` that fails the bios a rule selects.
+pub const PROG_BIO_FAIL: &str = "chaos_bio_fail";
+/// Rule slots for `io fail` in the block layer.
+pub const MAX_BIO_RULES: u32 = 16;
+/// Ancestors of a bio's cgroup the program compares with a rule's cgroup (the bio's own first).
+pub const MAX_BIO_CGROUP_DEPTH: u32 = 16;
+
+/// Globals the `io fail` program needs besides [`offsets`]' bio fields.
+pub mod fail_globals {
+    /// `struct block_device` -> `bd_disk` (`struct gendisk *`).
+    pub const BDEV_DISK: &str = "CHAOS_OFF_BDEV_DISK";
+    /// `struct kernfs_node` -> its parent (`parent`, `__parent` from 6.15).
+    pub const KN_PARENT: &str = "CHAOS_OFF_KN_PARENT";
+    /// The `REQ_PREFLUSH` bit of `bi_opf` (from `enum req_flag_bits`; a flush is a write with
+    /// it, empty for fsync).
+    pub const PREFLUSH_FLAG: &str = "CHAOS_BIO_PREFLUSH";
+    /// The `REQ_FUA` bit of `bi_opf`.
+    pub const FUA_FLAG: &str = "CHAOS_BIO_FUA";
+}
+
+/// [`BioRule::flags`] bits.
+pub mod bio_flags {
+    /// `dev` is a whole disk: bios to its partitions match too.
+    pub const WHOLE_DISK: u32 = 1;
+    /// Only bios overlapping `sector_lo..=sector_hi`.
+    pub const SECTORS: u32 = 2;
+}
+
+/// An `io fail` rule in the block layer: the bios it selects complete with an I/O error.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BioRule {
+    /// `CLOCK_BOOTTIME` ns after which the rule no longer acts (0: empty slot).
+    pub deadline_ns: u64,
+    /// Probability threshold on the [`crate::PROBABILITY_ONE`] scale.
+    pub threshold: u64,
+    /// First sector selected (with [`bio_flags::SECTORS`]).
+    pub sector_lo: u64,
+    /// Last sector selected (inclusive).
+    pub sector_hi: u64,
+    /// Only bios charged to this cgroup or one below it (0: any).
+    pub cgroup_id: u64,
+    /// Kernel `dev_t` of the device (partition, or whole disk with [`bio_flags::WHOLE_DISK`]).
+    pub dev: u32,
+    /// Operations selected: bit `1 << op` for [`op`]'s READ, WRITE, FLUSH (a write with
+    /// `REQ_PREFLUSH` counts as a flush too), DISCARD and OTHER.
+    pub ops: u32,
+    /// Only bios submitted by this process (0: any).
+    pub tgid: u32,
+    /// [`bio_flags`].
+    pub flags: u32,
+}
+
+/// Per-rule, per-CPU counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BioCounters {
+    /// Bios to the rule's device while it was live.
+    pub seen: u64,
+    /// Of those, the ones it selects (operation, sectors, target).
+    pub matched: u64,
+    /// Of those, the ones it failed.
+    pub acted: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY (all): plain `#[repr(C)]` data without padding holes or pointers.
@@ -331,6 +402,8 @@ mod user {
     unsafe impl aya::Pod for super::IoKey {}
     unsafe impl aya::Pod for super::IoCounters {}
     unsafe impl aya::Pod for super::IoRow {}
+    unsafe impl aya::Pod for super::BioRule {}
+    unsafe impl aya::Pod for super::BioCounters {}
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ macro_rules! offsets {
     ($($name:ident),+ $(,)?) => {
         $(
             #[unsafe(no_mangle)]
-            static $name: u32 = 0;
+            pub(crate) static $name: u32 = 0;
         )+
     };
 }
@@ -68,7 +68,7 @@ pub(crate) struct BioInfo {
 
 /// A load-time global (volatile, so the loader's value is used rather than the initial 0).
 #[inline(always)]
-fn off(global: &'static u32) -> u32 {
+pub(crate) fn off(global: &'static u32) -> u32 {
     // SAFETY: reading a plain static.
     unsafe { core::ptr::read_volatile(global) }
 }
@@ -77,7 +77,7 @@ fn off(global: &'static u32) -> u32 {
 /// failed read. (Zero, not an `Option`: LLVM leaves the payload of a `None` undefined, carries
 /// it in a register anyway, and the verifier refuses to read an uninitialised register.)
 #[inline(always)]
-fn read<T: Default>(base: *const u8, offset: u32) -> T {
+pub(crate) fn read<T: Default>(base: *const u8, offset: u32) -> T {
     if base.is_null() || offset == ABSENT {
         return T::default();
     }
@@ -88,13 +88,13 @@ fn read<T: Default>(base: *const u8, offset: u32) -> T {
 
 /// Reads a kernel pointer at `base + offset` (null if unreadable).
 #[inline(always)]
-fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
+pub(crate) fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
     read::<u64>(base, offset) as *const u8
 }
 
 /// The kernel `dev_t` of a `struct block_device *` (0 for null).
 #[inline(always)]
-fn bdev_dev(bdev: *const u8) -> u32 {
+pub(crate) fn bdev_dev(bdev: *const u8) -> u32 {
     read(bdev, off(&CHAOS_OFF_BDEV_DEV))
 }
 

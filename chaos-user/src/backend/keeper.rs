@@ -35,9 +35,14 @@ fn pid_file(store: &Store) -> PathBuf {
     store.dir().join("delay-keeper.pid")
 }
 
-/// The live keeper's pid, if one runs.
+/// The live delay keeper's pid, if one runs.
 pub fn running(store: &Store) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_file(store))
+    running_as(&pid_file(store), SUBCOMMAND)
+}
+
+/// The pid in `pid_file` if that process is a live `chaos SUBCOMMAND`.
+pub(crate) fn running_as(pid_file: &Path, subcommand: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
         .ok()?
         .trim()
         .parse()
@@ -45,23 +50,33 @@ pub fn running(store: &Store) -> Option<u32> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     cmdline
         .split(|b| *b == 0)
-        .any(|arg| arg == SUBCOMMAND.as_bytes())
+        .any(|arg| arg == subcommand.as_bytes())
         .then_some(pid)
 }
 
-/// Starts the keeper unless one runs. It is the `chaos` binary (this one, `$CHAOS_BIN`, or the
-/// `chaos` beside this executable), in a session of its own so it outlives its caller.
+/// Starts the delay keeper unless one runs. It is the `chaos` binary (this one, `$CHAOS_BIN`,
+/// or the `chaos` beside this executable), in a session of its own so it outlives its caller.
 pub fn ensure_running(store: &Store) -> Result<()> {
     if running(store).is_some() {
         return Ok(());
     }
+    spawn(
+        store,
+        SUBCOMMAND,
+        &pid_file(store),
+        "delay a running process",
+    )
+}
+
+/// Starts `chaos SUBCOMMAND` detached, its pid written to `pid_file`; `what` names what needs it.
+pub(crate) fn spawn(store: &Store, subcommand: &str, pid_file: &Path, what: &str) -> Result<()> {
     let binary = chaos_binary().ok_or_else(|| Error::Unsupported {
-        what: "delay a running process".into(),
+        what: what.into(),
         why: "its keeper is the chaos binary, which was not found: set CHAOS_BIN".into(),
     })?;
     let mut command = Command::new(&binary);
     command
-        .arg(SUBCOMMAND)
+        .arg(subcommand)
         .env("CHAOS_STATE_DIR", store.dir())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -76,9 +91,9 @@ pub fn ensure_running(store: &Store) -> Result<()> {
     }
     let child = command
         .spawn()
-        .map_err(|e| Error::io(format!("starting the delay keeper {}", binary.display()), e))?;
-    std::fs::write(pid_file(store), child.id().to_string())
-        .map_err(|e| Error::io("writing the delay keeper's pid file", e))
+        .map_err(|e| Error::io(format!("starting {} {subcommand}", binary.display()), e))?;
+    std::fs::write(pid_file, child.id().to_string())
+        .map_err(|e| Error::io(format!("writing {}", pid_file.display()), e))
 }
 
 fn chaos_binary() -> Option<PathBuf> {

@@ -1,12 +1,16 @@
 //! Backends: turning a plan and its strategy into kernel state (BPF map entries, links, qdiscs,
 //! cgroup files) and undoing it. One fault family per file; what they share is here.
 
+pub mod deadline;
+pub mod disk_fill;
 pub mod dist;
+pub mod io;
 pub mod keeper;
 pub mod net;
 pub mod qdisc;
 pub mod shaping;
 pub mod syscall;
+pub mod throttle;
 
 use std::path::Path;
 

@@ -11,7 +11,10 @@ use std::{
 
 use chaos_user::{
     FaultSpec, Injector,
-    spec::{Direction, Distribution, NetAction, NetSpec, Proto, SyscallAction, SyscallSpec},
+    spec::{
+        Direction, DiskAction, DiskSpec, Distribution, IoAction, IoOp, IoSpec, NetAction, NetSpec,
+        Proto, SyscallAction, SyscallSpec,
+    },
 };
 
 /// Arguments of `chaos inject`.
@@ -39,6 +42,203 @@ enum Family {
         #[command(subcommand)]
         action: SyscallCommand,
     },
+    /// Block I/O faults.
+    Io {
+        #[command(subcommand)]
+        action: IoCommand,
+    },
+    /// Disk space faults.
+    Disk {
+        #[command(subcommand)]
+        action: DiskCommand,
+    },
+}
+
+/// `chaos inject io ACTION`.
+#[derive(clap::Subcommand, Debug)]
+enum IoCommand {
+    /// Make block I/O fail with EIO (a device's, in the block layer; or file I/O under --path).
+    Fail {
+        /// The device: /dev/X, MAJ:MIN, or a path on its filesystem.
+        #[arg(long)]
+        device: Option<String>,
+        /// Instead of a device: file I/O under this directory.
+        #[arg(long)]
+        path: Option<String>,
+        /// Which operations.
+        #[arg(long, value_enum)]
+        op: Option<IoOpArg>,
+        /// The error (a failed block I/O reaches callers as EIO; other errnos need --path).
+        #[arg(long)]
+        errno: Option<String>,
+        /// Share of the selected I/O that fails, 0-100 (default 100).
+        #[arg(long, allow_negative_numbers = true)]
+        percent: Option<f64>,
+        /// Only I/O touching these 512-byte sectors, A-B.
+        #[arg(long)]
+        sector_range: Option<String>,
+        #[command(flatten)]
+        target: IoTarget,
+    },
+    /// Throttle a target's I/O to a disk.
+    Slow {
+        /// The whole disk: /dev/X, MAJ:MIN, or a path on its filesystem.
+        #[arg(long)]
+        device: String,
+        /// Read bandwidth, e.g. 2mb (per second).
+        #[arg(long)]
+        read_bps: Option<String>,
+        /// Write bandwidth, e.g. 2mb (per second).
+        #[arg(long)]
+        write_bps: Option<String>,
+        /// Read operations per second.
+        #[arg(long)]
+        read_iops: Option<u64>,
+        /// Write operations per second.
+        #[arg(long)]
+        write_iops: Option<u64>,
+        #[command(flatten)]
+        target: IoTarget,
+    },
+    /// Stall a target's I/O to a disk until the fault ends.
+    Hang {
+        /// The whole disk: /dev/X, MAJ:MIN, or a path on its filesystem.
+        #[arg(long)]
+        device: String,
+        #[command(flatten)]
+        target: IoTarget,
+    },
+}
+
+/// Whose I/O, and for how long.
+#[derive(clap::Args, Debug)]
+struct IoTarget {
+    /// This process.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The processes of this cgroup (in the io or blkio hierarchy).
+    #[arg(long)]
+    cgroup: Option<String>,
+    /// Override the guards (the host's own disks, pid 1, the root cgroup).
+    #[arg(long)]
+    force: bool,
+    /// How long the fault lasts (30s, 5m, 1h).
+    #[arg(long)]
+    duration: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum IoOpArg {
+    Read,
+    Write,
+    Flush,
+    Discard,
+    Any,
+}
+
+/// `chaos inject disk ACTION`.
+#[derive(clap::Subcommand, Debug)]
+enum DiskCommand {
+    /// Fill a filesystem, leaving the space asked (or, --virtual, make the target's writes
+    /// fail with ENOSPC and take nothing).
+    Fill {
+        /// A directory on the filesystem; the fill files go here.
+        #[arg(long)]
+        path: String,
+        /// Fill until it is this full, as df shows it (0-100).
+        #[arg(long, allow_negative_numbers = true)]
+        percent: Option<f64>,
+        /// Take this much, e.g. 10G.
+        #[arg(long)]
+        bytes: Option<String>,
+        /// Leave this much free, e.g. 100M.
+        #[arg(long)]
+        free: Option<String>,
+        /// Take nothing: writes under --path by the target fail with ENOSPC.
+        #[arg(long = "virtual")]
+        virtual_fill: bool,
+        #[command(flatten)]
+        target: IoTarget,
+    },
+}
+
+fn io_spec(cmd: IoCommand) -> IoSpec {
+    let with_target = |action, t: IoTarget| IoSpec {
+        action,
+        pid: t.pid,
+        cgroup: t.cgroup,
+        force: t.force,
+        duration: t.duration,
+        ..IoSpec::default()
+    };
+    match cmd {
+        IoCommand::Fail {
+            device,
+            path,
+            op,
+            errno,
+            percent,
+            sector_range,
+            target,
+        } => IoSpec {
+            device,
+            path,
+            op: op.map(|o| match o {
+                IoOpArg::Read => IoOp::Read,
+                IoOpArg::Write => IoOp::Write,
+                IoOpArg::Flush => IoOp::Flush,
+                IoOpArg::Discard => IoOp::Discard,
+                IoOpArg::Any => IoOp::Any,
+            }),
+            errno,
+            percent,
+            sector_range,
+            ..with_target(IoAction::Fail, target)
+        },
+        IoCommand::Slow {
+            device,
+            read_bps,
+            write_bps,
+            read_iops,
+            write_iops,
+            target,
+        } => IoSpec {
+            device: Some(device),
+            read_bps,
+            write_bps,
+            read_iops,
+            write_iops,
+            ..with_target(IoAction::Slow, target)
+        },
+        IoCommand::Hang { device, target } => IoSpec {
+            device: Some(device),
+            ..with_target(IoAction::Hang, target)
+        },
+    }
+}
+
+fn disk_spec(cmd: DiskCommand) -> DiskSpec {
+    match cmd {
+        DiskCommand::Fill {
+            path,
+            percent,
+            bytes,
+            free,
+            virtual_fill,
+            target,
+        } => DiskSpec {
+            action: DiskAction::Fill,
+            path,
+            percent,
+            bytes,
+            free,
+            virtual_fill,
+            pid: target.pid,
+            cgroup: target.cgroup,
+            force: target.force,
+            duration: target.duration,
+        },
+    }
 }
 
 /// `chaos inject syscall ACTION`.
@@ -425,6 +625,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec = match args.family {
         Family::Net { action } => FaultSpec::Net(net_spec(action)),
         Family::Syscall { action } => FaultSpec::Syscall(action.into_spec()),
+        Family::Io { action } => FaultSpec::Io(io_spec(action)),
+        Family::Disk { action } => FaultSpec::Disk(disk_spec(action)),
     };
     let injector = Injector::new()?;
     let armed = injector.inject(&spec)?;

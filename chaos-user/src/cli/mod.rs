@@ -43,6 +43,9 @@ enum Command {
     /// Continue processes stopped by delay faults (started by chaos itself).
     #[command(name = "keep-delays", hide = true)]
     KeepDelays,
+    /// Recover cgroup and fill faults at their deadlines (started by chaos itself).
+    #[command(name = "keep-deadlines", hide = true)]
+    KeepDeadlines,
 }
 
 /// Runs a parsed command line.
@@ -59,6 +62,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::KeepDelays => {
             let store = chaos_user::store::Store::open_default()?;
             chaos_user::backend::keeper::run(&store)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::KeepDeadlines => {
+            let store = chaos_user::store::Store::open_default()?;
+            chaos_user::backend::deadline::run(&store)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -3,6 +3,8 @@
 //! up; safety guards applied). A plan is what strategies and backends consume; a spec that does
 //! not become a plan arms nothing. One fault family per file; what they share is here.
 
+mod disk;
+mod io;
 mod net;
 mod syscall;
 
@@ -15,7 +17,7 @@ use std::{
 use chaos_common::{PROBABILITY_ONE, percent_to_threshold};
 use serde::{Deserialize, Serialize};
 
-pub use self::{net::*, syscall::*};
+pub use self::{disk::*, io::*, net::*, syscall::*};
 use crate::{
     error::{Error, Result},
     mounts::CgroupMounts,
@@ -43,6 +45,10 @@ pub enum PlannedFault {
     Net(NetPlan),
     /// A syscall fault.
     Syscall(SyscallPlan),
+    /// A block I/O fault.
+    Io(IoPlan),
+    /// A disk (filesystem space) fault.
+    Disk(DiskPlan),
 }
 
 /// A probability with correlation, as thresholds of the kernel's two-state chain.
@@ -122,6 +128,37 @@ fn parse_span(field: &'static str, text: &str) -> Result<Duration> {
             "write it as a number with a unit, e.g. 30s, 500ms, 5m or 1h",
         )
     })
+}
+
+/// Parses a size for field `field`: bytes, or with a unit `k`, `m`, `g`, `t` (powers of 1024,
+/// any case, optionally followed by `b` or `ib`), e.g. `2mb`, `10G`, `100M`, `4096`.
+pub fn parse_size(field: &'static str, text: &str) -> Result<u64> {
+    let bad = || {
+        Error::invalid(
+            field,
+            format!("{text:?} is not a size"),
+            "write bytes or a number with a unit, e.g. 4096, 512k, 2mb, 10G",
+        )
+    };
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(bad()),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 || bytes.fract() != 0.0 && shift == 0 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
 }
 
 /// Checks a percentage for field `field`.
@@ -228,6 +265,8 @@ pub fn plan(spec: &FaultSpec) -> Result<Plan> {
     match spec {
         FaultSpec::Net(n) => net::plan(spec, n),
         FaultSpec::Syscall(s) => syscall::plan(spec, s),
+        FaultSpec::Io(s) => io::plan(spec, s),
+        FaultSpec::Disk(s) => disk::plan(spec, s),
     }
 }
 
@@ -248,6 +287,19 @@ mod tests {
         for bad in ["", "abc", "10", "0s", "-5s", "8d"] {
             let err = parse_duration("duration", bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid duration:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("bytes", "4096").unwrap(), 4096);
+        assert_eq!(parse_size("bytes", "2mb").unwrap(), 2 << 20);
+        assert_eq!(parse_size("bytes", "10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("bytes", "1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("bytes", "100MiB").unwrap(), 100 << 20);
+        for bad in ["", "mb", "2 parsecs", "-1", "1.5"] {
+            let err = parse_size("bytes", bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid bytes:"), "{bad}: {err}");
         }
     }
 

@@ -71,7 +71,8 @@ pub struct Syscall {
 }
 
 impl Syscall {
-    fn of(s: Sysno) -> Syscall {
+    /// The call `s`.
+    pub fn of(s: Sysno) -> Syscall {
         Syscall {
             name: s.name(),
             nr: s.id() as u32,

@@ -2,12 +2,14 @@
 //! it (serde). Nothing here is checked beyond its shape; [`crate::plan`] validates. One fault
 //! family per file.
 
+mod disk;
+mod io;
 mod net;
 mod syscall;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::{net::*, syscall::*};
+pub use self::{disk::*, io::*, net::*, syscall::*};
 
 /// One fault, tagged by `kind`, e.g.
 /// `{"kind": "net", "action": "loss", "percent": 30, "interface": "veth0", "duration": "60s"}`.
@@ -18,6 +20,10 @@ pub enum FaultSpec {
     Net(NetSpec),
     /// A syscall fault.
     Syscall(SyscallSpec),
+    /// A block I/O fault.
+    Io(IoSpec),
+    /// A disk (filesystem space) fault.
+    Disk(DiskSpec),
 }
 
 impl FaultSpec {
@@ -26,6 +32,8 @@ impl FaultSpec {
         match self {
             FaultSpec::Net(n) => format!("net {}", n.action.as_str()),
             FaultSpec::Syscall(s) => format!("syscall {}", s.action.as_str()),
+            FaultSpec::Io(s) => format!("io {}", s.action.as_str()),
+            FaultSpec::Disk(s) => format!("disk {}", s.action.as_str()),
         }
     }
 }

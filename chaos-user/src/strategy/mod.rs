@@ -1,16 +1,18 @@
 //! Strategies: how each fault kind is made on the running kernel, chosen from the probe. Every
 //! armed fault records the strategy it used. One fault family per file.
 
+mod io;
 mod net;
 mod syscall;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::{net::*, syscall::*};
+pub use self::{io::*, net::*, syscall::*};
 use crate::{
-    error::Result,
-    plan::{Plan, PlannedFault},
+    error::{Error, Result},
+    plan::{Plan, PlannedFault, SyscallPlan},
     probe::{Feature, Report},
+    spec::FaultSpec,
 };
 
 /// How a fault is made, by family; stored and printed as its family's name (e.g. `tcx-bpf+fq`).
@@ -21,6 +23,8 @@ pub enum Strategy {
     Net(NetStrategy),
     /// A syscall fault's.
     Syscall(SyscallStrategy),
+    /// A block I/O or disk fault's.
+    Io(IoStrategy),
 }
 
 impl Strategy {
@@ -29,6 +33,7 @@ impl Strategy {
         match self {
             Strategy::Net(s) => s.describe(),
             Strategy::Syscall(s) => s.describe(),
+            Strategy::Io(s) => s.describe(),
         }
     }
 }
@@ -38,6 +43,7 @@ impl std::fmt::Display for Strategy {
         match self {
             Strategy::Net(s) => s.fmt(f),
             Strategy::Syscall(s) => s.fmt(f),
+            Strategy::Io(s) => s.fmt(f),
         }
     }
 }
@@ -52,10 +58,13 @@ impl TryFrom<String> for Strategy {
     type Error = String;
 
     fn try_from(s: String) -> Result<Strategy, String> {
-        match SyscallStrategy::parse(&s) {
-            Some(x) => Ok(Strategy::Syscall(x)),
-            None => NetStrategy::try_from(s).map(Strategy::Net),
+        if let Some(x) = SyscallStrategy::parse(&s) {
+            return Ok(Strategy::Syscall(x));
         }
+        if let Some(x) = IoStrategy::parse(&s) {
+            return Ok(Strategy::Io(x));
+        }
+        NetStrategy::try_from(s).map(Strategy::Net)
     }
 }
 
@@ -63,7 +72,63 @@ impl TryFrom<String> for Strategy {
 pub fn choose(plan: &Plan, probe: &Report) -> Result<Strategy> {
     match &plan.fault {
         PlannedFault::Net(n) => net::choose(n, probe).map(Strategy::Net),
-        PlannedFault::Syscall(s) => syscall::choose(s, probe).map(Strategy::Syscall),
+        PlannedFault::Syscall(s) => syscall::choose(s, probe)
+            .map(Strategy::Syscall)
+            .map_err(|e| match (&plan.spec, e) {
+                (FaultSpec::Disk(_), e @ Error::Unsupported { .. }) => {
+                    virtual_fill_unsupported(s, probe, e)
+                }
+                (_, e) => e,
+            }),
+        PlannedFault::Io(s) => io::choose_io(s, probe).map(|c| match c {
+            IoChoice::Io(x) => Strategy::Io(x),
+            IoChoice::Files(_, x) => Strategy::Syscall(x),
+        }),
+        PlannedFault::Disk(d) => Ok(Strategy::Io(io::choose_disk(d))),
+    }
+}
+
+/// Why no strategy serves a virtual disk fill (a syscall fault on the target's writes), in
+/// its own terms rather than a syscall fault's (`why`, the syscall fault's, when the kernel
+/// lacks nothing the two strategies need).
+fn virtual_fill_unsupported(plan: &SyscallPlan, probe: &Report, why: Error) -> Error {
+    let lacking = |needs: &[Feature]| {
+        needs
+            .iter()
+            .filter_map(|f| probe.require(*f).err())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let kprobe = lacking(&[
+        Feature::KprobeOverride,
+        Feature::RawTracepoint,
+        Feature::Btf,
+        Feature::Bpffs,
+    ]);
+    let lsm = lacking(&[
+        Feature::Lsm,
+        Feature::RawTracepoint,
+        Feature::Btf,
+        Feature::Bpffs,
+    ]);
+    if kprobe.is_empty() || lsm.is_empty() {
+        return why;
+    }
+    let calls: Vec<&str> = plan.syscalls.iter().map(|c| c.name).collect();
+    let dir = plan
+        .path_prefix
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Error::Unsupported {
+        what: "fill a disk virtually".into(),
+        why: format!(
+            "the target's writes under the path fail with ENOSPC through kprobe + \
+             bpf_override_return ({kprobe}) or BPF LSM ({lsm}); a command started under \
+             `chaos exec syscall fail --syscall {} --errno ENOSPC --path-prefix {dir} -- CMD` \
+             sees the same on any kernel",
+            calls.join(","),
+        ),
     }
 }
 
@@ -189,19 +254,49 @@ fn catalog() -> Vec<(&'static str, bool, Vec<Candidate>)> {
             )],
         ),
         (
-            "io fail",
-            false,
+            "io fail (device, block layer)",
+            true,
+            vec![c(
+                "kprobe on should_fail_bio + bpf_override_return",
+                &[F::KprobeOverride, F::ErrorInjectionBio, F::Btf],
+            )],
+        ),
+        (
+            "io fail (files under a path or mount)",
+            true,
             vec![
-                c("fmod_ret on should_fail_bio", &[F::ErrorInjectionBio]),
-                c("bpf lsm file_permission", &[F::Lsm]),
+                c("kprobe on the file calls", &[F::KprobeOverride, F::Btf]),
+                c("bpf lsm file_permission", &[F::Lsm, F::Btf]),
             ],
         ),
         (
             "io slow / hang",
-            false,
+            true,
             vec![
                 c("cgroup v2 io.max", &[F::CgroupV2Io]),
                 c("cgroup v1 blkio.throttle", &[F::CgroupV1Blkio]),
+            ],
+        ),
+        (
+            "disk fill",
+            true,
+            vec![c(
+                "fallocate'd files of ours (written where unsupported)",
+                &[],
+            )],
+        ),
+        (
+            "disk fill --virtual",
+            true,
+            vec![
+                c(
+                    "ENOSPC on writes under the path: kprobe + bpf_override_return",
+                    &[F::KprobeOverride, F::RawTracepoint, F::Btf, F::Bpffs],
+                ),
+                c(
+                    "ENOSPC on writes under the path: bpf lsm file_permission",
+                    &[F::Lsm, F::RawTracepoint, F::Btf, F::Bpffs],
+                ),
             ],
         ),
         (
@@ -274,5 +369,39 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(net.strategy, None);
         assert!(net.note.contains("tc sched_cls (tcx link)"), "{}", net.note);
+        let fill = rows.iter().find(|r| r.kind == "disk fill").unwrap();
+        assert!(fill.strategy.is_some(), "{fill:?}");
+    }
+
+    #[test]
+    fn virtual_fill_is_a_syscall_fault_or_says_what_is_missing() {
+        let spec = FaultSpec::Disk(crate::spec::DiskSpec {
+            path: "/".into(),
+            virtual_fill: true,
+            pid: Some(std::process::id()),
+            duration: "10s".into(),
+            ..Default::default()
+        });
+        let plan = crate::plan::plan(&spec).unwrap();
+        let path = [Feature::RawTracepoint, Feature::Btf, Feature::Bpffs];
+        // BPF LSM serves every call a virtual fill fails, fallocate included.
+        assert_eq!(
+            choose(&plan, &report(&[&path[..], &[Feature::Lsm]].concat())).unwrap(),
+            Strategy::Syscall(SyscallStrategy::BpfLsm)
+        );
+        assert_eq!(
+            choose(
+                &plan,
+                &report(&[&path[..], &[Feature::KprobeOverride]].concat())
+            )
+            .unwrap(),
+            Strategy::Syscall(SyscallStrategy::KprobeOverride)
+        );
+        let e = choose(&plan, &report(&path)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("this kernel cannot fill a disk virtually: ") && e.contains("fallocate"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 }

@@ -219,6 +219,8 @@ pub const LSM_CALLS: &[(Sysno, &str, bool)] = &[
     (Sysno::pwritev, "file_permission", true),
     (Sysno::preadv2, "file_permission", true),
     (Sysno::pwritev2, "file_permission", true),
+    // vfs_fallocate checks security_file_permission(file, MAY_WRITE) too.
+    (Sysno::fallocate, "file_permission", true),
     (Sysno::mmap, "mmap_file", true),
     (Sysno::unlink, "inode_unlink", true),
     (Sysno::unlinkat, "inode_unlink", true),

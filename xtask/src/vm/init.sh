@@ -29,14 +29,12 @@ try mount -t debugfs debugfs /sys/kernel/debug
 try mount -t tracefs tracefs /sys/kernel/tracing
 try mount -t securityfs securityfs /sys/kernel/security
 try mount -t cgroup2 cgroup2 /sys/fs/cgroup
-# cgroup v1 blkio, for throttling tests, where the kernel still has it. sysfs allows no new
-# directories, so it lives under /run.
-mkdir -p /run/cgroup-v1/blkio
-if mount -t cgroup -o blkio cgroup-blkio /run/cgroup-v1/blkio 2>/dev/null; then
-    export CHAOS_CGROUP_V1_BLKIO=/run/cgroup-v1/blkio
-else
-    rmdir /run/cgroup-v1/blkio /run/cgroup-v1 2>/dev/null
-fi
+# The io and memory controllers on cgroup v2, as systemd hosts have them: io.max throttling, and
+# writeback charged to the cgroup that dirtied the pages (cgroup writeback needs both). cgroup v1
+# blkio is tested on hosts that still mount it; mounting it here would take io away from v2.
+for c in io memory; do
+    echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || echo "chaos-init: no $c controller on cgroup v2"
+done
 ln -sf /proc/self/fd /dev/fd 2>/dev/null
 ln -sf /proc/mounts /etc/mtab 2>/dev/null
 

@@ -4,9 +4,12 @@
 //! Two kernel programs (on `block_rq_issue` and `block_rq_complete`; BTF-typed where the kernel
 //! allows, raw tracepoints elsewhere) are attached once, while anything watches a device, and
 //! count into `CHAOS_IO_STATS` the requests of the watched devices only: a request to another
-//! device costs a few loads. Latency is the device's (issue to the driver -> completion), kept
-//! as a sum, a maximum and a log-linear histogram (two buckets per power of two from 256 ns),
-//! from which [`IoStats`] derives p50 / p90 / p99.
+//! device costs a few loads. Latency runs from the block layer's start time of a request (kept
+//! whenever its queue collects I/O statistics, the default, or has a scheduler: what the
+//! submitter waits, block-layer queueing included) to its completion; on a queue keeping no
+//! such time, from the request's issue to the driver (the issue program is then attached too).
+//! It is kept as a sum, a maximum and a log-linear histogram (two buckets per power of two
+//! from 256 ns), from which [`IoStats`] derives p50 / p90 / p99.
 //!
 //! Requests of stacked bio-based devices (device-mapper, md) are counted on the disks below
 //! them: watch those.
@@ -613,7 +616,8 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Requests completed in an interval, and their latency (issue to the driver -> completion).
+/// Requests completed in an interval, and their latency (see the module documentation: from the
+/// block layer's start time of each, or its issue, to its completion).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IoRow {
     /// The operation, for rows by operation.

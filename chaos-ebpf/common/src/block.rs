@@ -204,7 +204,8 @@ pub struct WatchEntry {
     pub untracked: u64,
 }
 
-/// A request in flight on a watched device, from issue to completion.
+/// A request in flight on a watched device whose queue keeps no start times, from issue to
+/// completion.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InFlight {
@@ -290,7 +291,8 @@ pub struct IoCounters {
     pub bytes: u64,
     /// Requests completed with an error status.
     pub errors: u64,
-    /// Sum of their latencies (issue to the driver -> completion), ns.
+    /// Sum of their latencies, ns: from the block layer's start time of each
+    /// ([`offsets::RQ_START`]), or from its issue where the queue keeps none, to its completion.
     pub lat_sum_ns: u64,
     /// The longest latency, ns.
     pub lat_max_ns: u64,

@@ -374,6 +374,18 @@ fn slow_holds_the_rate_and_speed_returns_after() {
     );
     println!("io slow --write-bps 2mb: {}", mib_s(slow));
     assert!(within(slow, LIMIT, 0.2), "armed: {}", mib_s(slow));
+    // The fault measures its device: the writes let through show in its status, charged to
+    // the target cgroup. (Their latency starts when the request is made, after the throttle.)
+    let status = w.chaos.status(&fault.id).expect("status");
+    let io = &status["io"][0];
+    let writes = io["by_cgroup"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["cgroup_id"].as_u64() == Some(w.cg.id().expect("cgroup id")))
+        })
+        .unwrap_or_else(|| panic!("no row for the target cgroup: {status}"));
+    assert!(writes["ops"].as_u64() >= Some(8), "{writes}");
     writer.kill().expect("kill dd");
     std::fs::remove_file(&file).expect("remove");
     fault.recover();

@@ -205,11 +205,36 @@ impl Injector {
         if outside_bpf {
             deadline::ensure_running(&self.store)?;
         }
+        self.measure_locked(&record);
         Ok(Armed {
             id: record.id,
             strategy,
             deadline_unix_ms: record.deadline_unix_ms,
         })
+    }
+
+    /// Starts measuring the block device a block I/O or disk fault acts on, for as long as the
+    /// fault exists (its latency and IOPS then show in its status). The measurement is an aid:
+    /// where it cannot be made, the fault stands and the reason is logged.
+    fn measure_locked(&self, record: &FaultRecord) {
+        let on = match &record.spec {
+            FaultSpec::Io(s) => s.device.as_deref().or(s.path.as_deref()),
+            FaultSpec::Disk(d) => Some(d.path.as_str()),
+            _ => None,
+        };
+        let Some(on) = on else { return };
+        let watched = crate::iostat::Device::resolve(on).and_then(|device| {
+            crate::iostat::watch_locked(
+                &self.store,
+                &device,
+                crate::iostat::Owner::Fault {
+                    fault: record.id.clone(),
+                },
+            )
+        });
+        if let Err(e) = watched {
+            tracing::warn!(fault = %record.id, "no I/O measurement for {on}: {e}");
+        }
     }
 
     /// Arms `plan` for `record` (stored, `Arming`); fills in the record's backend parts and

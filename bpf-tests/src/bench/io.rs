@@ -12,8 +12,11 @@
 //! * `io.prog_ns_per_io[.variant]`: the programs' own time per I/O (BPF run-time statistics),
 //!   against the time per I/O of the whole path.
 //!
-//! Further variants (an `io fail` rule for another cgroup on the same device) are added to
-//! [`variants`]: each arms for one trial and disarms when its guard drops.
+//! * `io.nonmatching_iops_ratio.error_rule`: the same with an `io fail` rule on the device for
+//!   another cgroup (and the fault's measurement), where bios can be failed (function error
+//!   injection: the test kernel); skipped with the reason elsewhere.
+//!
+//! Each variant arms for one trial and disarms when its guard drops.
 
 use std::{
     any::Any,
@@ -93,6 +96,59 @@ struct Variant {
     arm: fn(&Store, &Device) -> Result<Box<dyn Any>>,
     /// Whether its ratio has the project's goal (>= 0.97).
     goal: bool,
+    /// Whether this kernel can arm it, or why not.
+    available: fn() -> std::result::Result<(), String>,
+}
+
+fn always() -> std::result::Result<(), String> {
+    Ok(())
+}
+
+/// An `io fail` rule (with its measurement) for a cgroup the reads are not in, recovered on
+/// drop.
+struct ErrorRule {
+    injector: chaos_user::Injector,
+    id: String,
+    _cgroup: crate::TestCgroup,
+}
+
+impl Drop for ErrorRule {
+    fn drop(&mut self) {
+        if let Err(e) = self.injector.recover(&self.id) {
+            eprintln!("chaos-bench: recovering {}: {e:#}", self.id);
+        }
+    }
+}
+
+/// Whether bios can be failed here (kprobe override on `should_fail_bio`).
+fn error_rule_available() -> std::result::Result<(), String> {
+    let probe = chaos_user::probe::run();
+    for f in [
+        chaos_user::probe::Feature::KprobeOverride,
+        chaos_user::probe::Feature::ErrorInjectionBio,
+        chaos_user::probe::Feature::Btf,
+    ] {
+        probe.require(f)?;
+    }
+    Ok(())
+}
+
+fn arm_error_rule(_store: &Store, device: &Device) -> Result<Box<dyn Any>> {
+    let cgroup = crate::TestCgroup::new("blkio").context("a cgroup for the rule's target")?;
+    let injector = chaos_user::Injector::new()?;
+    let spec = chaos_user::FaultSpec::Io(chaos_user::spec::IoSpec {
+        action: chaos_user::spec::IoAction::Fail,
+        device: Some(format!("{}:{}", device.major, device.minor)),
+        cgroup: Some(cgroup.path().display().to_string()),
+        duration: "10m".into(),
+        ..Default::default()
+    });
+    let armed = injector.inject(&spec)?;
+    Ok(Box::new(ErrorRule {
+        injector,
+        id: armed.id,
+        _cgroup: cgroup,
+    }))
 }
 
 /// A measurement watch, removed on drop.
@@ -169,11 +225,13 @@ fn variants() -> Vec<Variant> {
             what: "a do-nothing program on the same tracepoint",
             arm: |_, _| Ok(Box::new(NoopProgram::attach()?)),
             goal: false,
+            available: always,
         },
         Variant {
             suffix: "",
             what: "measurement watching the device",
             goal: true,
+            available: always,
             arm: |store, device| {
                 let w = iostat::watch(store, device, Owner::this_process()?)?;
                 Ok(Box::new(Watch {
@@ -182,9 +240,14 @@ fn variants() -> Vec<Variant> {
                 }))
             },
         },
+        Variant {
+            suffix: ".error_rule",
+            what: "an io fail rule on the device for another cgroup, with its measurement",
+            goal: true,
+            available: error_rule_available,
+            arm: arm_error_rule,
+        },
     ]
-    // An `io fail` rule for another cgroup on this device (`.error_rule`), armed through the
-    // library with `super::Faults`, joins here once the io fault kind exists.
 }
 
 /// Programs of ours that run on block I/O, by id.
@@ -269,7 +332,16 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     let target = Target::new()?;
     let device = Device::resolve(target.path.to_str().context("device path")?)?;
     let store = Store::open_default()?;
-    let variants = variants();
+    let variants: Vec<Variant> = variants()
+        .into_iter()
+        .filter(|v| match (v.available)() {
+            Ok(()) => true,
+            Err(why) => {
+                println!("  skipped io.nonmatching_iops_ratio{}: {why}", v.suffix);
+                false
+            }
+        })
+        .collect();
     let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
     // Warm-up: the first reads fill the loop device's backing page cache.
     fio_iops(&target.path, ms)?;

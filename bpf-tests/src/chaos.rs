@@ -39,7 +39,39 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A fault a test armed, recovered when it drops, even by a panic.
+#[derive(Debug)]
+pub struct Armed<'a> {
+    chaos: &'a Chaos,
+    /// The fault id.
+    pub id: String,
+}
+
+impl Armed<'_> {
+    /// `chaos recover ID`, which must succeed.
+    pub fn recover(self) {
+        self.chaos
+            .recover(&self.id)
+            .unwrap_or_else(|f| panic!("recover {}: {f}", self.id));
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        let _ = self.chaos.recover(&self.id);
+    }
+}
+
 impl Chaos {
+    /// `chaos inject ARGS`, recovered when the returned guard drops; panics with what chaos
+    /// said if it fails.
+    pub fn arm(&self, args: &[&str]) -> Armed<'_> {
+        let id = self
+            .inject(args)
+            .unwrap_or_else(|f| panic!("chaos inject {}: {f}", args.join(" ")));
+        Armed { chaos: self, id }
+    }
+
     /// Finds the binary; `Err` is a skip reason.
     pub fn from_env() -> Result<Chaos, String> {
         let bin = match std::env::var_os("CHAOS_BIN") {

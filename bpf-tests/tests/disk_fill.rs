@@ -14,7 +14,10 @@ use std::{
 };
 
 use bpf_tests::{
-    LoopDevice, Oracle, TestCgroup, chaos::Chaos, oracle::STATE_DIR_ENV, skip_on_err,
+    LoopDevice, Oracle, TestCgroup,
+    chaos::{Armed, Chaos},
+    oracle::STATE_DIR_ENV,
+    skip_on_err,
     world::cgroup2_mount,
 };
 
@@ -23,26 +26,11 @@ const FILE_PREFIX: &str = ".chaos-fill-";
 
 const MIB: u64 = 1 << 20;
 
-/// A fault recovered when the test ends, even by a panic.
-struct Armed<'a> {
-    chaos: &'a Chaos,
-    id: String,
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        let _ = self.chaos.recover(&self.id);
-    }
-}
-
 /// Arms `chaos inject disk fill ARGS`, or panics with what chaos said.
 fn fill<'a>(chaos: &'a Chaos, args: &[&str]) -> Armed<'a> {
     let mut full = vec!["disk", "fill"];
     full.extend_from_slice(args);
-    let id = chaos
-        .inject(&full)
-        .unwrap_or_else(|f| panic!("chaos inject disk fill {args:?}: {f}"));
-    Armed { chaos, id }
+    chaos.arm(&full)
 }
 
 /// The chaos binary, as root; `Err` is a skip reason.
@@ -757,10 +745,7 @@ fn virtual_fill_fails_the_target_s_writes_only() {
         .expect("target's file");
     assert_eq!(write_errnos(&dir, &open), [0; 4], "before the fault");
     // This process is the target.
-    let id = chaos
-        .inject(&pid_args[1..])
-        .unwrap_or_else(|f| panic!("chaos inject {pid_args:?}: {f}"));
-    let fault = Armed { chaos: &chaos, id };
+    let fault = chaos.arm(&pid_args[1..]);
     let status = chaos.status(&fault.id).expect("status");
     println!("strategy {}", status["strategy"]);
     assert_eq!(
@@ -788,10 +773,7 @@ fn virtual_fill_fails_the_target_s_writes_only() {
         let cg = TestCgroup::new_v2().expect("test cgroup");
         let cg_path = cg.path().to_string_lossy().into_owned();
         let cg_args = fill_args_virtual(&dir_arg, &["--cgroup", &cg_path]);
-        let id = chaos
-            .inject(&cg_args[1..])
-            .unwrap_or_else(|f| panic!("chaos inject {cg_args:?}: {f}"));
-        let fault = Armed { chaos: &chaos, id };
+        let fault = chaos.arm(&cg_args[1..]);
         {
             let _inside = Inside::enter(&cg);
             assert_eq!(

@@ -8,30 +8,15 @@ use std::{path::Path, process::Command};
 
 use bpf_tests::{
     ChildProcess, LoopDevice, Oracle, TestCgroup,
-    chaos::Chaos,
+    chaos::{Armed, Chaos},
     skip_on_err,
     world::{CgroupVersion, cgroup2_mount},
 };
 
-/// A fault recovered when the test ends, even by a panic.
-struct Armed<'a> {
-    chaos: &'a Chaos,
-    id: String,
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        let _ = self.chaos.recover(&self.id);
-    }
-}
-
 fn arm<'a>(chaos: &'a Chaos, args: &[&str]) -> Armed<'a> {
     let mut full = vec!["io", "fail"];
     full.extend_from_slice(args);
-    let id = chaos
-        .inject(&full)
-        .unwrap_or_else(|f| panic!("chaos inject io fail {args:?}: {f}"));
-    Armed { chaos, id }
+    chaos.arm(&full)
 }
 
 /// A chaos binary on a kernel that can fail bios; `Err` is a skip reason.

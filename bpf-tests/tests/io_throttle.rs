@@ -14,7 +14,7 @@ use std::{
 
 use bpf_tests::{
     ChildProcess, LoopDevice, Oracle, TestCgroup,
-    chaos::Chaos,
+    chaos::{Armed, Chaos},
     skip_on_err, skip_unless,
     world::{CgroupVersion, cgroup2_mount, unique_name},
 };
@@ -32,34 +32,10 @@ const V1_FILES: [&str; 4] = [
     "blkio.throttle.write_iops_device",
 ];
 
-/// A fault recovered when the test ends, even by a panic.
-struct Armed<'a> {
-    chaos: &'a Chaos,
-    id: String,
-}
-
-impl Armed<'_> {
-    /// `chaos recover ID`, which must succeed.
-    fn recover(self) {
-        self.chaos
-            .recover(&self.id)
-            .unwrap_or_else(|f| panic!("recover {}: {f}", self.id));
-    }
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        let _ = self.chaos.recover(&self.id);
-    }
-}
-
 fn arm<'a>(chaos: &'a Chaos, args: &[&str]) -> Armed<'a> {
     let mut full = vec!["io"];
     full.extend_from_slice(args);
-    let id = chaos
-        .inject(&full)
-        .unwrap_or_else(|f| panic!("chaos inject io {args:?}: {f}"));
-    Armed { chaos, id }
+    chaos.arm(&full)
 }
 
 /// A loop device with ext4, a test cgroup where the io / blkio controller applies, and chaos.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use aya::{
     maps::{Array, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::{KProbe, links::FdLink},
     util::nr_cpus,
 };
 use chaos_common::block::{
@@ -15,7 +14,7 @@ use chaos_common::block::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{find_or_attach, load_program, map_err, pin_link};
+use super::{find_or_attach, map_err};
 use crate::{
     ebpf,
     error::{Error, Result},
@@ -103,20 +102,12 @@ fn rule(plan: &BioFailPlan) -> BioRule {
 fn attach(name: &str) -> Result<crate::store::AttachLink> {
     let mut globals = crate::btf::block_offsets()?;
     globals.extend(crate::btf::bio_fail_globals()?);
-    let mut bpf = ebpf::load(&globals)?;
-    let program: &mut KProbe = load_program(&mut bpf, chaos_common::block::PROG_BIO_FAIL)?;
-    let link_id = program.attach(FAIL_FUNCTION, 0).map_err(|e| {
-        Error::bpf(
-            format!("attaching an error-injecting kprobe to {FAIL_FUNCTION}"),
-            e,
-        )
-    })?;
-    let link: FdLink = program
-        .take_link(link_id)
-        .map_err(|e| Error::bpf("taking the kprobe link", e))?
-        .try_into()
-        .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
-    pin_link(link, name)
+    super::attach_kprobe(
+        &globals,
+        chaos_common::block::PROG_BIO_FAIL,
+        FAIL_FUNCTION,
+        name,
+    )
 }
 
 /// Arms a block-layer error rule: attaches the kprobe (once for all rules), writes the rule

@@ -142,6 +142,31 @@ load_program_for!(
     TracePoint
 );
 
+/// Loads the object with `globals`, attaches its kprobe `program` to kernel function `function`
+/// (an error-injecting kprobe: the program may override the function's return) and pins the
+/// link as `name`.
+pub(crate) fn attach_kprobe(
+    globals: &[(&str, u32)],
+    program: &str,
+    function: &str,
+    name: &str,
+) -> Result<AttachLink> {
+    let mut bpf = ebpf::load(globals)?;
+    let kprobe: &mut KProbe = load_program(&mut bpf, program)?;
+    let link_id = kprobe.attach(function, 0).map_err(|e| {
+        Error::bpf(
+            format!("attaching an error-injecting kprobe to {function}"),
+            e,
+        )
+    })?;
+    let link: FdLink = kprobe
+        .take_link(link_id)
+        .map_err(|e| Error::bpf("taking the kprobe link", e))?
+        .try_into()
+        .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
+    pin_link(link, name)
+}
+
 /// Pins `link` as `name` under the link pin directory, so it outlives this process.
 pub(crate) fn pin_link(link: FdLink, name: &str) -> Result<AttachLink> {
     let pin = ebpf::link_pin(name);

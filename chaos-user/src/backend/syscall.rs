@@ -12,7 +12,7 @@ use aya::{
     Btf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, CgroupSockopt, CgroupSysctl, KProbe, Lsm, RawTracePoint,
+        CgroupAttachMode, CgroupSockAddr, CgroupSockopt, CgroupSysctl, Lsm, RawTracePoint,
         TracePoint, links::FdLink,
     },
     util::nr_cpus,
@@ -637,20 +637,7 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
             pin_link(link, &name)
         }
         Hook::SysKprobe { function } => {
-            let mut bpf = ebpf::load(&error_program_globals())?;
-            let program: &mut KProbe = load_program(&mut bpf, PROG_SYS_KPROBE)?;
-            let link_id = program.attach(function, 0).map_err(|e| {
-                Error::bpf(
-                    format!("attaching an error-injecting kprobe to {function}"),
-                    e,
-                )
-            })?;
-            let link: FdLink = program
-                .take_link(link_id)
-                .map_err(|e| Error::bpf("taking the kprobe link", e))?
-                .try_into()
-                .map_err(|e| Error::bpf("kprobe link as fd link", e))?;
-            pin_link(link, &name)
+            super::attach_kprobe(&error_program_globals(), PROG_SYS_KPROBE, function, &name)
         }
         Hook::SysLsm { lsm_hook: hook } => {
             let mut bpf = ebpf::load(&error_program_globals())?;

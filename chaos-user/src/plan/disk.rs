@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use syscalls::Sysno;
 
 use super::{
-    Chance, Plan, PlannedFault, SyscallEffect, SyscallPlan, SyscallTarget, check_percent,
+    Chance, Plan, PlannedFault, SyscallPlan, SyscallTarget, check_percent, check_pid,
     parse_duration, parse_size, resolve_cgroup,
 };
 use crate::{
     error::{Error, Result},
-    spec::{DiskSpec, FaultSpec, SyscallAction},
+    spec::{DiskSpec, FaultSpec},
 };
 
 /// How much a fill leaves or takes.
@@ -276,13 +276,7 @@ pub(super) fn plan(spec: &FaultSpec, s: &DiskSpec) -> Result<Plan> {
         }
         let target = match (s.pid, &s.cgroup) {
             (Some(pid), None) => {
-                if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(Error::invalid(
-                        "pid",
-                        format!("no process {pid}"),
-                        "give the id of a running process",
-                    ));
-                }
+                check_pid(pid, s.force)?;
                 SyscallTarget::Pid {
                     pid,
                     follow_children: false,
@@ -300,26 +294,13 @@ pub(super) fn plan(spec: &FaultSpec, s: &DiskSpec) -> Result<Plan> {
         return Ok(Plan {
             spec: spec.clone(),
             duration,
-            fault: PlannedFault::Syscall(SyscallPlan {
-                action: SyscallAction::Fail,
-                syscalls: VIRTUAL_FILL_CALLS
-                    .iter()
-                    .map(|c| super::Syscall::of(*c))
-                    .collect(),
-                effect: SyscallEffect::Fail {
-                    errno: libc::ENOSPC,
-                },
-                chance: Chance::always(),
-                path_prefix: Some(dir),
-                after: 0,
-                every: 1,
-                max_count: None,
-                process_cgroup: match &target {
-                    SyscallTarget::Pid { pid, .. } => super::cgroup_of(*pid),
-                    _ => None,
-                },
+            fault: PlannedFault::Syscall(SyscallPlan::fail_under(
+                VIRTUAL_FILL_CALLS,
+                libc::ENOSPC,
+                Chance::always(),
+                dir,
                 target,
-            }),
+            )),
         });
     }
     if s.pid.is_some() || s.cgroup.is_some() {

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use syscalls::Sysno;
 
 use super::{
-    Chance, Plan, PlannedFault, SyscallEffect, SyscallPlan, SyscallTarget, check_percent,
+    Chance, Plan, PlannedFault, SyscallPlan, SyscallTarget, check_percent, check_pid,
     parse_duration, parse_errno, parse_size, resolve_cgroup,
 };
 use crate::{
     error::{Error, Result},
     mounts::CgroupMounts,
-    spec::{FaultSpec, IoAction, IoOp, IoSpec, SyscallAction},
+    spec::{FaultSpec, IoAction, IoOp, IoSpec},
 };
 
 /// A block device, as sysfs knows it.
@@ -357,27 +357,6 @@ pub fn io_cgroup_of(pid: u32) -> Result<IoCgroup> {
     )
 }
 
-fn check_pid(pid: u32, force: bool) -> Result<()> {
-    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(Error::invalid(
-            "pid",
-            format!("no process {pid}"),
-            "give the id of a running process",
-        ));
-    }
-    if !force && (pid == 1 || pid == std::process::id()) {
-        return Err(Error::invalid(
-            "pid",
-            format!(
-                "process {pid} is {}",
-                if pid == 1 { "init" } else { "chaos itself" }
-            ),
-            "pick the target process, or add --force",
-        ));
-    }
-    Ok(())
-}
-
 fn others_in(cgroup: &IoCgroup, pid: u32) -> bool {
     std::fs::read_to_string(cgroup.path.join("cgroup.procs"))
         .map(|s| s.lines().any(|l| l.trim() != pid.to_string()))
@@ -666,21 +645,13 @@ fn fail_plan(s: &IoSpec) -> Result<IoEffect> {
             };
             match target {
                 Ok(target) => (
-                    Some(Box::new(SyscallPlan {
-                        action: SyscallAction::Fail,
-                        syscalls: file_calls(op).into_iter().map(super::Syscall::of).collect(),
-                        effect: SyscallEffect::Fail { errno },
+                    Some(Box::new(SyscallPlan::fail_under(
+                        &file_calls(op),
+                        errno,
                         chance,
-                        path_prefix: Some(prefix),
-                        after: 0,
-                        every: 1,
-                        max_count: None,
-                        process_cgroup: match &target {
-                            SyscallTarget::Pid { pid, .. } => super::cgroup_of(*pid),
-                            _ => None,
-                        },
+                        prefix,
                         target,
-                    })),
+                    ))),
                     None,
                 ),
                 Err(e) if dir.is_some() => return Err(e),

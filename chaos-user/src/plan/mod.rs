@@ -260,6 +260,28 @@ pub fn cgroup_of(pid: u32) -> Option<CgroupTarget> {
     })
 }
 
+/// Checks a `--pid` target: a live process, not init nor chaos itself unless `force`.
+pub(crate) fn check_pid(pid: u32, force: bool) -> Result<()> {
+    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(Error::invalid(
+            "pid",
+            format!("no process {pid}"),
+            "give the id of a running process",
+        ));
+    }
+    if !force && (pid == 1 || pid == std::process::id()) {
+        return Err(Error::invalid(
+            "pid",
+            format!(
+                "process {pid} is {}",
+                if pid == 1 { "init" } else { "chaos itself" }
+            ),
+            "pick the target process, or add --force",
+        ));
+    }
+    Ok(())
+}
+
 /// Validates `spec` into a plan.
 pub fn plan(spec: &FaultSpec) -> Result<Plan> {
     match spec {

@@ -152,6 +152,34 @@ pub struct SyscallPlan {
     pub process_cgroup: Option<CgroupTarget>,
 }
 
+impl SyscallPlan {
+    /// A fault failing `calls` with `errno` (at `chance`) on files under `prefix`, for `target`:
+    /// the file-call form of block I/O and disk faults.
+    pub fn fail_under(
+        calls: &[Sysno],
+        errno: i32,
+        chance: Chance,
+        prefix: PathBuf,
+        target: SyscallTarget,
+    ) -> SyscallPlan {
+        SyscallPlan {
+            action: SyscallAction::Fail,
+            syscalls: calls.iter().map(|c| Syscall::of(*c)).collect(),
+            effect: SyscallEffect::Fail { errno },
+            chance,
+            path_prefix: Some(prefix),
+            after: 0,
+            every: 1,
+            max_count: None,
+            process_cgroup: match &target {
+                SyscallTarget::Pid { pid, .. } => super::cgroup_of(*pid),
+                _ => None,
+            },
+            target,
+        }
+    }
+}
+
 /// Looks up a syscall by name or x86_64 number.
 pub fn parse_syscall(text: &str) -> Result<Syscall> {
     let t = text.trim();
@@ -310,23 +338,7 @@ fn target(s: &SyscallSpec) -> Result<SyscallTarget> {
         ));
     }
     if let Some(pid) = s.pid {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() || pid == 0 {
-            return Err(Error::invalid(
-                "pid",
-                format!("no process {pid}"),
-                "give the id of a running process",
-            ));
-        }
-        if !s.force && (pid == 1 || pid == std::process::id()) {
-            return Err(Error::invalid(
-                "pid",
-                format!(
-                    "process {pid} is {}",
-                    if pid == 1 { "init" } else { "chaos itself" }
-                ),
-                "pick the target process, or add --force",
-            ));
-        }
+        super::check_pid(pid, s.force)?;
         return Ok(SyscallTarget::Pid {
             pid,
             follow_children: s.follow_children,

@@ -379,6 +379,8 @@ pub(crate) mod tests {
             path: "/".into(),
             virtual_fill: true,
             pid: Some(std::process::id()),
+            // This test process is not chaos, but plans as if it were.
+            force: true,
             duration: "10s".into(),
             ..Default::default()
         });

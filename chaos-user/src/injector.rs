@@ -180,6 +180,9 @@ impl Injector {
         // Recorded before the kernel is touched: a crash from here on leaves a record that
         // `recover --all` undoes. The deadline is provisional until the rule goes live.
         self.store.put_fault(&record)?;
+        // Measured from before the fault acts, so its whole window is seen, and so the
+        // measurement's setup does not eat into the fault's duration.
+        self.measure_locked(&record);
         match self.arm_locked(&mut record, &plan, &faults) {
             Ok(deadline) => {
                 // The fault lasts its full duration from the moment its rule went live.
@@ -208,7 +211,6 @@ impl Injector {
             let _ = self.cleanup_unused_locked();
             return Err(e);
         }
-        self.measure_locked(&record);
         Ok(Armed {
             id: record.id,
             strategy,

@@ -18,7 +18,7 @@ use bpf_tests::{
     chaos::{Armed, Chaos},
     oracle::STATE_DIR_ENV,
     skip_on_err,
-    world::cgroup2_mount,
+    world::{InsideCgroup, cgroup2_mount},
 };
 
 /// Start of every fill file's name (the fault id follows).
@@ -643,34 +643,6 @@ fn bad_input_is_one_line_and_applies_nothing() {
     oracle.assert_clean(&snapshot);
 }
 
-/// Puts this test process into a cgroup for as long as it lives, then back where it was.
-struct Inside {
-    home: PathBuf,
-}
-
-impl Inside {
-    fn enter(cg: &TestCgroup) -> Inside {
-        let root = cgroup2_mount().expect("cgroup v2");
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-        let rel = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("a cgroup v2 line");
-        let home = root.join(rel.trim_start_matches('/'));
-        cg.add_pid(std::process::id()).expect("entering the cgroup");
-        Inside { home }
-    }
-}
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.home.join("cgroup.procs"),
-            std::process::id().to_string(),
-        );
-    }
-}
-
 /// The errno of each kind of write this process makes under `dir` (0: it went through):
 /// write on a file opened before, create + write, pwrite, fallocate.
 fn write_errnos(dir: &Path, open: &std::fs::File) -> [i32; 4] {
@@ -775,7 +747,7 @@ fn virtual_fill_fails_the_target_s_writes_only() {
         let cg_args = fill_args_virtual(&dir_arg, &["--cgroup", &cg_path]);
         let fault = chaos.arm(&cg_args[1..]);
         {
-            let _inside = Inside::enter(&cg);
+            let _inside = InsideCgroup::enter(&cg);
             assert_eq!(
                 write_errnos(&dir, &open),
                 [libc::ENOSPC; 4],
@@ -788,7 +760,7 @@ fn virtual_fill_fails_the_target_s_writes_only() {
             "another process's write"
         );
         drop(fault);
-        let _inside = Inside::enter(&cg);
+        let _inside = InsideCgroup::enter(&cg);
         assert_eq!(
             write_errnos(&dir, &open),
             [0; 4],

@@ -14,7 +14,7 @@ use bpf_tests::{
     ChildProcess, Oracle, TestCgroup,
     chaos::Chaos,
     skip_on_err, skip_unless,
-    world::{cgroup2_mount, measure::within_binomial_999},
+    world::{InsideCgroup, cgroup2_mount, measure::within_binomial_999},
 };
 
 /// A fault recovered when the test ends, even by a panic.
@@ -583,34 +583,6 @@ fn delay_freezes_the_caller_for_the_latency() {
     oracle.assert_clean(&before);
 }
 
-/// Puts this test process into a cgroup for as long as it lives, then back where it was.
-struct Inside {
-    home: std::path::PathBuf,
-}
-
-impl Inside {
-    fn enter(cg: &TestCgroup) -> Inside {
-        let root = cgroup2_mount().expect("cgroup v2");
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-        let rel = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("a cgroup v2 line");
-        let home = root.join(rel.trim_start_matches('/'));
-        cg.add_pid(std::process::id()).expect("entering the cgroup");
-        Inside { home }
-    }
-}
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.home.join("cgroup.procs"),
-            std::process::id().to_string(),
-        );
-    }
-}
-
 /// How many of `n` rounds of `call` failed, asserting that every failure is EIO.
 fn eio_count(n: u64, mut call: impl FnMut() -> std::io::Result<()>) -> u64 {
     (0..n)
@@ -703,7 +675,7 @@ fn file_calls_fail_under_a_path_for_the_target_cgroup() {
         .expect("outside file");
     let (mut opened, mut read, mut written, mut synced) = (0, 0, 0, 0);
     {
-        let _inside = Inside::enter(&cg);
+        let _inside = InsideCgroup::enter(&cg);
         if file_fault.is_some() {
             opened = eio_count(n, || open(&target));
             read = eio_count(n, || {
@@ -754,7 +726,7 @@ fn file_calls_fail_under_a_path_for_the_target_cgroup() {
     drop(file_fault);
     drop(fsync_fault);
     {
-        let _inside = Inside::enter(&cg);
+        let _inside = InsideCgroup::enter(&cg);
         for _ in 0..100 {
             open(&target).expect("open after recovery");
             target_file
@@ -814,7 +786,7 @@ fn udp_send_and_setsockopt_fail_for_the_target_cgroup_only() {
     };
     let errno = |r: &std::io::Result<()>| r.as_ref().err().and_then(|e| e.raw_os_error());
     let (sent, set, got) = {
-        let _inside = Inside::enter(&cg);
+        let _inside = InsideCgroup::enter(&cg);
         calls()
     };
     println!("inside ({strategy}): send {sent:?}, setsockopt {set:?}, getsockopt {got:?}");
@@ -833,7 +805,7 @@ fn udp_send_and_setsockopt_fail_for_the_target_cgroup_only() {
     assert!(sent.is_ok() && set.is_ok(), "outside: {sent:?} {set:?}");
     drop(fault);
     let (sent, set, _) = {
-        let _inside = Inside::enter(&cg);
+        let _inside = InsideCgroup::enter(&cg);
         calls()
     };
     assert!(sent.is_ok() && set.is_ok(), "recovered: {sent:?} {set:?}");

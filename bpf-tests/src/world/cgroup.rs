@@ -232,3 +232,34 @@ pub(crate) fn remove_tree(dir: &Path, parent: &Path) {
         std::fs::remove_dir(dir)
     });
 }
+
+/// Puts this test process into a cgroup v2 for as long as the guard lives, then back where it
+/// was.
+#[derive(Debug)]
+pub struct InsideCgroup {
+    home: PathBuf,
+}
+
+impl InsideCgroup {
+    /// Moves this process into `cg`; panics if it cannot (a test's setup).
+    pub fn enter(cg: &TestCgroup) -> InsideCgroup {
+        let root = cgroup2_mount().expect("cgroup v2");
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup v2 line");
+        let home = root.join(rel.trim_start_matches('/'));
+        cg.add_pid(std::process::id()).expect("entering the cgroup");
+        InsideCgroup { home }
+    }
+}
+
+impl Drop for InsideCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.home.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+    }
+}

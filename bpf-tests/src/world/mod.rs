@@ -14,7 +14,7 @@ mod veth;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub use cgroup::{CgroupVersion, TestCgroup, cgroup_v1_mount, cgroup2_mount};
+pub use cgroup::{CgroupVersion, InsideCgroup, TestCgroup, cgroup_v1_mount, cgroup2_mount};
 pub use loopdev::LoopDevice;
 pub use measure::{
     Arrival, BulkReport, LatencyStats, SinkStats, TcpSink, UdpEcho, UdpProbeSink, snmp, tcp_bulk,

@@ -249,7 +249,7 @@ fn drive(
         interface: Some(hosts.ifname[0].clone()),
         netns: Some(hosts.ns[0].clone()),
         direction: Some(Direction::Egress),
-        duration: humantime::format_duration(opts.fault).to_string(),
+        duration: Some(humantime::format_duration(opts.fault).to_string()),
         ..NetSpec::default()
     });
     progress(Event::Phase("fault"));

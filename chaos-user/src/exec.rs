@@ -590,7 +590,7 @@ mod tests {
             action: SyscallAction::Fail,
             syscall: vec!["openat".into()],
             errno: Some("EACCES".into()),
-            duration: "10s".into(),
+            duration: Some("10s".into()),
             ..SyscallSpec::default()
         }
     }

@@ -463,7 +463,7 @@ mod tests {
             spec: FaultSpec::Net(NetSpec {
                 percent: Some(10.0),
                 interface: Some("veth0".into()),
-                duration: "10s".into(),
+                duration: Some("10s".into()),
                 ..NetSpec::default()
             }),
             strategy: Strategy::Net(crate::strategy::NetStrategy {

@@ -140,7 +140,7 @@ fn arm_error_rule(_store: &Store, device: &Device) -> Result<Box<dyn Any>> {
         action: chaos_user::spec::IoAction::Fail,
         device: Some(format!("{}:{}", device.major, device.minor)),
         cgroup: Some(cgroup.path().display().to_string()),
-        duration: "10m".into(),
+        duration: Some("10m".into()),
         ..Default::default()
     });
     let armed = injector.inject(&spec)?;

@@ -90,7 +90,7 @@ fn spec_on_a(w: &TwoHosts, action: NetAction, f: impl FnOnce(&mut NetSpec)) -> F
         action,
         interface: Some(w.a.ifname.clone()),
         netns: Some(w.a.ns.name().to_owned()),
-        duration: FAULT_DURATION.to_owned(),
+        duration: Some(FAULT_DURATION.to_owned()),
         ..NetSpec::default()
     };
     f(&mut s);

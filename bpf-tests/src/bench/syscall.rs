@@ -425,7 +425,7 @@ fn kill_on(pid: u32, calls: &[&str]) -> FaultSpec {
         action: SyscallAction::Kill,
         syscall: calls.iter().map(|c| (*c).to_owned()).collect(),
         pid: Some(pid),
-        duration: FAULT_DURATION.to_owned(),
+        duration: Some(FAULT_DURATION.to_owned()),
         ..SyscallSpec::default()
     })
 }

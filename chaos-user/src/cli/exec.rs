@@ -76,7 +76,11 @@ struct Filter {
 }
 
 impl Filter {
-    fn into_spec(self, action: SyscallAction, duration: String) -> (SyscallSpec, Vec<String>) {
+    fn into_spec(
+        self,
+        action: SyscallAction,
+        duration: Option<String>,
+    ) -> (SyscallSpec, Vec<String>) {
         let spec = SyscallSpec {
             pid: self.pid,
             cgroup: self.cgroup,
@@ -88,9 +92,11 @@ impl Filter {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let duration = args
-        .duration
-        .unwrap_or_else(|| humantime::format_duration(MAX_DURATION).to_string());
+    // Under exec the command's lifetime bounds the fault, so no 10-minute default.
+    let duration = Some(
+        args.duration
+            .unwrap_or_else(|| humantime::format_duration(MAX_DURATION).to_string()),
+    );
     let Family::Syscall { action } = args.family;
     let (spec, command) = match action {
         Action::Fail { errno, filter } => {

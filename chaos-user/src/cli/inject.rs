@@ -122,9 +122,9 @@ struct IoTarget {
     /// Override the guards (the host's own disks, pid 1, the root cgroup).
     #[arg(long)]
     force: bool,
-    /// How long the fault lasts (30s, 5m, 1h).
+    /// How long the fault lasts (30s, 5m, 1h); 10m if not given.
     #[arg(long)]
-    duration: String,
+    duration: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -309,7 +309,7 @@ pub(crate) struct SyscallSelect {
 
 impl SyscallSelect {
     /// A spec for `action` with these selectors; the caller fills the rest.
-    pub(crate) fn into_spec(self, action: SyscallAction, duration: String) -> SyscallSpec {
+    pub(crate) fn into_spec(self, action: SyscallAction, duration: Option<String>) -> SyscallSpec {
         SyscallSpec {
             action,
             syscall: self.syscalls,
@@ -329,9 +329,9 @@ impl SyscallSelect {
 pub(crate) struct SyscallCalls {
     #[command(flatten)]
     select: SyscallSelect,
-    /// How long the fault lasts (30s, 5m, 1h); the kernel ends it on time even if chaos dies.
+    /// How long the fault lasts (30s, 5m, 1h; 10m if not given); it ends on time even if chaos dies.
     #[arg(long)]
-    duration: String,
+    duration: Option<String>,
 }
 
 /// Whose calls: exactly one of the three.
@@ -525,9 +525,9 @@ struct NetTarget {
     /// Override the safety guards (port 22, an unfiltered 100% drop on the default route).
     #[arg(long)]
     force: bool,
-    /// How long the fault lasts (30s, 5m, 1h); the kernel ends it on time even if chaos dies.
+    /// How long the fault lasts (30s, 5m, 1h; 10m if not given); it ends on time even if chaos dies.
     #[arg(long)]
-    duration: String,
+    duration: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

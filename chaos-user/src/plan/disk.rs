@@ -13,7 +13,7 @@ use syscalls::Sysno;
 
 use super::{
     Chance, Plan, PlannedFault, SyscallPlan, SyscallTarget, check_percent, check_pid,
-    parse_duration, parse_size, resolve_cgroup,
+    fault_duration, parse_size, resolve_cgroup,
 };
 use crate::{
     error::{Error, Result},
@@ -258,7 +258,7 @@ fn amount(s: &DiskSpec) -> Result<FillAmount> {
 
 /// Validates a disk spec into a plan: a real fill, or (`virtual`) a syscall fault.
 pub(super) fn plan(spec: &FaultSpec, s: &DiskSpec) -> Result<Plan> {
-    let duration = parse_duration("duration", &s.duration)?;
+    let duration = fault_duration(s.duration.as_deref())?;
     let dir = check_dir(&s.path)?;
     if s.virtual_fill {
         for (given, field) in [
@@ -393,7 +393,7 @@ mod tests {
     fn bad_inputs_name_their_field() {
         let base = DiskSpec {
             path: "/tmp".into(),
-            duration: "10s".into(),
+            duration: Some("10s".into()),
             ..DiskSpec::default()
         };
         let err = |s: DiskSpec| {

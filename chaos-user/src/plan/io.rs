@@ -12,7 +12,7 @@ use syscalls::Sysno;
 
 use super::{
     Chance, Plan, PlannedFault, SyscallPlan, SyscallTarget, check_percent, check_pid,
-    parse_duration, parse_errno, parse_size, resolve_cgroup,
+    fault_duration, parse_errno, parse_size, resolve_cgroup,
 };
 use crate::{
     error::{Error, Result},
@@ -675,7 +675,7 @@ fn fail_plan(s: &IoSpec) -> Result<IoEffect> {
 
 /// Validates an I/O spec into a plan.
 pub(super) fn plan(spec: &FaultSpec, s: &IoSpec) -> Result<Plan> {
-    let duration = parse_duration("duration", &s.duration)?;
+    let duration = fault_duration(s.duration.as_deref())?;
     let a = s.action;
     let effect = match a {
         IoAction::Fail => fail_plan(s)?,
@@ -747,7 +747,7 @@ mod tests {
     fn spec(action: IoAction) -> IoSpec {
         IoSpec {
             action,
-            duration: "10s".into(),
+            duration: Some("10s".into()),
             ..IoSpec::default()
         }
     }

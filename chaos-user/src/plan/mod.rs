@@ -24,6 +24,10 @@ use crate::{
     spec::FaultSpec,
 };
 
+/// How long a fault lasts when its spec gives no duration: long enough for a drill, short
+/// enough that a forgotten fault ends by itself.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10 * 60);
+
 /// The longest fault accepted.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -117,6 +121,13 @@ pub fn parse_duration(field: &'static str, text: &str) -> Result<Duration> {
         ));
     }
     Ok(d)
+}
+
+/// A fault's duration: the spec's `duration`, or [`DEFAULT_DURATION`] when it gives none.
+pub fn fault_duration(given: Option<&str>) -> Result<Duration> {
+    given.map_or(Ok(DEFAULT_DURATION), |text| {
+        parse_duration("duration", text)
+    })
 }
 
 /// Parses a non-negative time span (`100ms`, `1s 500ms`, `250us`).
@@ -310,6 +321,9 @@ mod tests {
             let err = parse_duration("duration", bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid duration:"), "{bad}: {err}");
         }
+        assert_eq!(fault_duration(None).unwrap(), Duration::from_secs(600));
+        assert_eq!(fault_duration(Some("5s")).unwrap(), Duration::from_secs(5));
+        assert!(fault_duration(Some("")).is_err(), "an empty duration is not the default");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CgroupTarget, Chance, Plan, PlannedFault, check_percent, parse_duration, parse_span,
+    CgroupTarget, Chance, Plan, PlannedFault, check_percent, fault_duration, parse_span,
     process_cgroup, resolve_cgroup,
 };
 use crate::{
@@ -527,7 +527,7 @@ fn filter(n: &NetSpec) -> Result<NetFilter> {
 
 /// Validates network spec `n` (the whole of `spec`) into a plan.
 pub(super) fn plan(spec: &FaultSpec, n: &NetSpec) -> Result<Plan> {
-    let duration = parse_duration("duration", &n.duration)?;
+    let duration = fault_duration(n.duration.as_deref())?;
     let effect = effect(n)?;
     let filter = filter(n)?;
     let ns = match (&n.netns, n.target_pid) {
@@ -662,7 +662,7 @@ mod tests {
         NetSpec {
             action,
             interface: Some("lo".into()),
-            duration: "10s".into(),
+            duration: Some("10s".into()),
             ..NetSpec::default()
         }
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use syscalls::{Errno, Sysno};
 
 use super::{
-    CgroupTarget, Chance, Plan, PlannedFault, check_percent, parse_duration, parse_span,
+    CgroupTarget, Chance, Plan, PlannedFault, check_percent, fault_duration, parse_span,
     resolve_cgroup,
 };
 use crate::{
@@ -361,7 +361,7 @@ fn target(s: &SyscallSpec) -> Result<SyscallTarget> {
 /// Validates `s` (the whole of `spec`) into a plan; `exec`: for `chaos exec`, whose command is
 /// the target (no --pid, --cgroup or --comm then).
 fn plan_with(spec: &FaultSpec, s: &SyscallSpec, exec: bool) -> Result<Plan> {
-    let duration = parse_duration("duration", &s.duration)?;
+    let duration = fault_duration(s.duration.as_deref())?;
     if s.syscall.is_empty() {
         return Err(Error::invalid(
             "syscall",
@@ -464,7 +464,7 @@ mod tests {
             errno: Some("EIO".into()),
             pid: Some(std::process::id()),
             force: true,
-            duration: "10s".into(),
+            duration: Some("10s".into()),
             ..SyscallSpec::default()
         }
     }

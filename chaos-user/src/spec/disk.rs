@@ -55,9 +55,9 @@ pub struct DiskSpec {
     /// Override the guards (`/`, `/boot`, the filesystem chaos itself needs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
-    /// How long the fault lasts, e.g. "30s", "5m".
-    #[serde(default)]
-    pub duration: String,
+    /// How long the fault lasts, e.g. "30s", "5m". Without one, [`crate::plan::DEFAULT_DURATION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
 }
 
 #[cfg(test)]

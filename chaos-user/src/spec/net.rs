@@ -166,9 +166,9 @@ pub struct NetSpec {
     /// Override the safety guards (port 22 kept, no unfiltered 100% on the default route).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
-    /// How long the fault lasts, e.g. "30s", "5m", "1h 30m".
-    #[serde(default)]
-    pub duration: String,
+    /// How long the fault lasts, e.g. "30s", "5m", "1h 30m". Without one, [`crate::plan::DEFAULT_DURATION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
 }
 
 #[cfg(test)]

@@ -381,7 +381,7 @@ pub(crate) mod tests {
             pid: Some(std::process::id()),
             // This test process is not chaos, but plans as if it were.
             force: true,
-            duration: "10s".into(),
+            duration: Some("10s".into()),
             ..Default::default()
         });
         let plan = crate::plan::plan(&spec).unwrap();

@@ -200,6 +200,19 @@ impl Chaos {
         }
     }
 
+    /// Pids of every live process running this binary (controllers, keepers, supervisors).
+    pub fn processes(&self) -> Vec<u32> {
+        let bin = std::fs::canonicalize(&self.bin).unwrap_or_else(|_| self.bin.clone());
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin)
+            })
+            .collect()
+    }
+
     /// Whether the probe found `feature`.
     pub fn probe_has(&self, feature: &str) -> bool {
         self.probe_row(feature).is_ok()

@@ -351,7 +351,8 @@ impl Store {
     }
 
     /// Removes state files that cannot be read (written by another version, or damaged), and
-    /// returns what each held and why it was unreadable. `recover --all` calls it first, so that
+    /// returns what each held and why it was unreadable; and removes temporary files of writes
+    /// that were cut short. `recover --all` calls it first, so that
     /// one bad file cannot stop the recovery of everything else.
     pub fn purge_unreadable(&self) -> Result<Vec<String>> {
         let mut purged = Vec::new();
@@ -370,6 +371,13 @@ impl Store {
                 continue;
             };
             for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                // A write cut short (the writer killed between writing and renaming): every
+                // write holds the lock, so under it a temporary file is stale. The record it
+                // would have replaced is still in place.
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                    continue;
+                }
                 if path.extension().is_some_and(|e| e == "json")
                     && let Err(e) = check(&path)
                 {
@@ -506,6 +514,21 @@ mod tests {
         store.remove_fault("f-1").unwrap();
         assert!(store.remove_if_empty().unwrap());
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_write_cut_short_is_purged() {
+        let dir = std::env::temp_dir().join(format!("chaos-store-tmp-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        let _lock = store.lock().unwrap();
+        store.put_fault(&record("f-1")).unwrap();
+        // As left by a writer killed between writing and renaming.
+        std::fs::write(dir.join("faults/.f-1.tmp"), b"{\"id\": \"f-").unwrap();
+        assert!(store.purge_unreadable().unwrap().is_empty());
+        assert!(!dir.join("faults/.f-1.tmp").exists());
+        assert_eq!(store.fault("f-1").unwrap().id, "f-1");
+        store.remove_fault("f-1").unwrap();
+        assert!(store.remove_if_empty().unwrap());
     }
 
     #[test]

@@ -52,9 +52,7 @@ pub fn ensure_running(store: &Store) -> Result<()> {
 /// Removes the pid file of a keeper that no longer runs (killed: it could not remove it), so
 /// that it does not keep the state directory. With the store lock held.
 pub fn forget_if_dead(store: &Store) {
-    if keeper::running_as(&pid_file(store), SUBCOMMAND).is_none() {
-        let _ = std::fs::remove_file(pid_file(store));
-    }
+    keeper::forget_dead(&pid_file(store), SUBCOMMAND);
 }
 
 /// The keeper's loop: recovers expired faults until no fault needing it is left.

@@ -40,6 +40,19 @@ pub fn running(store: &Store) -> Option<u32> {
     running_as(&pid_file(store), SUBCOMMAND)
 }
 
+/// Removes the pid file of a delay keeper that no longer runs (killed: it could not remove
+/// it), so that it does not keep the state directory. With the store lock held.
+pub fn forget_if_dead(store: &Store) {
+    forget_dead(&pid_file(store), SUBCOMMAND);
+}
+
+/// Removes `pid_file` unless it names a live `chaos SUBCOMMAND`.
+pub(crate) fn forget_dead(pid_file: &Path, subcommand: &str) {
+    if running_as(pid_file, subcommand).is_none() {
+        let _ = std::fs::remove_file(pid_file);
+    }
+}
+
 /// The pid in `pid_file` if that process is a live `chaos SUBCOMMAND`.
 pub(crate) fn running_as(pid_file: &Path, subcommand: &str) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_file)

@@ -124,7 +124,8 @@ fn bad_inputs_are_one_line_and_arm_nothing() {
                 "--percent".into(),
                 "10".into(),
             ],
-            vec!["--duration"],
+            // No duration is fine (10 minutes); no target is not.
+            vec!["invalid interface", "--interface"],
         ),
         (
             vec!["inject".into(), "net".into(), "los".into()],

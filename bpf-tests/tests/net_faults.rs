@@ -452,6 +452,18 @@ fn guard_refuses_unfiltered_drop_on_the_default_route() {
         "{refused}"
     );
     assert_eq!(refused.stderr.lines().count(), 1, "{refused}");
+    // Any fault on all of its traffic, not only a full drop.
+    let refused = d
+        .try_net("loss", &d.world.a, &["--percent", "30"], "60s")
+        .unwrap_err();
+    assert!(
+        refused.stderr.contains("default route") && refused.stderr.contains("--force"),
+        "{refused}"
+    );
+    d.assert_clean();
+    // Forced, it is armed.
+    let id = d.net("loss", &d.world.a, &["--percent", "30", "--force"], "60s");
+    d.chaos.recover(&id).expect("recover");
     d.assert_clean();
     // Narrowed, it is allowed.
     let id = d.net("partition", &d.world.a, &["--dport", "9"], "60s");

@@ -105,12 +105,14 @@ pub struct Recovered {
 }
 
 impl Injector {
-    /// Checks privileges, probes the kernel and opens the state store.
+    /// Checks privileges, probes the kernel (or reuses the cached answer while it holds) and
+    /// opens the state store.
     pub fn new() -> Result<Injector> {
         privilege::check(privilege::INJECT)?;
+        let store = Store::open_default()?;
         Ok(Injector {
-            probe: probe::run(),
-            store: Store::open_default()?,
+            probe: probe::cached(&store.probe_cache()),
+            store,
         })
     }
 
@@ -393,7 +395,8 @@ impl Injector {
         if let Some(e) = first_err {
             return Err(e);
         }
-        // Nothing of ours should be left; remove pins the store did not know about.
+        // Nothing of ours should be left; remove pins the store did not know about. (The
+        // probe's cached answer stays: it describes the kernel, not a fault.)
         ebpf::remove_all_pins()?;
         Ok(out)
     }

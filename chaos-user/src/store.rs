@@ -242,6 +242,12 @@ impl Store {
         Store::open(dir)
     }
 
+    /// Where the probe's answer is cached: beside the state directory, not in it, so that it
+    /// does not keep the directory (whose presence means "chaos has state here").
+    pub fn probe_cache(&self) -> PathBuf {
+        self.dir.with_extension("probe.json")
+    }
+
     /// The store at `dir`. Directories are made when first written, and removed again by
     /// [`Store::remove_if_empty`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {

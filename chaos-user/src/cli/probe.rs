@@ -15,6 +15,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     privilege::check(privilege::INJECT)?;
     let report = probe::run();
+    // Fresh: also what the next commands reuse.
+    probe::store(
+        &chaos_user::store::Store::open_default()?.probe_cache(),
+        &report,
+    );
     let kinds = strategy::table(&report);
     if args.json {
         super::print_json(&serde_json::json!({ "probe": report, "faults": kinds }))?;

@@ -271,21 +271,33 @@ pub fn cgroup_of(pid: u32) -> Option<CgroupTarget> {
     })
 }
 
-/// Checks a `--pid` target: a live process, not init nor chaos itself unless `force`.
+/// Checks a `--pid` target: a live process, not init nor a process of chaos unless `force`.
 pub(crate) fn check_pid(pid: u32, force: bool) -> Result<()> {
-    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+    // A zombie has exited: nothing of it can be hit, and its exe link is gone.
+    let exited = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        .is_none_or(|state| state == 'Z' || state == 'X');
+    if pid == 0 || exited {
         return Err(Error::invalid(
             "pid",
             format!("no process {pid}"),
             "give the id of a running process",
         ));
     }
-    if !force && (pid == 1 || pid == std::process::id()) {
+    if !force && (pid == 1 || crate::guard::is_ours(pid)) {
         return Err(Error::invalid(
             "pid",
             format!(
                 "process {pid} is {}",
-                if pid == 1 { "init" } else { "chaos itself" }
+                if pid == 1 {
+                    "init"
+                } else {
+                    "chaos itself (a chaos command, keeper or daemon)"
+                }
             ),
             "pick the target process, or add --force",
         ));

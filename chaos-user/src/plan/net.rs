@@ -20,6 +20,7 @@ use crate::{
 pub const MAX_LATENCY: Duration = Duration::from_secs(10);
 
 /// Ports the guard keeps out of every network fault unless `force` is set: the management path.
+/// The ports chaos's own processes listen on ([`crate::guard::listener_ports`]) are kept too.
 pub const GUARDED_PORTS: &[u16] = &[22];
 
 /// An interface in a namespace.
@@ -506,12 +507,17 @@ fn filter(n: &NetSpec) -> Result<NetFilter> {
         }
     }
     if !n.force {
-        for p in GUARDED_PORTS {
-            if !f.exclude_ports.contains(p)
-                && f.dport.is_none_or(|(lo, hi)| !(lo..=hi).contains(p))
-                && f.sport.is_none_or(|(lo, hi)| !(lo..=hi).contains(p))
+        // A fault aimed at a guarded port (--dport/--sport covering it) keeps it.
+        let guarded = GUARDED_PORTS
+            .iter()
+            .copied()
+            .chain(crate::guard::listener_ports());
+        for p in guarded {
+            if !f.exclude_ports.contains(&p)
+                && f.dport.is_none_or(|(lo, hi)| !(lo..=hi).contains(&p))
+                && f.sport.is_none_or(|(lo, hi)| !(lo..=hi).contains(&p))
             {
-                f.exclude_ports.push(*p);
+                f.exclude_ports.push(p);
             }
         }
     }
@@ -519,7 +525,7 @@ fn filter(n: &NetSpec) -> Result<NetFilter> {
         return Err(Error::invalid(
             "exclude",
             format!("{} ports to exclude; at most 8", f.exclude_ports.len()),
-            "exclude fewer ports (port 22 counts unless --force)",
+            "exclude fewer ports (port 22 and chaos's own listeners count unless --force)",
         ));
     }
     Ok(f)
@@ -581,20 +587,23 @@ pub(super) fn plan(spec: &FaultSpec, n: &NetSpec) -> Result<Plan> {
     } else {
         Vec::new()
     };
-    if let Effect::Drop(c) = &effect
-        && c.percent >= 100.0
-        && filter.selects_everything()
-        && !n.force
-    {
+    // The management path: a fault on all the traffic of the default route's interface
+    // reaches the host's own control traffic (SSH aside, which the port guard keeps).
+    if filter.selects_everything() && !n.force {
         let defaults = route_devs(ns.as_ref(), &["route", "show", "default"])?;
         if let Some(i) = interfaces.iter().find(|i| defaults.contains(&i.name)) {
+            let what = match &effect {
+                Effect::Drop(c) if c.percent >= 100.0 => "dropping every packet",
+                _ => "a fault on every packet",
+            };
             return Err(Error::invalid(
                 "interface",
                 format!(
-                    "dropping every packet on {}, the default route's interface, would cut this host off",
+                    "{what} on {}, the default route's interface, would reach this host's \
+                     management traffic",
                     i.name
                 ),
-                "narrow it with --dst/--dport/--proto, or add --force",
+                "narrow it with --dst/--dport/--proto/--cgroup/--pid, or add --force",
             ));
         }
     }

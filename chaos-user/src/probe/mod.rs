@@ -5,18 +5,22 @@
 //! Everything the probe attaches lives on a scratch network namespace's `lo` or in an empty
 //! scratch cgroup, and is gone when the probe returns.
 
+mod cache;
 mod programs;
 mod sys;
 mod system;
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use self::sys::errno_name;
+pub use self::{
+    cache::{cached, store},
+    sys::errno_name,
+};
 
 /// One thing the probe checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
     /// `bpf()` works at all for this process.
@@ -154,7 +158,7 @@ impl Feature {
 }
 
 /// The answer for one feature.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     /// Which feature.
     pub feature: Feature,
@@ -165,7 +169,7 @@ pub struct Row {
 }
 
 /// Everything the probe found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// `uname -r`.
     pub kernel: String,
@@ -182,6 +186,13 @@ mod millis {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        let ms = <f64 as serde::Deserialize>::deserialize(d)?;
+        Ok(std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0))
     }
 }
 

@@ -24,6 +24,8 @@ use bpf_tests::{
 /// Long enough that no fault ends by itself during a round: recover --all must do the work.
 const FAULT_DURATION: &str = "60s";
 const UDP_PORT: u16 = 47_321;
+/// The probe's cached answer (beside the default state directory).
+const PROBE_CACHE: &str = "/run/chaos.probe.json";
 
 /// One fault kind of the rotation.
 struct Kind {
@@ -439,6 +441,10 @@ fn inject_kill_recover_rounds_leave_nothing() {
         let k = &mut kinds[(round as usize - 1) % n];
         let span = k.arm_time.as_micros() as u64 * 5 / 4;
         let after = Duration::from_micros(rng.below(span + 1));
+        // Every third round probes the kernel afresh, so kills also land while probing.
+        if round % 3 == 0 {
+            let _ = std::fs::remove_file(PROBE_CACHE);
+        }
         let arming = inject_and_kill(&w.chaos, &k.args, after);
         k.rounds += 1;
         k.killed_arming += u32::from(arming);

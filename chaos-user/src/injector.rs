@@ -374,6 +374,7 @@ impl Injector {
         };
         deadline::forget_if_dead(&self.store);
         crate::backend::keeper::forget_if_dead(&self.store);
+        probe::sweep_stale();
         let mut first_err = None;
         if let Err(e) = crate::iostat::unwatch_all_locked(&self.store) {
             first_err.get_or_insert(e);

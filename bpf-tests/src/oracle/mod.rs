@@ -20,7 +20,9 @@
 //! * tc BPF filters running one of our programs (or a `chaos_*` name), TCX attachments of our
 //!   programs, and `clsact`/`ingress` qdiscs absent from the `before` snapshot, on every
 //!   interface of the host namespace and the namespaces given.
-//! * Non-trivial `blkio.throttle.*` / `io.max` lines in cgroups named `chaos-*`.
+//! * Non-trivial `blkio.throttle.*` / `io.max` lines in cgroups named `chaos-*`, and cgroups named
+//!   like those the injector makes (`chaos-io-*`, `chaos-probe-*`).
+//! * The probe's scratch pins (`/sys/fs/bpf/chaos_probe_*`).
 //! * Files under the state directory (`$CHAOS_STATE_DIR`, else `/run/chaos`).
 
 pub(crate) mod tc;
@@ -45,6 +47,10 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/chaos";
 pub const STATE_DIR_ENV: &str = "CHAOS_STATE_DIR";
 /// The injector's state directory when [`STATE_DIR_ENV`] is unset.
 pub const DEFAULT_STATE_DIR: &str = "/run/chaos";
+/// Prefix of the probe's scratch pins in `/sys/fs/bpf`.
+pub const PROBE_PIN_PREFIX: &str = "chaos_probe_";
+/// Prefixes of the cgroups the injector makes (see [`LeftoverKind::Cgroup`]).
+pub const INJECTOR_CGROUP_PREFIXES: &[&str] = &["chaos-io-", "chaos-probe-"];
 /// Prefix of the cgroups whose I/O limits are checked.
 pub const CGROUP_PREFIX: &str = "chaos-";
 /// How long [`Oracle::assert_clean`] lets the kernel finish releasing things (tc filters and
@@ -68,6 +74,9 @@ pub enum LeftoverKind {
     Qdisc,
     /// An I/O limit in a `chaos-*` cgroup.
     CgroupLimit,
+    /// A cgroup the injector makes (`chaos-io-*` for a moved process, `chaos-probe-*` for the
+    /// probe's scratch attachments).
+    Cgroup,
     /// A file in the injector's state directory.
     StateFile,
     /// Something the oracle could not check (a failing `tc`, an unreadable directory): reported
@@ -303,6 +312,23 @@ impl Oracle {
             }
         }
 
+        // The probe's scratch pins, outside the pin root.
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(PROBE_PIN_PREFIX)
+                {
+                    push(LeftoverKind::Pin, format!("file {}", e.path().display()));
+                }
+            }
+        }
+
+        // Cgroups the injector makes.
+        for path in injector_cgroups() {
+            push(LeftoverKind::Cgroup, format!("cgroup {}", path.display()));
+        }
+
         // Cgroup I/O limits.
         for (path, line) in cgroup_limits() {
             push(
@@ -382,6 +408,34 @@ fn files_under(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Every cgroup directory, on any cgroup mount, named like one the injector makes.
+fn injector_cgroups() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if INJECTOR_CGROUP_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                out.push(e.path());
+            }
+            walk(&e.path(), out);
+        }
+    }
+    let mut out = Vec::new();
+    for (mount_point, fstype, _) in crate::world::cgroup::mounts() {
+        if fstype == "cgroup" || fstype == "cgroup2" {
+            walk(&mount_point, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `(file, line)` for every I/O limit set in a cgroup named `chaos-*` on a blkio v1 hierarchy

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     cache::{cached, store},
+    programs::sweep_stale,
     sys::errno_name,
 };
 

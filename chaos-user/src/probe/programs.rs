@@ -5,7 +5,7 @@
 use std::{
     ffi::CString,
     os::fd::{AsRawFd as _, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use aya::{programs::ProgramType, sys::BpfHelper};
@@ -73,7 +73,7 @@ fn clsact_attach(prog: &OwnedFd) -> Result<(), String> {
         tc::{NlOptions, TcAttachOptions, qdisc_add_clsact},
     };
     mounts::ensure_bpffs().map_err(|e| e.to_string())?;
-    let pin = PathBuf::from(format!("/sys/fs/bpf/chaos_probe_{}", std::process::id()));
+    let pin = PathBuf::from(format!("{PIN_PREFIX}{}", std::process::id()));
     sys::obj_pin(prog, &pin).map_err(|r| format!("pinning: {r}"))?;
     let result = (|| {
         let mut program = SchedClassifier::from_pin(&pin).map_err(|e| e.to_string())?;
@@ -91,6 +91,47 @@ fn clsact_attach(prog: &OwnedFd) -> Result<(), String> {
     result
 }
 
+/// The probe's scratch pin, `PREFIX<pid>` (aya takes a program from a pin, not a descriptor).
+const PIN_PREFIX: &str = "/sys/fs/bpf/chaos_probe_";
+/// The probe's scratch cgroup v2, `<root>/PREFIX<pid>`.
+const CGROUP_PREFIX: &str = "chaos-probe-";
+
+/// Removes the scratch pin and cgroup of probes that were killed before they could (a pin keeps
+/// its program loaded for good; an empty cgroup directory stays). Those of a live chaos process
+/// are left to it.
+pub fn sweep_stale() {
+    let pin = Path::new(PIN_PREFIX);
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut collect = |dir: &Path, prefix: &str| {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let stale = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(prefix))
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !crate::guard::is_ours(pid));
+                if stale {
+                    found.push(e.path());
+                }
+            }
+        }
+    };
+    if let (Some(dir), Some(prefix)) = (pin.parent(), pin.file_name()) {
+        collect(dir, &prefix.to_string_lossy());
+    }
+    if let Some(root) = mounts::CgroupMounts::read().ok().and_then(|m| m.v2) {
+        collect(&root, CGROUP_PREFIX);
+    }
+    for path in found {
+        let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir(&path));
+        tracing::info!(
+            "removed {}, left by a probe that was killed",
+            path.display()
+        );
+    }
+}
+
 /// A cgroup v2 made for the probe; removed on drop.
 struct ScratchCgroup {
     path: PathBuf,
@@ -101,7 +142,7 @@ impl ScratchCgroup {
     fn new() -> Result<ScratchCgroup, String> {
         let mounts = mounts::CgroupMounts::read().map_err(|e| e.to_string())?;
         let root = mounts.v2.ok_or("no cgroup v2 mounted")?;
-        let path = root.join(format!("chaos-probe-{}", std::process::id()));
+        let path = root.join(format!("{CGROUP_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
         let dir = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(ScratchCgroup { path, dir })

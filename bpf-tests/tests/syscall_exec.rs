@@ -559,3 +559,66 @@ fn bad_input_is_one_line_and_runs_nothing() {
         &["invalid latency"],
     );
 }
+
+/// A supervisor killed -9 takes its command with it: the kernel cannot remove the command's
+/// seccomp filter, so left alone it would keep failing its planned calls (ENOSYS) past the end
+/// of the fault.
+#[test]
+fn the_command_dies_with_a_killed_supervisor() {
+    let chaos = skip_on_err!(Chaos::from_env());
+    skip_unless!(bpf_tests::skip::require_command("sh"));
+    skip_unless!(require_exec(&chaos));
+    let dir = TempDir::new();
+    let pid_file = dir.path("pid");
+    let script = format!(
+        "echo $$ > '{pid_file}.tmp'; mv '{pid_file}.tmp' '{pid_file}'; while :; do sleep 0.05; done"
+    );
+    let mut cmd = chaos.command(&[
+        "exec",
+        "syscall",
+        "fail",
+        "--syscall",
+        "mkdir",
+        "--errno",
+        "EIO",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    cmd.process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let running = Running(Some(cmd.spawn().expect("spawn chaos")));
+    let start = Instant::now();
+    let command: i32 = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            break text.trim().parse().expect("the command's pid");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: signals the chaos process this test started.
+    assert_eq!(unsafe { libc::kill(running.pid(), libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    // The command is chaos's child: once chaos is gone it is reparented and reaped by init (or
+    // a subreaper); its /proc entry goes when it dies.
+    while Path::new(&format!("/proc/{command}")).exists()
+        && std::fs::read_to_string(format!("/proc/{command}/stat"))
+            .is_ok_and(|s| !s.contains(") Z"))
+    {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the command outlived its killed supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "the command died {} ms after its supervisor was killed -9",
+        killed.elapsed().as_millis()
+    );
+    drop(running);
+}

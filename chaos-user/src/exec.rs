@@ -343,6 +343,7 @@ pub fn exec(plan: &Plan, command: &[String]) -> Result<ExecReport> {
         .ctx(|| "creating a signalfd")?;
 
     let started = Instant::now();
+    let supervisor = std::process::id() as libc::pid_t;
     // SAFETY: the child runs only async-signal-safe code (see `child`) on data prepared above.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -350,7 +351,16 @@ pub fn exec(plan: &Plan, command: &[String]) -> Result<ExecReport> {
     }
     if pid == 0 {
         // SAFETY: in the forked child; every pointer stays valid until execv or _exit.
-        unsafe { child(&fprog, page.get(), path.as_ptr(), argv.as_ptr(), &mask.0) };
+        unsafe {
+            child(
+                &fprog,
+                page.get(),
+                path.as_ptr(),
+                argv.as_ptr(),
+                &mask.0,
+                supervisor,
+            )
+        };
     }
     let mut child = ChildProc::new(Pid::from_raw(pid))?;
     let result = supervise(sp, plan.duration, &mut child, &page, sizes, &sigfd);
@@ -393,6 +403,7 @@ unsafe fn child(
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     mask: &SigSet,
+    supervisor: libc::pid_t,
 ) -> ! {
     let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     let fail = |step: i32, e: i32| -> ! {
@@ -403,6 +414,17 @@ unsafe fn child(
     };
     // SAFETY: restores the mask the parent had, a plain sigset we own.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask.as_ref(), std::ptr::null_mut()) };
+    // The kernel cannot take a seccomp filter off a process: were the supervisor killed, the
+    // command's planned calls would fail with ENOSYS for as long as it runs, past the fault's
+    // end. So the command dies with its supervisor (as under `timeout`), and never starts if
+    // the supervisor is already gone.
+    // SAFETY: prctl and getppid with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0
+        || unsafe { libc::getppid() } != supervisor
+    {
+        // SAFETY: as below.
+        unsafe { libc::_exit(127) }
+    }
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         fail(FAILED_NO_NEW_PRIVS, errno());

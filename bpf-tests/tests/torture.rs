@@ -17,7 +17,7 @@ use std::{
 use bpf_tests::{
     ChildProcess, LoopDevice, Oracle, Snapshot, TestCgroup, TwoHosts, UdpSink,
     chaos::Chaos,
-    skip_on_err, udp_blast,
+    skip_on_err, skip_unless, udp_blast,
     world::{CgroupVersion, cgroup2_mount},
 };
 
@@ -340,7 +340,14 @@ impl World {
         if got != 50 {
             wrong.push(format!("{got} of 50 datagrams from A to B arrived"));
         }
-        let stray = self.chaos.processes();
+        // A keeper that was not killed finds nothing left to keep and exits within its idle
+        // time (1 s).
+        let started = Instant::now();
+        let mut stray = self.chaos.processes();
+        while !stray.is_empty() && started.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(50));
+            stray = self.chaos.processes();
+        }
         if !stray.is_empty() {
             wrong.push(format!("chaos processes still running: {stray:?}"));
         }
@@ -502,4 +509,91 @@ fn inject_kill_recover_rounds_leave_nothing() {
             k.name, k.rounds, k.killed_arming
         );
     }
+}
+
+/// `recover --all` with the store gone (the state directory deleted, as a careless cleanup or a
+/// tmpfs remount would): what the kernel shows of ours is found by its marks and removed.
+#[test]
+fn recover_all_sweeps_what_no_record_names() {
+    let w = skip_on_err!(World::new());
+    // tc filters through netlink (a TCX link would be pinned, and go with the pins).
+    let chaos = w.chaos.env("CHAOS_TC_ATTACH", "clsact");
+    skip_unless!(chaos.probe_row("tc_clsact"));
+    let a = &w.hosts.a;
+    let mut armed = Vec::new();
+    for args in [
+        vec!["net", "loss", "--percent", "100", "--direction", "both"],
+        vec!["net", "delay", "--latency", "20ms"],
+    ] {
+        let mut full: Vec<&str> = args.clone();
+        full.extend([
+            "--interface",
+            &a.ifname,
+            "--netns",
+            a.ns.name(),
+            "--duration",
+            "60s",
+        ]);
+        match chaos.inject(&full) {
+            Ok(id) => armed.push((args.join(" "), id)),
+            Err(f) if f.stderr.contains("this kernel cannot") => {
+                println!("sweep: {} not on this kernel", args.join(" "));
+            }
+            Err(f) => panic!("{args:?}: {f}"),
+        }
+    }
+    // A process sharing its cgroup with the target: `io slow --pid` moves it into a cgroup of
+    // its own, which the sweep must undo.
+    let mut other = Command::new("sleep");
+    other.arg("600");
+    let _other = ChildProcess::builder(other)
+        .cgroup(&w.io_cg)
+        .spawn()
+        .expect("second process");
+    let pid = w.target.pid().to_string();
+    let dev = w.disk.device().display().to_string();
+    match chaos.inject(&[
+        "io",
+        "slow",
+        "--device",
+        &dev,
+        "--write-bps",
+        "1mb",
+        "--pid",
+        &pid,
+        "--duration",
+        "60s",
+    ]) {
+        Ok(id) => armed.push(("io slow --pid".into(), id)),
+        // On cgroup v2 a process cannot get a cgroup of its own below one that holds others.
+        Err(f) => println!("sweep: io slow --pid refused here: {}", f.stderr.trim()),
+    }
+    assert!(!armed.is_empty(), "nothing could be armed");
+    assert_eq!(w.udp(20), 0, "the loss is armed");
+    // The store is lost.
+    std::fs::remove_dir_all(bpf_tests::oracle::DEFAULT_STATE_DIR).expect("delete the state dir");
+    let out = chaos.output(&["recover", "--all", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let swept = report["swept"].as_array().cloned().unwrap_or_default();
+    println!(
+        "sweep: armed {:?}, deleted the state directory; recover --all removed {} trace(s) no record named: {}",
+        armed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        swept.len(),
+        swept
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    assert!(!swept.is_empty(), "the sweep found nothing: {report}");
+    w.assert_as_before(0, "lost store");
+    assert!(
+        w.io_cg.pids().expect("pids").contains(&w.target.pid()),
+        "the moved process is back in its cgroup"
+    );
 }

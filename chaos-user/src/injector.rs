@@ -98,10 +98,13 @@ pub struct Recovered {
     pub faults: Vec<String>,
     /// Attachments detached.
     pub attachments: usize,
-    /// State files that could not be read and were removed, with what they held: TCX links
-    /// they named go with the pins; a clsact filter they named may need `tc filter del`.
+    /// State files that could not be read and were removed, with what they held. What they
+    /// named is found by the sweep.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// Traces no record named, found in the kernel's own state and removed (`recover --all`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub swept: Vec<String>,
 }
 
 impl Injector {
@@ -396,6 +399,9 @@ impl Injector {
         if let Some(e) = first_err {
             return Err(e);
         }
+        // What no record named (a record purged above, a state directory deleted): found by
+        // the marks the kernel shows.
+        out.swept = crate::backend::sweep::sweep();
         // Nothing of ours should be left; remove pins the store did not know about. (The
         // probe's cached answer stays: it describes the kernel, not a fault.)
         ebpf::remove_all_pins()?;

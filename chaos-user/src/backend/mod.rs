@@ -9,6 +9,7 @@ pub mod keeper;
 pub mod net;
 pub mod qdisc;
 pub mod shaping;
+pub mod sweep;
 pub mod syscall;
 pub mod throttle;
 

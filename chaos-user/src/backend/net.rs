@@ -701,7 +701,7 @@ pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
 }
 
 /// Whether the clsact qdisc on `ifname` still holds any filter (ours or anyone's).
-fn has_filters(ifname: &str) -> bool {
+pub(super) fn has_filters(ifname: &str) -> bool {
     ["ingress", "egress"].iter().any(|dir| {
         Command::new("tc")
             .args(["filter", "show", "dev", ifname, dir])
@@ -711,7 +711,7 @@ fn has_filters(ifname: &str) -> bool {
     })
 }
 
-fn del_clsact(ifname: &str) {
+pub(super) fn del_clsact(ifname: &str) {
     let _ = Command::new("tc")
         .args(["qdisc", "del", "dev", ifname, "clsact"])
         .output();

@@ -28,9 +28,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for u in &out.unreadable {
         eprintln!("warning: removed an unreadable state file: {u}");
     }
+    for s in &out.swept {
+        eprintln!("warning: removed {s}, which no record named");
+    }
     if args.json {
         super::print_json(&out)?;
-    } else if out.faults.is_empty() && out.attachments == 0 {
+    } else if out.faults.is_empty() && out.attachments == 0 && out.swept.is_empty() {
         println!("nothing to recover");
     } else {
         println!(

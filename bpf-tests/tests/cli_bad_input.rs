@@ -332,3 +332,46 @@ fn not_root_is_one_line() {
         );
     }
 }
+
+/// Root without one of the capabilities (a restricted container): one line naming it.
+#[test]
+fn missing_capability_is_named() {
+    skip_unless!(bpf_tests::skip::require_root());
+    let chaos = skip_on_err!(Chaos::from_env());
+    for (cap, name) in [
+        (39, "CAP_BPF"),
+        (12, "CAP_NET_ADMIN"),
+        (21, "CAP_SYS_ADMIN"),
+    ] {
+        let mut cmd = chaos.command(&[
+            "inject",
+            "net",
+            "loss",
+            "--percent",
+            "10",
+            "--interface",
+            "lo",
+            "--duration",
+            "5s",
+        ]);
+        // SAFETY: prctl with integer arguments, between fork and exec. Root's capabilities
+        // after exec are its bounding set, so dropping it there drops it for chaos.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run chaos without a capability");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "armed without {name}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(
+            stderr.contains("running as root but without") && stderr.contains(name),
+            "{name}: {stderr}"
+        );
+        println!("without {name}: {}", stderr.trim());
+    }
+}

@@ -123,3 +123,41 @@ fn fault_ends_on_time_after_the_controller_is_killed() {
     d.chaos.recover_all().expect("recover --all");
     d.assert_clean();
 }
+
+/// Qdisc state (the fq root or netem band of a delay) is outside BPF: the detached deadline
+/// keeper removes it at the deadline, with no command run.
+#[test]
+fn qdiscs_go_at_the_deadline_with_no_command_run() {
+    let d = skip_on_err!(Drill::new("any"));
+    let a = &d.world.a;
+    let id = skip_on_err!(match d.try_net("delay", a, &["--latency", "50ms"], "3s") {
+        Ok(id) => Ok(id),
+        Err(f) if f.stderr.contains("this kernel cannot") => Err(f.stderr.trim().to_owned()),
+        Err(f) => panic!("delay: {f}"),
+    });
+    let armed = Instant::now();
+    let ours = || {
+        let out =
+            a.ns.exec(&["tc", "qdisc", "show", "dev", &a.ifname])
+                .expect("tc");
+        // Our roots carry fixed handles c4a0 (prio), c4a1 (fq), c4a2 (mq).
+        ["c4a0:", "c4a1:", "c4a2:"].iter().any(|h| out.contains(h))
+    };
+    assert!(ours(), "the delay fault added a qdisc of ours");
+    while ours() {
+        assert!(
+            armed.elapsed() < Duration::from_secs(3) + Duration::from_millis(2500),
+            "the qdisc outlived the fault's deadline by more than 2.5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "the delay's qdisc was removed {:.2} s after arming a 3 s fault, with no command run",
+        armed.elapsed().as_secs_f64()
+    );
+    assert!(
+        d.chaos.status(&id).is_err(),
+        "the keeper recovered the fault"
+    );
+    d.assert_clean();
+}

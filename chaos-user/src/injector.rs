@@ -210,8 +210,11 @@ impl Injector {
                 return Err(e);
             }
         }
-        // State outside BPF ends only if someone ends it: without a keeper, no fault.
-        if outside_bpf && let Err(e) = deadline::ensure_running(&self.store) {
+        // State outside BPF (limits, fills, qdiscs) ends only if someone ends it: without a
+        // keeper, no fault.
+        if deadline::needs_keeper(&record)
+            && let Err(e) = deadline::ensure_running(&self.store)
+        {
             let _ = self.recover_locked(&record);
             let _ = self.cleanup_unused_locked();
             return Err(e);

@@ -1,6 +1,7 @@
 //! The deadline keeper: a `chaos keep-deadlines` process that recovers, at their deadlines,
-//! the faults whose state lives outside BPF (cgroup limits, fill files), which no kernel check
-//! can end. It is started by the first such fault armed, sleeps until the next deadline, and
+//! the faults whose state lives outside BPF (cgroup limits, fill files, qdiscs and ifb devices
+//! of network faults), which no kernel check can end. (A network fault's rule stops steering
+//! packets into its netem band at the deadline, in the kernel; the band itself is removed here.) It is started by the first such fault armed, sleeps until the next deadline, and
 //! exits once none is left. Its pid is in `deadline-keeper.pid` in the state directory.
 //!
 //! Were it killed, `chaos recover --all` (or any later `chaos inject`, which reaps expired
@@ -33,7 +34,10 @@ pub fn needs_keeper(record: &FaultRecord) -> bool {
     matches!(
         record.block,
         Some(BlockArmed::Throttle(_) | BlockArmed::Fill(_))
-    )
+    ) || record
+        .net
+        .as_ref()
+        .is_some_and(|n| n.shaping.holds_qdiscs())
 }
 
 /// Starts the deadline keeper unless one runs. With the store lock held.

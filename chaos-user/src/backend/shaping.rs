@@ -29,6 +29,12 @@ pub struct Shaped {
 }
 
 impl Shaped {
+    /// Whether it holds qdisc state of ours (an fq root we added, a netem band, an ifb): state
+    /// outside BPF, which someone must remove at the fault's deadline.
+    pub fn holds_qdiscs(&self) -> bool {
+        self.fq.iter().any(FqRecord::is_ours) || self.band.is_some() || self.ifb.is_some()
+    }
+
     /// The (skb priority, redirect ifindex) the rule must set to use the band.
     pub fn band(&self) -> (u32, u32) {
         match (&self.band, &self.ifb) {

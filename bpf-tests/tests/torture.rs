@@ -463,6 +463,12 @@ fn inject_kill_recover_rounds_leave_nothing() {
             recovered.unwrap_err()
         );
         w.assert_as_before(round, k.name);
+        if round % 10 == 0 {
+            println!(
+                "torture: {round}/{rounds} rounds, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
 
     // The world works: a full-speed direct write from the test cgroup, traffic both ways.

@@ -196,34 +196,50 @@ pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<
             multi_threaded: args.tcg_threads == TcgThreads::Multi,
         },
     });
-    let jobs = args.jobs.unwrap_or_else(|| {
-        let host_threads_per_vm = match *accel.lock().expect("accel lock") {
-            qemu::Accel::Tcg {
-                multi_threaded: false,
-            } => 1,
-            _ => VM_CPUS as usize,
-        };
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        (cores / host_threads_per_vm).max(1)
-    });
-    if jobs > 1 && ready.len() > 1 {
+    // How many kernels may boot at once under `accel`: a single-threaded TCG guest takes one
+    // host core, a KVM or multi-threaded guest one per vCPU. Under `auto`, KVM may turn out not
+    // to work on the first boot (the guest shows no sign of life) and TCG takes over: the
+    // workers beyond KVM's share then join in.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let allowed = |accel: &qemu::Accel| {
+        args.jobs.unwrap_or_else(|| {
+            let host_threads_per_vm = match accel {
+                qemu::Accel::Tcg {
+                    multi_threaded: false,
+                } => 1,
+                _ => VM_CPUS as usize,
+            };
+            (cores / host_threads_per_vm).max(1)
+        })
+    };
+    let workers = args.jobs.unwrap_or(cores).max(1);
+    if workers > 1 && ready.len() > 1 {
         println!(
-            "xtask: booting up to {jobs} kernels at a time ({} host cores)",
-            std::thread::available_parallelism().map_or(1, usize::from)
+            "xtask: booting up to {} kernels at a time now ({cores} host cores; {workers} under \
+             single-threaded TCG)",
+            allowed(&accel.lock().expect("accel lock"))
         );
     }
-    let queue = Mutex::new(ready.into_iter());
+    let queue = Mutex::new(ready.into_iter().collect::<std::collections::VecDeque<_>>());
     let done = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
+        for worker in 0..workers {
+            let (queue, done, accel, allowed) = (&queue, &done, &accel, &allowed);
+            scope.spawn(move || {
                 loop {
-                    let Some((i, prepared)) = queue.lock().expect("queue lock").next() else {
+                    if worker >= allowed(&accel.lock().expect("accel lock")) {
+                        if queue.lock().expect("queue lock").is_empty() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                        continue;
+                    }
+                    let Some((i, prepared)) = queue.lock().expect("queue lock").pop_front() else {
                         break;
                     };
                     let start = std::time::Instant::now();
                     let name = prepared.name;
-                    let run = boot_kernel(args, &prepared, &accel, tests)
+                    let run = boot_kernel(args, &prepared, accel, tests)
                         .unwrap_or_else(|err| failed_run(name, &err, start));
                     done.lock().expect("done lock").push((i, run));
                 }

@@ -43,7 +43,15 @@ pub fn from_json(text: &str) -> Result<FaultSpec> {
     let mut map = Map::new();
     for (key, value) in fields.0 {
         if map.contains_key(&key) {
-            return Err(invalid(&key, "given twice", format!("keep one \"{key}\"")));
+            let name = field_name(&key);
+            return Err(invalid(
+                &name,
+                "given twice",
+                format!(
+                    "keep one {}",
+                    serde_json::to_string(&key).unwrap_or_default()
+                ),
+            ));
         }
         map.insert(key, value);
     }
@@ -124,15 +132,20 @@ fn field_error(kind: Option<&str>, e: serde_path_to_error::Error<serde_json::Err
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(key);
+                path.push_str(&field_name(key));
                 top.get_or_insert_with(|| key.clone());
             }
             Segment::Seq { index } => path.push_str(&format!("[{index}]")),
             Segment::Unknown => break,
         }
     }
-    // serde_json's own messages are one line already; keep them so.
-    let problem = e.into_inner().to_string().replace('\n', " ");
+    // One line, whatever the input held (serde quotes an unknown field's name as it was).
+    let problem: String = e
+        .into_inner()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let Some(top) = top else {
         return invalid(
             "spec",
@@ -142,7 +155,10 @@ fn field_error(kind: Option<&str>, e: serde_path_to_error::Error<serde_json::Err
         );
     };
     let fix = if problem.starts_with("unknown field") {
-        format!("remove \"{top}\", or correct its spelling")
+        format!(
+            "remove {}, or correct its spelling",
+            serde_json::to_string(&top).unwrap_or_default()
+        )
     } else {
         match example(kind, &top) {
             Some(value) => format!("write it as e.g. \"{top}\": {value}"),
@@ -150,6 +166,20 @@ fn field_error(kind: Option<&str>, e: serde_path_to_error::Error<serde_json::Err
         }
     };
     invalid(&path, problem, fix)
+}
+
+/// A field's name as messages show it: as is if it is a plain word, else quoted and escaped as
+/// in JSON (an empty name, spaces, control characters), so the message stays one readable line.
+fn field_name(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        key.to_owned()
+    } else {
+        serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".to_owned())
+    }
 }
 
 /// An example value of field `field` (of a `kind` spec, where it matters), with its type.
@@ -286,6 +316,12 @@ mod tests {
             (
                 r#"{"kind":"net","action":"loss","percent":1,"percent":2}"#,
                 "percent",
+            ),
+            (r#"{"kind":"net","action":"loss","":1}"#, r#""""#),
+            (r#"{"kind":"net","action":"loss","a\nb":1}"#, r#""a\nb""#),
+            (
+                r#"{"kind":"net","action":"loss","a b":1,"a b":2}"#,
+                r#""a b""#,
             ),
             (r#"[1, 2]"#, "spec"),
             (r#"{"kind":"net","action":"loss"} {}"#, "spec"),

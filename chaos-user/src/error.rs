@@ -19,6 +19,18 @@ pub enum Error {
         /// How to fix it.
         fix: String,
     },
+    /// A field of a spec given as JSON is malformed: of the wrong type, unknown, missing or
+    /// given twice. Nothing was armed. (Values of the right type are checked by the plan and
+    /// refused as [`Error::Invalid`].)
+    #[error("invalid {field}: {problem}; {fix}")]
+    InvalidField {
+        /// The field's path in the spec, e.g. `percent` or `dst[1]`; `spec` for the whole.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// The caller lacks a privilege the injector needs.
     #[error("{0}")]
     Privilege(String),
@@ -91,6 +103,16 @@ impl Error {
             field,
             problem: problem.into(),
             fix: fix.into(),
+        }
+    }
+
+    /// The spec field a bad-input error names ([`Error::Invalid`], [`Error::InvalidField`]), as
+    /// a daemon reports it next to the message.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { field, .. } => Some(field),
+            Error::InvalidField { field, .. } => Some(field),
+            _ => None,
         }
     }
 

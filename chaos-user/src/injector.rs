@@ -522,3 +522,129 @@ impl Injector {
         Ok(last)
     }
 }
+
+/// What [`Injector::inject`] would arm for a spec, as [`Injector::dry_run`] finds it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DryRun {
+    /// The fault kind and action, e.g. `net loss`.
+    pub fault: String,
+    /// The strategy that would serve it.
+    pub strategy: Strategy,
+    /// How long it would last once armed.
+    pub duration_ms: u64,
+    /// Where and on whom it would act, resolved: interfaces, calls and target, device, directory.
+    pub acts_on: String,
+    /// The spec.
+    pub spec: FaultSpec,
+}
+
+impl Injector {
+    /// Validates and plans `spec` and chooses its strategy, as [`Injector::inject`] does before
+    /// it arms, and says what would be armed. Arms nothing and writes nothing (no state file, no
+    /// BPF object loaded, no cgroup or qdisc touched); refuses what `inject` would refuse before
+    /// touching the kernel, with the same errors.
+    pub fn dry_run(&self, spec: &FaultSpec) -> Result<DryRun> {
+        let plan = plan::plan(spec)?;
+        let strategy = strategy::choose(&plan, &self.probe)?;
+        // The refusals `inject` makes before it records anything; keep the two in step.
+        let outside_bpf = matches!(
+            strategy,
+            Strategy::Io(IoStrategy::CgroupIoMax | IoStrategy::CgroupBlkio | IoStrategy::Fallocate)
+        );
+        if !outside_bpf && !ebpf::has_object() {
+            return Err(Error::NoEbpfObject);
+        }
+        if let (PlannedFault::Syscall(_), Strategy::Syscall(SyscallStrategy::SeccompNotify)) =
+            (&plan.fault, strategy)
+        {
+            return Err(Error::Unsupported {
+                what: "arm a seccomp fault on a running process".into(),
+                why: "seccomp filters are installed by the process itself: run the command \
+                      under chaos exec"
+                    .into(),
+            });
+        }
+        Ok(DryRun {
+            fault: spec.name(),
+            strategy,
+            duration_ms: plan.duration.as_millis() as u64,
+            acts_on: acts_on(&plan.fault),
+            spec: spec.clone(),
+        })
+    }
+}
+
+/// Where a planned fault acts, in a few words.
+fn acts_on(fault: &PlannedFault) -> String {
+    use plan::{BioTarget, SyscallTarget};
+    let syscall_target = |t: &SyscallTarget| match t {
+        SyscallTarget::Pid {
+            pid,
+            follow_children,
+        } => format!(
+            "process {pid}{}",
+            if *follow_children {
+                " and its future children"
+            } else {
+                ""
+            }
+        ),
+        SyscallTarget::Cgroup(c) => format!("cgroup {}", c.path.display()),
+        SyscallTarget::Comm(c) => format!("processes named {c}"),
+        SyscallTarget::Exec => "the command chaos exec starts".into(),
+    };
+    let calls = |p: &plan::SyscallPlan| {
+        let names: Vec<&str> = p.syscalls.iter().map(|c| c.name).collect();
+        let under = p
+            .path_prefix
+            .as_ref()
+            .map(|d| format!(" under {}", d.display()))
+            .unwrap_or_default();
+        format!(
+            "{}{under} of {}",
+            names.join(","),
+            syscall_target(&p.target)
+        )
+    };
+    match fault {
+        PlannedFault::Net(n) => {
+            let ifaces: Vec<String> = n
+                .interfaces
+                .iter()
+                .map(|i| match &i.netns {
+                    Some(ns) => format!("{} in {}", i.name, ns.path.display()),
+                    None => i.name.clone(),
+                })
+                .collect();
+            format!("{} ({})", ifaces.join(", "), n.direction.as_str())
+        }
+        PlannedFault::Syscall(p) => calls(p),
+        PlannedFault::Io(p) => match &p.effect {
+            IoEffect::Fail { bio, files, .. } => match (bio, files) {
+                (Some(b), _) => format!(
+                    "{} I/O to {} of {}",
+                    b.op.as_str(),
+                    b.device.name,
+                    match &b.target {
+                        BioTarget::All => "everyone".to_owned(),
+                        BioTarget::Pid(pid) => format!("process {pid}"),
+                        BioTarget::Cgroup(c) => format!("cgroup {}", c.path.display()),
+                    }
+                ),
+                (None, Some(f)) => calls(f),
+                (None, None) => "nothing".into(),
+            },
+            IoEffect::Throttle { device, target, .. } => format!(
+                "I/O to {} of {}",
+                device.name,
+                match target.pid {
+                    Some(pid) => format!("process {pid}"),
+                    None => format!("cgroup {}", target.cgroup.path.display()),
+                }
+            ),
+        },
+        PlannedFault::Disk(DiskPlan::Fill(f)) => {
+            format!("{} ({} bytes now)", f.dir.display(), f.bytes)
+        }
+    }
+}

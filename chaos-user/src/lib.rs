@@ -29,5 +29,5 @@ pub mod strategy;
 pub mod testbed;
 
 pub use error::{Error, Result};
-pub use injector::{Armed, Counters, Injector, Recovered, Status};
+pub use injector::{Armed, Counters, DryRun, Injector, Recovered, Status};
 pub use spec::FaultSpec;

@@ -28,6 +28,9 @@ pub struct Args {
     /// Stay in the foreground with live counters; recover on exit or Ctrl-C.
     #[arg(long, global = true)]
     foreground: bool,
+    /// Validate, plan and choose the strategy, print what would be armed, and arm nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -51,6 +54,12 @@ enum Family {
     Disk {
         #[command(subcommand)]
         action: DiskCommand,
+    },
+    /// A fault given as one JSON spec, e.g. {"kind": "net", "action": "loss", "percent": 30,
+    /// "interface": "eth0", "duration": "60s"}: the fields are the flags' names, with `_` for `-`.
+    Spec {
+        /// The file holding the spec; `-` reads standard input.
+        file: String,
     },
 }
 
@@ -621,14 +630,41 @@ fn net_spec(cmd: NetCommand) -> NetSpec {
     }
 }
 
+/// The spec in `file` (`-`: standard input).
+fn read_spec(file: &str) -> anyhow::Result<FaultSpec> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| anyhow::anyhow!("reading the spec from standard input: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("reading spec {file}: {e}"))?
+    };
+    Ok(chaos_user::spec::from_json(&text)?)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec = match args.family {
         Family::Net { action } => FaultSpec::Net(net_spec(action)),
         Family::Syscall { action } => FaultSpec::Syscall(action.into_spec()),
         Family::Io { action } => FaultSpec::Io(io_spec(action)),
         Family::Disk { action } => FaultSpec::Disk(disk_spec(action)),
+        Family::Spec { file } => read_spec(&file)?,
     };
     let injector = Injector::new()?;
+    if args.dry_run {
+        let dry = injector.dry_run(&spec)?;
+        if args.json {
+            super::print_json(&dry)?;
+        } else {
+            println!(
+                "dry run: {} for {} on {} would use {}; nothing armed",
+                dry.fault,
+                humantime::format_duration(Duration::from_millis(dry.duration_ms)),
+                dry.acts_on,
+                dry.strategy.describe(),
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let armed = injector.inject(&spec)?;
     if args.json {
         super::print_json(&armed)?;

@@ -317,6 +317,15 @@ pub fn resolve_io_cgroup(text: &str) -> Result<IoCgroup> {
     } else {
         root.join(text.trim_start_matches('/'))
     };
+    // `..` and symlinks must not name the root, or leave the hierarchy, under another spelling.
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    if !path.starts_with(&root) {
+        return Err(Error::invalid(
+            "cgroup",
+            format!("{text} is outside the io hierarchy {}", root.display()),
+            "give a cgroup directory (see /proc/PID/cgroup)",
+        ));
+    }
     io_cgroup_at(path, &root, v2, "cgroup")
 }
 

@@ -204,6 +204,18 @@ fn resolve_cgroup(text: &str, force: bool) -> Result<CgroupTarget> {
             fix,
         ));
     }
+    // `..` and symlinks must not name the root, or another hierarchy, under another spelling.
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    if !path.starts_with(&root) {
+        return Err(Error::invalid(
+            "cgroup",
+            format!(
+                "{text} is outside the cgroup v2 hierarchy {}",
+                root.display()
+            ),
+            fix,
+        ));
+    }
     if path == root && !force {
         return Err(Error::invalid(
             "cgroup",

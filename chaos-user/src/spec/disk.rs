@@ -12,6 +12,9 @@ pub enum DiskAction {
 }
 
 impl DiskAction {
+    /// Every action.
+    pub const ALL: [DiskAction; 1] = [DiskAction::Fill];
+
     /// Lowercase name, as in specs and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -16,6 +16,9 @@ pub enum IoAction {
 }
 
 impl IoAction {
+    /// Every action.
+    pub const ALL: [IoAction; 3] = [IoAction::Fail, IoAction::Slow, IoAction::Hang];
+
     /// Lowercase name, as in specs and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

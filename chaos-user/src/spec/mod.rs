@@ -1,15 +1,24 @@
 //! Fault specs: what a user asks for, exactly as the CLI flags, the HTTP API and the library take
 //! it (serde). Nothing here is checked beyond its shape; [`crate::plan`] validates. One fault
-//! family per file.
+//! family per file; [`from_json`] reads a spec from JSON text with errors that name the field.
 
 mod disk;
+#[cfg(test)]
+mod fuzz;
 mod io;
+mod json;
 mod net;
 mod syscall;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::{disk::*, io::*, net::*, syscall::*};
+pub use self::{
+    disk::*,
+    io::*,
+    json::{KINDS, from_json},
+    net::*,
+    syscall::*,
+};
 
 /// One fault, tagged by `kind`, e.g.
 /// `{"kind": "net", "action": "loss", "percent": 30, "interface": "veth0", "duration": "60s"}`.

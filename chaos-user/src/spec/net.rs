@@ -25,6 +25,17 @@ pub enum NetAction {
 }
 
 impl NetAction {
+    /// Every action, in the order the docs list them.
+    pub const ALL: [NetAction; 7] = [
+        NetAction::Loss,
+        NetAction::Partition,
+        NetAction::Delay,
+        NetAction::Rate,
+        NetAction::Corrupt,
+        NetAction::Duplicate,
+        NetAction::Reorder,
+    ];
+
     /// Lowercase name, as in specs and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -18,6 +18,14 @@ pub enum SyscallAction {
 }
 
 impl SyscallAction {
+    /// Every action.
+    pub const ALL: [SyscallAction; 4] = [
+        SyscallAction::Fail,
+        SyscallAction::Delay,
+        SyscallAction::Kill,
+        SyscallAction::Stop,
+    ];
+
     /// Lowercase name, as in specs and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {

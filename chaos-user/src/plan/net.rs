@@ -166,8 +166,10 @@ pub fn parse_rate(field: &'static str, text: &str) -> Result<u64> {
             ));
         }
     };
-    let bytes = (value * bits_per_unit / 8.0).round();
-    if !(1.0..=1e13).contains(&bytes) {
+    // Checked before rounding: 4bit is half a byte per second, below the 8bit minimum.
+    let exact = value * bits_per_unit / 8.0;
+    let bytes = exact.round();
+    if !(1.0..=1e13).contains(&exact) {
         return Err(Error::invalid(
             field,
             format!("{text} is outside 8bit..80tbit"),
@@ -633,7 +635,7 @@ mod tests {
         assert_eq!(parse_rate("rate", "8bit").unwrap(), 1);
         assert_eq!(parse_rate("rate", "10mbps").unwrap(), 10_000_000);
         assert_eq!(parse_rate("rate", "1kibit").unwrap(), 128);
-        for bad in ["", "fast", "1furlong", "0mbit"] {
+        for bad in ["", "fast", "1furlong", "0mbit", "4bit", "7bit"] {
             assert!(parse_rate("rate", bad).is_err(), "{bad}");
         }
     }

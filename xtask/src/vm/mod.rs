@@ -36,8 +36,9 @@ pub struct VmArgs {
     /// Kernels to boot (repeatable or comma separated): debian-6.1, debian-6.12, test.
     #[arg(long = "kernel", value_delimiter = ',', default_values = ["debian-6.1", "debian-6.12", "test"])]
     pub kernels: Vec<KernelName>,
-    /// Minutes allowed per kernel for boot and tests before QEMU is killed.
-    #[arg(long, default_value_t = 30, env = "CHAOS_VM_TIMEOUT_MINUTES")]
+    /// Minutes allowed per kernel for boot and tests before QEMU is killed (a full run takes
+    /// about 25 under TCG, the torture test 11 of them).
+    #[arg(long, default_value_t = 45, env = "CHAOS_VM_TIMEOUT_MINUTES")]
     pub timeout_minutes: u64,
     /// Accelerator: auto uses KVM when it works (falls back to TCG if the guest shows no sign
     /// of life), else TCG.

@@ -146,25 +146,7 @@ impl Injector {
 
     /// Validates, plans and arms `spec`. Either the fault is fully armed or nothing is left.
     pub fn inject(&self, spec: &FaultSpec) -> Result<Armed> {
-        let plan = plan::plan(spec)?;
-        let strategy = strategy::choose(&plan, &self.probe)?;
-        let outside_bpf = matches!(
-            strategy,
-            Strategy::Io(IoStrategy::CgroupIoMax | IoStrategy::CgroupBlkio | IoStrategy::Fallocate)
-        );
-        if !outside_bpf && !ebpf::has_object() {
-            return Err(Error::NoEbpfObject);
-        }
-        if let (PlannedFault::Syscall(_), Strategy::Syscall(SyscallStrategy::SeccompNotify)) =
-            (&plan.fault, strategy)
-        {
-            return Err(Error::Unsupported {
-                what: "arm a seccomp fault on a running process".into(),
-                why: "seccomp filters are installed by the process itself: run the command \
-                      under chaos exec"
-                    .into(),
-            });
-        }
+        let (plan, strategy) = self.admit(spec)?;
         let _lock = self.store.lock()?;
         self.reap_expired_locked()?;
         let faults = self.store.faults()?;
@@ -224,6 +206,31 @@ impl Injector {
             strategy,
             deadline_unix_ms: record.deadline_unix_ms,
         })
+    }
+
+    /// Validates and plans `spec`, chooses its strategy and makes the refusals due before
+    /// anything is recorded: what [`Injector::inject`] and [`Injector::dry_run`] share.
+    fn admit(&self, spec: &FaultSpec) -> Result<(plan::Plan, Strategy)> {
+        let plan = plan::plan(spec)?;
+        let strategy = strategy::choose(&plan, &self.probe)?;
+        let outside_bpf = matches!(
+            strategy,
+            Strategy::Io(IoStrategy::CgroupIoMax | IoStrategy::CgroupBlkio | IoStrategy::Fallocate)
+        );
+        if !outside_bpf && !ebpf::has_object() {
+            return Err(Error::NoEbpfObject);
+        }
+        if let (PlannedFault::Syscall(_), Strategy::Syscall(SyscallStrategy::SeccompNotify)) =
+            (&plan.fault, strategy)
+        {
+            return Err(Error::Unsupported {
+                what: "arm a seccomp fault on a running process".into(),
+                why: "seccomp filters are installed by the process itself: run the command \
+                      under chaos exec"
+                    .into(),
+            });
+        }
+        Ok((plan, strategy))
     }
 
     /// Starts measuring the block device a block I/O or disk fault acts on, for as long as the
@@ -544,26 +551,7 @@ impl Injector {
     /// BPF object loaded, no cgroup or qdisc touched); refuses what `inject` would refuse before
     /// touching the kernel, with the same errors.
     pub fn dry_run(&self, spec: &FaultSpec) -> Result<DryRun> {
-        let plan = plan::plan(spec)?;
-        let strategy = strategy::choose(&plan, &self.probe)?;
-        // The refusals `inject` makes before it records anything; keep the two in step.
-        let outside_bpf = matches!(
-            strategy,
-            Strategy::Io(IoStrategy::CgroupIoMax | IoStrategy::CgroupBlkio | IoStrategy::Fallocate)
-        );
-        if !outside_bpf && !ebpf::has_object() {
-            return Err(Error::NoEbpfObject);
-        }
-        if let (PlannedFault::Syscall(_), Strategy::Syscall(SyscallStrategy::SeccompNotify)) =
-            (&plan.fault, strategy)
-        {
-            return Err(Error::Unsupported {
-                what: "arm a seccomp fault on a running process".into(),
-                why: "seccomp filters are installed by the process itself: run the command \
-                      under chaos exec"
-                    .into(),
-            });
-        }
+        let (plan, strategy) = self.admit(spec)?;
         Ok(DryRun {
             fault: spec.name(),
             strategy,

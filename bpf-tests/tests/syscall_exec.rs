@@ -68,19 +68,22 @@ impl Drop for Running {
     }
 }
 
+/// `chaos exec` with a fault on `mkdir`, which the commands of these tests never call; the
+/// command follows.
+const MKDIR_EIO: [&str; 8] = [
+    "exec",
+    "syscall",
+    "fail",
+    "--syscall",
+    "mkdir",
+    "--errno",
+    "EIO",
+    "--",
+];
+
 /// `Ok` when `chaos exec` can run here (seccomp user notification, pidfd_getfd).
 fn require_exec(chaos: &Chaos) -> Result<(), String> {
-    let out = chaos.output(&[
-        "exec",
-        "syscall",
-        "fail",
-        "--syscall",
-        "mkdir",
-        "--errno",
-        "EIO",
-        "--",
-        "true",
-    ]);
+    let out = chaos.output(&[&MKDIR_EIO[..], &["true"]].concat());
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         Ok(())
@@ -382,16 +385,7 @@ fn exit_codes_and_signals_pass_through() {
     let chaos = skip_on_err!(Chaos::from_env());
     skip_unless!(bpf_tests::skip::require_command("sh"));
     skip_unless!(require_exec(&chaos));
-    let base = [
-        "exec",
-        "syscall",
-        "fail",
-        "--syscall",
-        "mkdir",
-        "--errno",
-        "EIO",
-        "--",
-    ];
+    let base = MKDIR_EIO;
     let run = |script: &str| {
         let mut args = base.to_vec();
         args.extend(["sh", "-c", script]);
@@ -573,19 +567,7 @@ fn the_command_dies_with_a_killed_supervisor() {
     let script = format!(
         "echo $$ > '{pid_file}.tmp'; mv '{pid_file}.tmp' '{pid_file}'; while :; do sleep 0.05; done"
     );
-    let mut cmd = chaos.command(&[
-        "exec",
-        "syscall",
-        "fail",
-        "--syscall",
-        "mkdir",
-        "--errno",
-        "EIO",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let mut cmd = chaos.command(&[&MKDIR_EIO[..], &["sh", "-c", &script]].concat());
     cmd.process_group(0)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

@@ -323,7 +323,10 @@ mod tests {
         }
         assert_eq!(fault_duration(None).unwrap(), Duration::from_secs(600));
         assert_eq!(fault_duration(Some("5s")).unwrap(), Duration::from_secs(5));
-        assert!(fault_duration(Some("")).is_err(), "an empty duration is not the default");
+        assert!(
+            fault_duration(Some("")).is_err(),
+            "an empty duration is not the default"
+        );
     }
 
     #[test]

@@ -82,13 +82,30 @@ impl From<NetCounters> for Counters {
     }
 }
 
-/// Undoes a block I/O or disk fault's state (`remaining`: the other block-layer rules).
-fn disarm_block(b: &BlockArmed, remaining: &[&io::BioArmed]) -> Result<()> {
+/// Undoes a block I/O or disk fault's state (`remaining`: the other block-layer rules;
+/// `throttles`: the other cgroup throttles, which compose with a throttle of the same cgroup).
+fn disarm_block(
+    b: &BlockArmed,
+    remaining: &[&io::BioArmed],
+    throttles: &[&throttle::ThrottleArmed],
+) -> Result<()> {
     match b {
         BlockArmed::Bio(x) => io::disarm(x, remaining),
-        BlockArmed::Throttle(t) => throttle::disarm(t),
+        BlockArmed::Throttle(t) => throttle::disarm(t, throttles),
         BlockArmed::Fill(f) => disk_fill::disarm(f),
     }
+}
+
+/// The cgroup throttles of `faults` other than fault `id`'s.
+fn other_throttles<'a>(faults: &'a [FaultRecord], id: &str) -> Vec<&'a throttle::ThrottleArmed> {
+    faults
+        .iter()
+        .filter(|f| f.id != id)
+        .filter_map(|f| match &f.block {
+            Some(BlockArmed::Throttle(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What `recover` removed.
@@ -185,7 +202,7 @@ impl Injector {
             Err(e) => {
                 // What was prepared (and maybe half applied) outside BPF is undone with it.
                 if let Some(b) = &record.block {
-                    let _ = disarm_block(b, &[]);
+                    let _ = disarm_block(b, &[], &other_throttles(&faults, &record.id));
                 }
                 let _ = self.store.remove_fault(&record.id);
                 let _ = self.cleanup_unused_locked();
@@ -313,7 +330,7 @@ impl Injector {
                 };
                 let t = throttle::prepare(&record.id, device, limits, target, faults)?;
                 prepared(record, BlockArmed::Throttle(t.clone()))?;
-                throttle::apply(&t)?;
+                throttle::apply(&t, &other_throttles(faults, &record.id))?;
                 Ok(boot_ns() + duration.as_nanos() as u64)
             }
             (PlannedFault::Disk(DiskPlan::Fill(f)), Strategy::Io(IoStrategy::Fallocate)) => {
@@ -465,7 +482,7 @@ impl Injector {
                     _ => None,
                 })
                 .collect();
-            disarm_block(b, &remaining)?;
+            disarm_block(b, &remaining, &other_throttles(&others, &record.id))?;
         }
         self.store.remove_fault(&record.id)?;
         Ok(Recovered {

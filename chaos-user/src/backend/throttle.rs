@@ -11,6 +11,15 @@
 //! are left alone. Limits are written with cgroups-rs; what it cannot say is written to the
 //! cgroup file directly (see [`write_limit`] and [`read_limits`]).
 //!
+//! Throttles of one cgroup and device compose: each key gets the tightest of the armed faults'
+//! limits and of the limit that was there before chaos (so a hang, whose limits are the lowest
+//! the kernel takes, wins over a slow one while it is armed). Every such fault records the
+//! limits that were there before the first of them (read from the cgroup by the first, copied
+//! from it by the others), so recovering one writes the tightest of the remaining faults', and
+//! recovering the last, in any order and after any crash, writes back exactly what was there.
+//! A second fault on a `--pid` that the first moved into a cgroup made for it shares that
+//! cgroup; the last of them moves the process back and removes it.
+//!
 //! On cgroup v2 the limited cgroup's parent must offer `io` to its children
 //! (`cgroup.subtree_control`); it is enabled for the fault where the kernel allows it (the
 //! parent is the root, or has no processes of its own) and disabled again on recovery unless
@@ -60,13 +69,21 @@ pub struct ThrottleArmed {
     pub v2: bool,
     /// The cgroup the limits are written to: the target's, or the one made for a moved process.
     pub cgroup: PathBuf,
-    /// The limits written (`None`: that key is not touched).
+    /// This fault's limits (`None`: that key is not touched), already kept at the lower limit
+    /// that was there before; what is written is the tightest of these and those of the other
+    /// faults throttling the same cgroup and device.
     pub limits: IoLimits,
-    /// What the cgroup had for the device before, for each key (`None`: no limit).
+    /// What the cgroup had for the device before chaos throttled it, for each key (`None`: no
+    /// limit); the same in every fault throttling that cgroup and device.
     pub before: IoLimits,
-    /// The process moved into `cgroup`, made for the fault and removed on recovery.
+    /// The process moved into `cgroup`, made for the fault and removed on recovery (by the last
+    /// fault using it, when another joined it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved: Option<Moved>,
+    /// `cgroup` was made by another fault for the same process, which this one shares: nothing
+    /// to make or move when applying.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joined: bool,
     /// v2: the cgroup whose `cgroup.subtree_control` gets `io` for the fault (it had not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_io: Option<PathBuf>,
@@ -130,6 +147,24 @@ fn effective(asked: &IoLimits, before: &IoLimits) -> IoLimits {
         }
     }
     out
+}
+
+impl ThrottleArmed {
+    /// Whether `other` throttles the same cgroup and device.
+    fn shares(&self, other: &ThrottleArmed) -> bool {
+        other.cgroup == self.cgroup && other.device == self.device
+    }
+}
+
+/// What key `k` of `a`'s cgroup and device must hold given the faults `others` (those throttling
+/// the same cgroup and device count): the tightest of theirs and of what was there before chaos.
+fn combined(a: &ThrottleArmed, k: Key, others: &[&ThrottleArmed]) -> Option<u64> {
+    others
+        .iter()
+        .filter(|t| a.shares(t))
+        .filter_map(|t| k.get(&t.limits))
+        .chain(k.get(&a.before))
+        .min()
 }
 
 /// Whitespace-separated words of a cgroup file; empty if it cannot be read.
@@ -287,46 +322,51 @@ fn io_for_children(parent: &Path, field: &'static str) -> Result<Option<PathBuf>
     Ok(Some(parent.to_owned()))
 }
 
-/// Refuses a throttle that another armed one would spoil, or that would spoil it.
+/// The other throttles among `faults`.
+fn throttles<'a>(fault_id: &str, faults: &'a [FaultRecord]) -> Vec<(&'a str, &'a ThrottleArmed)> {
+    faults
+        .iter()
+        .filter(|f| f.id != fault_id)
+        .filter_map(|f| match &f.block {
+            Some(BlockArmed::Throttle(t)) => Some((f.id.as_str(), t)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fault that made `cgroup` for process `pid`, if another did: a second fault on that
+/// process shares it.
+fn made_for<'a>(
+    cgroup: &Path,
+    pid: Option<u32>,
+    others: &[(&str, &'a ThrottleArmed)],
+) -> Option<&'a ThrottleArmed> {
+    others
+        .iter()
+        .map(|(_, t)| *t)
+        .find(|t| t.cgroup == cgroup && t.moved.as_ref().is_some_and(|m| Some(m.pid) == pid))
+}
+
+/// Refuses a throttle of a cgroup inside one another fault made for its own target (it is
+/// removed when that fault ends), unless it is that very cgroup, for the same process.
 fn check_overlap(
     field: &'static str,
-    fault_id: &str,
     cgroup: &Path,
-    dev: &str,
-    faults: &[FaultRecord],
+    others: &[(&str, &ThrottleArmed)],
 ) -> Result<()> {
-    for f in faults.iter().filter(|f| f.id != fault_id) {
-        let Some(BlockArmed::Throttle(t)) = &f.block else {
-            continue;
-        };
-        let fix = || {
-            format!(
-                "recover it first (chaos recover {}): two throttles of one cgroup do not compose \
-                 yet",
-                f.id
-            )
-        };
-        if t.cgroup == cgroup && t.device == dev {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "fault {} already throttles {dev} for cgroup {}",
-                    f.id,
-                    cgroup.display()
-                ),
-                fix(),
-            ));
-        }
+    for (id, t) in others {
         if t.moved.is_some() && cgroup.starts_with(&t.cgroup) {
             return Err(Error::invalid(
                 field,
                 format!(
-                    "cgroup {} is in the cgroup fault {} made for its target, removed when it \
+                    "cgroup {} is in the cgroup fault {id} made for its target, removed when it \
                      ends",
                     cgroup.display(),
-                    f.id
                 ),
-                fix(),
+                format!(
+                    "recover it first (chaos recover {id}), or aim at the same process \
+                     (--pid), whose throttles compose"
+                ),
             ));
         }
     }
@@ -334,7 +374,7 @@ fn check_overlap(
 }
 
 /// Reads the state the fault will change and decides how; touches nothing. `faults`: the
-/// faults already armed (a throttle of the same cgroup and device is refused).
+/// faults already armed (a throttle of the same cgroup and device composes with this one).
 pub fn prepare(
     fault_id: &str,
     device: &BlockDevice,
@@ -356,6 +396,24 @@ pub fn prepare(
             "give a cgroup that exists",
         ));
     }
+    let others = throttles(fault_id, faults);
+    // The process is in the cgroup another fault made for it (with any children it made since):
+    // this fault shares that cgroup.
+    if let Some(owner) = made_for(&target.cgroup.path, target.pid, &others) {
+        let before = shared_before(owner, &dev, &others);
+        return Ok(ThrottleArmed {
+            device: dev.clone(),
+            major: device.major,
+            minor: device.minor,
+            v2,
+            limits: effective(limits, &before),
+            before,
+            cgroup: owner.cgroup.clone(),
+            moved: owner.moved.clone(),
+            joined: true,
+            enable_io: owner.enable_io.clone(),
+        });
+    }
     let moved = match (target.shared, target.pid) {
         (true, Some(pid)) => Some(Moved {
             pid,
@@ -374,7 +432,7 @@ pub fn prepare(
             "remove it (it is named after this fault, so a crash left it), or try again",
         ));
     }
-    check_overlap(field, fault_id, &cgroup, &dev, faults)?;
+    check_overlap(field, &cgroup, &others)?;
     let enable_io = match (v2, cgroup.parent()) {
         (true, Some(parent)) => io_for_children(parent, field)?,
         _ => None,
@@ -386,10 +444,15 @@ pub fn prepare(
             "give a cgroup below the root (the root of cgroup v2 takes no limits)",
         ));
     }
-    let before = if moved.is_some() {
-        IoLimits::default()
-    } else {
-        read_limits(&cgroup, v2, &dev)?
+    // What was there before chaos: the cgroup holds another fault's limits now, if one
+    // throttles it, and that fault knows what it found.
+    let before = match others
+        .iter()
+        .find(|(_, t)| t.cgroup == cgroup && t.device == dev)
+    {
+        Some((_, t)) => t.before,
+        None if moved.is_some() => IoLimits::default(),
+        None => read_limits(&cgroup, v2, &dev)?,
     };
     Ok(ThrottleArmed {
         device: dev,
@@ -400,37 +463,50 @@ pub fn prepare(
         before,
         cgroup,
         moved,
+        joined: false,
         enable_io,
     })
 }
 
-/// Applies a prepared throttle: all of it, or (on error) none of it.
-pub fn apply(armed: &ThrottleArmed) -> Result<()> {
-    let done = apply_all(armed);
+/// What `owner`'s cgroup had for `dev` before chaos: the limits another throttle of that device
+/// there found, or none (the cgroup was made by chaos, with no limits).
+fn shared_before(owner: &ThrottleArmed, dev: &str, others: &[(&str, &ThrottleArmed)]) -> IoLimits {
+    others
+        .iter()
+        .find(|(_, t)| t.cgroup == owner.cgroup && t.device == dev)
+        .map_or(IoLimits::default(), |(_, t)| t.before)
+}
+
+/// Applies a prepared throttle: all of it, or (on error) none of it. `others`: the other
+/// throttles armed (those of the same cgroup and device compose with it).
+pub fn apply(armed: &ThrottleArmed, others: &[&ThrottleArmed]) -> Result<()> {
+    let done = apply_all(armed, others);
     if done.is_err() {
         // Undoes whatever part was made; the error that stopped us is the one worth reporting.
-        let _ = disarm(armed);
+        let _ = disarm(armed, others);
     }
     done
 }
 
-fn apply_all(a: &ThrottleArmed) -> Result<()> {
+fn apply_all(a: &ThrottleArmed, others: &[&ThrottleArmed]) -> Result<()> {
     if let Some(parent) = &a.enable_io {
         let file = parent.join("cgroup.subtree_control");
         if !words(&file).contains(&"io".to_owned()) {
             std::fs::write(&file, "+io").ctx(|| format!("write +io to {}", file.display()))?;
         }
     }
-    if a.moved.is_some() {
+    let make = a.moved.is_some() && !a.joined;
+    if make {
         std::fs::create_dir(&a.cgroup).ctx(|| format!("make cgroup {}", a.cgroup.display()))?;
     }
     // Limits first, then the process: it never runs in the new cgroup unthrottled.
     for k in Key::ALL {
-        if let Some(v) = k.get(&a.limits) {
+        if let Some(mine) = k.get(&a.limits) {
+            let v = combined(a, k, others).map_or(mine, |o| o.min(mine));
             write_limit(a, k, Some(v)).ctx(|| describe(k, a, Some(v)))?;
         }
     }
-    if let Some(m) = &a.moved {
+    if let Some(m) = a.moved.as_ref().filter(|_| make) {
         let procs = a.cgroup.join("cgroup.procs");
         std::fs::write(&procs, m.pid.to_string()).map_err(|e| {
             if e.raw_os_error() == Some(libc::ESRCH) {
@@ -450,11 +526,13 @@ fn apply_all(a: &ThrottleArmed) -> Result<()> {
     Ok(())
 }
 
-/// Undoes whatever part of `armed` is in place; nothing in place is success. Limits go back to
-/// what they were (which also releases the I/O they held back), a moved process goes back to
-/// its cgroup with any children it made meanwhile, the cgroup made for it is removed, and `io`
-/// enabled for the fault is disabled again.
-pub fn disarm(armed: &ThrottleArmed) -> Result<()> {
+/// Undoes whatever part of `armed` is in place; nothing in place is success. `others`: the
+/// other throttles still armed. Limits go back to the tightest of those of the other faults on
+/// the same cgroup and device, or to what they were before chaos when none is left (which also
+/// releases the I/O they held back); a moved process goes back to its cgroup with any children
+/// it made meanwhile and the cgroup made for it is removed, once no other fault uses it; and
+/// `io` enabled for the fault is disabled again unless limits remain below it.
+pub fn disarm(armed: &ThrottleArmed, others: &[&ThrottleArmed]) -> Result<()> {
     let mut first: Option<Error> = None;
     if armed.cgroup.is_dir() {
         for k in Key::ALL {
@@ -463,7 +541,7 @@ pub fn disarm(armed: &ThrottleArmed) -> Result<()> {
             if k.get(&armed.limits).is_none() || !armed.cgroup.join(file).exists() {
                 continue;
             }
-            let value = k.get(&armed.before);
+            let value = combined(armed, k, others);
             match write_limit(armed, k, value) {
                 // The device is gone, and its limits with it.
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
@@ -474,7 +552,9 @@ pub fn disarm(armed: &ThrottleArmed) -> Result<()> {
             }
         }
     }
+    let in_use = others.iter().any(|t| t.cgroup == armed.cgroup);
     if let Some(m) = &armed.moved
+        && !in_use
         && let Err(e) = remove_made(&armed.cgroup, &m.from)
     {
         first.get_or_insert(e);
@@ -569,7 +649,23 @@ mod tests {
         );
     }
 
-    fn record(id: &str, cgroup: &str, moved: bool) -> FaultRecord {
+    fn throttle(cgroup: &str, dev: &str, limits: IoLimits, before: IoLimits) -> ThrottleArmed {
+        let (major, minor) = dev.split_once(':').unwrap();
+        ThrottleArmed {
+            device: dev.into(),
+            major: major.parse().unwrap(),
+            minor: minor.parse().unwrap(),
+            v2: false,
+            cgroup: cgroup.into(),
+            limits,
+            before,
+            moved: None,
+            joined: false,
+            enable_io: None,
+        }
+    }
+
+    fn record(id: &str, t: ThrottleArmed) -> FaultRecord {
         FaultRecord {
             id: id.into(),
             spec: crate::spec::FaultSpec::Io(crate::spec::IoSpec::default()),
@@ -580,44 +676,149 @@ mod tests {
             deadline_boot_ns: 0,
             net: None,
             syscall: None,
-            block: Some(BlockArmed::Throttle(ThrottleArmed {
-                device: "7:3".into(),
-                major: 7,
-                minor: 3,
-                v2: false,
-                cgroup: cgroup.into(),
-                limits: IoLimits::HANG,
-                before: IoLimits::default(),
-                moved: moved.then(|| Moved {
-                    pid: 42,
-                    from: Path::new(cgroup).parent().unwrap().to_owned(),
-                }),
-                enable_io: None,
-            })),
+            block: Some(BlockArmed::Throttle(t)),
         }
     }
 
+    /// Each key holds the tightest of the armed faults' limits and of the one there before
+    /// chaos; without those faults, what was there before, whatever the order they go in.
     #[test]
-    fn overlapping_throttles_are_refused_naming_the_other() {
-        let faults = [
-            record("f-1", "/cg/db", false),
-            record("f-2", "/cg/app/chaos-io-f-2", true),
-        ];
-        let check = |id, cg: &str, dev| check_overlap("cgroup", id, Path::new(cg), dev, &faults);
-        let err = check("f-9", "/cg/db", "7:3").unwrap_err().to_string();
-        assert!(
-            err.contains("f-1") && err.contains("already throttles"),
-            "{err}"
+    fn throttles_of_one_cgroup_and_device_compose_to_the_tightest() {
+        let before = lim(None, Some(8 << 20), None, None);
+        let slow = throttle(
+            "/cg/db",
+            "7:3",
+            lim(Some(1 << 20), Some(2 << 20), None, None),
+            before,
         );
-        // Another device of the same cgroup, or the same record: no conflict.
-        check("f-9", "/cg/db", "8:0").unwrap();
-        check("f-1", "/cg/db", "7:3").unwrap();
-        // Inside the cgroup another fault made (and removes), whatever the device.
-        let err = check("f-9", "/cg/app/chaos-io-f-2/chaos-io-f-9", "8:0")
+        let slower = throttle(
+            "/cg/db",
+            "7:3",
+            lim(None, Some(1 << 20), None, Some(50)),
+            before,
+        );
+        let hang = throttle("/cg/db", "7:3", IoLimits::HANG, before);
+        let elsewhere = throttle(
+            "/cg/app",
+            "7:3",
+            lim(Some(1), Some(1), Some(1), Some(1)),
+            before,
+        );
+        let other_dev = throttle(
+            "/cg/db",
+            "8:0",
+            lim(Some(1), Some(1), Some(1), Some(1)),
+            before,
+        );
+        let all = |a: &ThrottleArmed, others: &[&ThrottleArmed]| {
+            Key::ALL.map(|k| {
+                let mine = k.get(&a.limits);
+                let o = combined(a, k, others);
+                mine.map_or(o, |m| Some(o.map_or(m, |o| o.min(m))))
+            })
+        };
+        // Armed together: the tightest of each key.
+        assert_eq!(
+            all(&slow, &[&slower, &elsewhere, &other_dev]),
+            [Some(1 << 20), Some(1 << 20), None, Some(50)]
+        );
+        // A hang wins over both while armed.
+        assert_eq!(all(&hang, &[&slow, &slower]), [Some(2); 4]);
+        // Recovering the hang writes back the tightest of the remaining slow faults.
+        let after =
+            |a: &ThrottleArmed, others: &[&ThrottleArmed]| Key::ALL.map(|k| combined(a, k, others));
+        assert_eq!(
+            after(&hang, &[&slow, &slower, &elsewhere]),
+            [Some(1 << 20), Some(1 << 20), None, Some(50)]
+        );
+        // Recovering `slower` leaves `slow`'s own limits; keys only `slower` asked for go back
+        // to what was there (the write limit stays at `slow`'s, below the one before).
+        assert_eq!(
+            after(&slower, &[&slow]),
+            [Some(1 << 20), Some(2 << 20), None, None]
+        );
+        // The last one: exactly what was there before chaos.
+        assert_eq!(
+            after(&slow, &[&elsewhere, &other_dev]),
+            [None, Some(8 << 20), None, None]
+        );
+    }
+
+    #[test]
+    fn a_second_throttle_keeps_what_the_first_found() {
+        let dir = std::env::temp_dir().join(format!("chaos-unit-overlap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in Key::ALL {
+            std::fs::write(dir.join(k.v1_file()), "").unwrap();
+        }
+        // The cgroup file holds the first fault's limit now; what it found is in its record.
+        std::fs::write(dir.join("blkio.throttle.write_bps_device"), "7:3 1024\n").unwrap();
+        let found = lim(None, Some(8 << 20), None, None);
+        let first = throttle(
+            dir.to_str().unwrap(),
+            "7:3",
+            lim(None, Some(1024), None, None),
+            found,
+        );
+        let faults = [record("f-1", first)];
+        let target = ThrottleTarget {
+            cgroup: crate::plan::IoCgroup {
+                path: dir.clone(),
+                id: 0,
+                v2: false,
+                root: false,
+            },
+            pid: None,
+            shared: false,
+        };
+        let device = BlockDevice {
+            major: 7,
+            minor: 3,
+            name: "loop3".into(),
+            disk: None,
+        };
+        let asked = lim(Some(4096), Some(1 << 20), None, None);
+        let second = prepare("f-2", &device, &asked, &target, &faults).unwrap();
+        assert_eq!(second.before, found);
+        assert_eq!(second.limits, asked);
+        assert!(!second.joined && second.moved.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_throttle_of_a_moved_process_shares_its_cgroup() {
+        let mut made = throttle(
+            "/cg/app/chaos-io-f-2",
+            "7:3",
+            IoLimits::HANG,
+            IoLimits::default(),
+        );
+        made.moved = Some(Moved {
+            pid: 42,
+            from: "/cg/app".into(),
+        });
+        let faults = [
+            record(
+                "f-1",
+                throttle("/cg/db", "7:3", IoLimits::HANG, IoLimits::default()),
+            ),
+            record("f-2", made),
+        ];
+        let others = throttles("f-9", &faults);
+        let cg = Path::new("/cg/app/chaos-io-f-2");
+        assert_eq!(
+            made_for(cg, Some(42), &others).map(|t| &t.cgroup),
+            Some(&cg.to_owned())
+        );
+        assert!(made_for(cg, Some(43), &others).is_none());
+        // Another process inside the cgroup a fault made (and removes) is refused, naming it.
+        let err = check_overlap("cgroup", Path::new("/cg/app/chaos-io-f-2/x"), &others)
             .unwrap_err()
             .to_string();
         assert!(err.contains("f-2"), "{err}");
-        check("f-9", "/cg/app", "7:3").unwrap();
+        // Throttles of the same cgroup as another fault's compose: no refusal.
+        check_overlap("cgroup", Path::new("/cg/db"), &others).unwrap();
+        check_overlap("cgroup", Path::new("/cg/app"), &others).unwrap();
     }
 
     #[test]

@@ -116,9 +116,31 @@ impl Chaos {
 
     /// Runs `chaos args...` and returns its output, whatever the exit code.
     pub fn output(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()))
+        let child = self
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
+        // A command of ours that takes this long is stuck somewhere: say where, for the log.
+        let pid = child.id();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watching = done.clone();
+        let what = args.join(" ");
+        std::thread::spawn(move || {
+            std::thread::sleep(STUCK_AFTER);
+            if !watching.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!(
+                    "chaos {what} (pid {pid}) still runs after {STUCK_AFTER:?}:\n{}",
+                    stuck_report(pid)
+                );
+            }
+        });
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.bin.display()));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        out
     }
 
     /// Runs `chaos args...`; `Ok(stdout)` on success.
@@ -217,6 +239,48 @@ impl Chaos {
     pub fn probe_has(&self, feature: &str) -> bool {
         self.probe_row(feature).is_ok()
     }
+}
+
+/// How long a `chaos` command may run before [`Chaos::output`] reports where it is stuck.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The kernel stacks of process `pid`, of every process running chaos and of every task in
+/// uninterruptible sleep: where a stuck command waits, and on whom.
+fn stuck_report(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let proc_dir = entry.path();
+        let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .unwrap_or('?');
+        let cmdline = std::fs::read(proc_dir.join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if state != 'D' && name != pid.to_string() && !cmdline.contains("chaos") {
+            continue;
+        }
+        out.push_str(&format!("  pid {name} state {state}: {cmdline}\n"));
+        for task in std::fs::read_dir(proc_dir.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let stack = std::fs::read_to_string(task.path().join("stack")).unwrap_or_default();
+            for line in stack.lines() {
+                out.push_str(&format!("    {}\n", line));
+            }
+        }
+    }
+    out
 }
 
 /// Whether the kernel can attach TC programs in `mode` (`tcx`, `clsact` or `any`).

@@ -16,91 +16,22 @@ use bpf_tests::{
     ChildProcess, LoopDevice, Oracle, TestCgroup,
     chaos::{Armed, Chaos},
     skip_on_err, skip_unless,
-    world::{CgroupVersion, cgroup2_mount, unique_name},
+    world::{
+        CgroupVersion, cgroup2_mount,
+        io::{IoWorld as World, MIB, V1_FILES, mib_s, size},
+        unique_name,
+    },
 };
 
-const MIB: u64 = 1 << 20;
 /// The rate `io slow` is asked for.
 const LIMIT: u64 = 2 * MIB;
 /// dd's block size.
 const BLOCK: u64 = 64 << 10;
-/// The v1 throttle files, in the order `limit_state` shows them.
-const V1_FILES: [&str; 4] = [
-    "blkio.throttle.read_bps_device",
-    "blkio.throttle.write_bps_device",
-    "blkio.throttle.read_iops_device",
-    "blkio.throttle.write_iops_device",
-];
 
 fn arm<'a>(chaos: &'a Chaos, args: &[&str]) -> Armed<'a> {
     let mut full = vec!["io"];
     full.extend_from_slice(args);
     chaos.arm(&full)
-}
-
-/// A loop device with ext4, a test cgroup where the io / blkio controller applies, and chaos.
-struct World {
-    chaos: Chaos,
-    // Dropped before the loop device: its processes leave first.
-    cg: TestCgroup,
-    lo: LoopDevice,
-    v2: bool,
-}
-
-impl World {
-    fn new() -> Result<World, String> {
-        bpf_tests::skip::require_loop()?;
-        bpf_tests::skip::require_command("dd")?;
-        let chaos = Chaos::from_env()?;
-        let v2 = match (
-            chaos.probe_row("cgroup_v2_io"),
-            chaos.probe_row("cgroup_v1_blkio"),
-        ) {
-            (Ok(()), _) => true,
-            (_, Ok(())) => false,
-            (Err(a), Err(b)) => return Err(format!("no cgroup I/O throttling: {a}; {b}")),
-        };
-        let lo = match LoopDevice::with_ext4(128 * MIB) {
-            Ok(lo) => lo,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!("loop device with ext4: {e}"));
-            }
-            Err(e) => panic!("loop device with ext4: {e}"),
-        };
-        let cg = TestCgroup::new("blkio").expect("test cgroup");
-        assert_eq!(
-            cg.version() == CgroupVersion::V2,
-            v2,
-            "chaos and the test world disagree on the cgroup hierarchy of io"
-        );
-        Ok(World { chaos, cg, lo, v2 })
-    }
-
-    /// `MAJ:MIN` of the loop device.
-    fn dev(&self) -> String {
-        let (a, b) = self.lo.major_minor().expect("major:minor");
-        format!("{a}:{b}")
-    }
-
-    fn device(&self) -> String {
-        self.lo.device().display().to_string()
-    }
-
-    fn mnt(&self) -> &Path {
-        self.lo.mount_point().expect("mounted")
-    }
-
-    fn cgroup(&self) -> String {
-        self.cg.path().display().to_string()
-    }
-
-    fn strategy(&self) -> &'static str {
-        if self.v2 {
-            "cgroup-io-max"
-        } else {
-            "cgroup-blkio-throttle"
-        }
-    }
 }
 
 /// The limit files of `cg` (and on v2 its parent's `cgroup.subtree_control`), as text.
@@ -169,10 +100,6 @@ fn start(cmd: Command, cg: Option<&TestCgroup>) -> ChildProcess {
     .expect("start dd")
 }
 
-fn size(file: &Path) -> u64 {
-    std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
-}
-
 /// Bytes per second by which `file` (written by `writer`) grows, from `settle` after now for
 /// `window`, or over the whole run if the writer finishes before `settle`.
 fn rate(writer: &mut ChildProcess, file: &Path, settle: Duration, window: Duration) -> f64 {
@@ -208,10 +135,6 @@ fn full_speed(w: &World, cg: Option<&TestCgroup>, name: &str, mib: u64) -> f64 {
 
 fn within(rate: f64, want: u64, tolerance: f64) -> bool {
     (rate - want as f64).abs() <= want as f64 * tolerance
-}
-
-fn mib_s(rate: f64) -> String {
-    format!("{:.2} MiB/s", rate / MIB as f64)
 }
 
 /// The path of `pid`'s cgroup in the io (v2) or blkio (v1) hierarchy, from `/proc/PID/cgroup`.
@@ -302,7 +225,7 @@ fn read_back(file: &Path) -> Vec<u8> {
 
 #[test]
 fn slow_holds_the_rate_and_speed_returns_after() {
-    let w = skip_on_err!(World::new());
+    let w = skip_on_err!(World::new(128 * MIB));
     let oracle = Oracle::new();
     let before = oracle.snapshot();
     let files = limit_state(w.cg.path(), w.v2);
@@ -380,7 +303,7 @@ fn slow_holds_the_rate_and_speed_returns_after() {
 
 #[test]
 fn hang_stalls_writes_until_the_deadline_then_they_finish_intact() {
-    let w = skip_on_err!(World::new());
+    let w = skip_on_err!(World::new(128 * MIB));
     let oracle = Oracle::new();
     let before = oracle.snapshot();
     let files = limit_state(w.cg.path(), w.v2);
@@ -475,7 +398,7 @@ fn hang_stalls_writes_until_the_deadline_then_they_finish_intact() {
 
 #[test]
 fn pid_sharing_its_cgroup_is_moved_into_a_child_and_back() {
-    let w = skip_on_err!(World::new());
+    let w = skip_on_err!(World::new(128 * MIB));
     let oracle = Oracle::new();
     let before = oracle.snapshot();
     let (device, cgroup) = (w.device(), w.cgroup());
@@ -610,7 +533,7 @@ fn set_limits(cg: &TestCgroup, v2: bool, dev: &str, limits: &[(&str, &str)]) {
 
 #[test]
 fn limits_there_before_are_kept_and_restored_exactly() {
-    let w = skip_on_err!(World::new());
+    let w = skip_on_err!(World::new(128 * MIB));
     let oracle = Oracle::new();
     let before = oracle.snapshot();
     let (dev, device, cgroup) = (w.dev(), w.device(), w.cgroup());
@@ -687,7 +610,7 @@ fn limits_there_before_are_kept_and_restored_exactly() {
 
 #[test]
 fn bad_targets_and_devices_are_one_line_and_change_nothing() {
-    let w = skip_on_err!(World::new());
+    let w = skip_on_err!(World::new(128 * MIB));
     let oracle = Oracle::new();
     let before = oracle.snapshot();
     let files = limit_state(w.cg.path(), w.v2);
@@ -777,7 +700,7 @@ fn bad_targets_and_devices_are_one_line_and_change_nothing() {
 
 #[test]
 fn v2_enables_io_for_the_parent_and_disables_it_after() {
-    let w = skip_on_err!(World::new());
+    let w = skip_on_err!(World::new(128 * MIB));
     skip_unless!(if w.v2 {
         Ok(())
     } else {

@@ -19,7 +19,11 @@ use bpf_tests::{
     drill::{Drill, PORT},
     skip::require_root,
     skip_on_err, skip_unless,
-    world::{CgroupVersion, InsideCgroup, cgroup2_mount, measure::within_binomial_999},
+    world::{
+        InsideCgroup, cgroup2_mount,
+        io::{MIB, V1_FILES, mib_s, size},
+        measure::within_binomial_999,
+    },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -659,50 +663,23 @@ fn syscall_read_and_openat_on_one_process() {
 // Block I/O throttles
 // ---------------------------------------------------------------------------------------------
 
-const MIB: u64 = 1 << 20;
 /// dd's block size.
 const BLOCK: u64 = 64 << 10;
-const V1_FILES: [&str; 4] = [
-    "blkio.throttle.read_bps_device",
-    "blkio.throttle.write_bps_device",
-    "blkio.throttle.read_iops_device",
-    "blkio.throttle.write_iops_device",
-];
 
-/// A loop device with ext4, a test cgroup where io / blkio applies, and chaos.
-struct IoWorld {
-    chaos: Chaos,
-    cg: TestCgroup,
-    lo: LoopDevice,
-    v2: bool,
+/// The shared block I/O world, with this file's helpers.
+struct IoWorld(bpf_tests::world::io::IoWorld);
+
+impl std::ops::Deref for IoWorld {
+    type Target = bpf_tests::world::io::IoWorld;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl IoWorld {
     fn new() -> Result<IoWorld, String> {
-        bpf_tests::skip::require_loop()?;
-        bpf_tests::skip::require_command("dd")?;
-        let chaos = Chaos::from_env()?;
-        let v2 = match (
-            chaos.probe_row("cgroup_v2_io"),
-            chaos.probe_row("cgroup_v1_blkio"),
-        ) {
-            (Ok(()), _) => true,
-            (_, Ok(())) => false,
-            (Err(a), Err(b)) => return Err(format!("no cgroup I/O throttling: {a}; {b}")),
-        };
-        let lo = LoopDevice::with_ext4(128 * MIB).map_err(|e| format!("loop ext4: {e}"))?;
-        let cg = TestCgroup::new("blkio").expect("test cgroup");
-        assert_eq!(cg.version() == CgroupVersion::V2, v2);
-        Ok(IoWorld { chaos, cg, lo, v2 })
-    }
-
-    fn dev(&self) -> String {
-        let (a, b) = self.lo.major_minor().expect("major:minor");
-        format!("{a}:{b}")
-    }
-
-    fn mnt(&self) -> &Path {
-        self.lo.mount_point().expect("mounted")
+        bpf_tests::world::io::IoWorld::new(128 * MIB).map(IoWorld)
     }
 
     /// `chaos inject io ACTION ARGS --device D --cgroup CG --duration 120s`.
@@ -788,10 +765,6 @@ impl IoWorld {
     }
 }
 
-fn size(file: &Path) -> u64 {
-    std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
-}
-
 /// Bytes per second by which `file` (written by `writer`) grows over `window` from 0.5 s after
 /// now, or over the whole run if the writer finishes before that.
 fn rate(writer: &mut ChildProcess, file: &Path, window: Duration) -> f64 {
@@ -813,10 +786,6 @@ fn rate(writer: &mut ChildProcess, file: &Path, window: Duration) -> f64 {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn mib_s(rate: f64) -> String {
-    format!("{:.2} MiB/s", rate / MIB as f64)
 }
 
 fn assert_rate(what: &str, rate: f64, want: u64) {

@@ -4,6 +4,7 @@
 //! collide and [`sweep_stale`] can find what crashed runs left behind.
 
 pub(crate) mod cgroup;
+pub mod io;
 mod loopdev;
 pub mod measure;
 mod netns;

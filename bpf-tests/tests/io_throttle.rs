@@ -18,7 +18,7 @@ use bpf_tests::{
     skip_on_err, skip_unless,
     world::{
         CgroupVersion, cgroup2_mount,
-        io::{IoWorld as World, MIB, V1_FILES, mib_s, size},
+        io::{IoWorld as World, MIB, V1_FILES, mib_s, rate, size},
         unique_name,
     },
 };
@@ -98,29 +98,6 @@ fn start(cmd: Command, cg: Option<&TestCgroup>) -> ChildProcess {
         None => ChildProcess::spawn(cmd),
     }
     .expect("start dd")
-}
-
-/// Bytes per second by which `file` (written by `writer`) grows, from `settle` after now for
-/// `window`, or over the whole run if the writer finishes before `settle`.
-fn rate(writer: &mut ChildProcess, file: &Path, settle: Duration, window: Duration) -> f64 {
-    let start = Instant::now();
-    let start_size = size(file);
-    let mut first: Option<(Instant, u64)> = None;
-    loop {
-        let exited = writer.try_wait().expect("try_wait").is_some();
-        let (now, s) = (Instant::now(), size(file));
-        if first.is_none() && now - start >= settle {
-            first = Some((now, s));
-        }
-        if exited || now - start >= settle + window {
-            let (t0, s0) = match first {
-                Some(f) if now - f.0 >= Duration::from_millis(200) => f,
-                _ => (start, start_size),
-            };
-            return (s - s0) as f64 / (now - t0).as_secs_f64();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The rate of a fresh writer of `mib` MiB of zeros in `cg`, run to its end.

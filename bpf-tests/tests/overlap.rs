@@ -21,7 +21,7 @@ use bpf_tests::{
     skip_on_err, skip_unless,
     world::{
         InsideCgroup, cgroup2_mount,
-        io::{MIB, V1_FILES, mib_s, size},
+        io::{MIB, V1_FILES, mib_s},
         measure::within_binomial_999,
     },
 };
@@ -768,24 +768,7 @@ impl IoWorld {
 /// Bytes per second by which `file` (written by `writer`) grows over `window` from 0.5 s after
 /// now, or over the whole run if the writer finishes before that.
 fn rate(writer: &mut ChildProcess, file: &Path, window: Duration) -> f64 {
-    let settle = Duration::from_millis(500);
-    let (start, start_size) = (Instant::now(), size(file));
-    let mut first: Option<(Instant, u64)> = None;
-    loop {
-        let exited = writer.try_wait().expect("try_wait").is_some();
-        let (now, s) = (Instant::now(), size(file));
-        if first.is_none() && now - start >= settle {
-            first = Some((now, s));
-        }
-        if exited || now - start >= settle + window {
-            let (t0, s0) = match first {
-                Some(f) if now - f.0 >= Duration::from_millis(200) => f,
-                _ => (start, start_size),
-            };
-            return (s - s0) as f64 / (now - t0).as_secs_f64();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    bpf_tests::world::io::rate(writer, file, Duration::from_millis(500), window)
 }
 
 fn assert_rate(what: &str, rate: f64, want: u64) {

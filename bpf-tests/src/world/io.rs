@@ -1,9 +1,12 @@
 //! The block I/O test world: a loop device with ext4, a test cgroup where the io (v2) or blkio
 //! (v1) controller applies, and the `chaos` binary, checked to agree on which hierarchy that is.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
-use super::{CgroupVersion, LoopDevice, TestCgroup};
+use super::{CgroupVersion, ChildProcess, LoopDevice, TestCgroup};
 use crate::chaos::Chaos;
 
 /// One mebibyte.
@@ -99,4 +102,27 @@ pub fn size(file: &Path) -> u64 {
 /// A rate in MiB/s, for messages.
 pub fn mib_s(rate: f64) -> String {
     format!("{:.2} MiB/s", rate / MIB as f64)
+}
+
+/// Bytes per second by which `file` (written by `writer`) grows, from `settle` after now for
+/// `window`, or over the whole run if the writer finishes before `settle`.
+pub fn rate(writer: &mut ChildProcess, file: &Path, settle: Duration, window: Duration) -> f64 {
+    let start = Instant::now();
+    let start_size = size(file);
+    let mut first: Option<(Instant, u64)> = None;
+    loop {
+        let exited = writer.try_wait().expect("try_wait").is_some();
+        let (now, s) = (Instant::now(), size(file));
+        if first.is_none() && now - start >= settle {
+            first = Some((now, s));
+        }
+        if exited || now - start >= settle + window {
+            let (t0, s0) = match first {
+                Some(f) if now - f.0 >= Duration::from_millis(200) => f,
+                _ => (start, start_size),
+            };
+            return (s - s0) as f64 / (now - t0).as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

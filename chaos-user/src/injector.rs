@@ -98,13 +98,9 @@ fn disarm_block(
 
 /// The cgroup throttles of `faults` other than fault `id`'s.
 fn other_throttles<'a>(faults: &'a [FaultRecord], id: &str) -> Vec<&'a throttle::ThrottleArmed> {
-    faults
-        .iter()
-        .filter(|f| f.id != id)
-        .filter_map(|f| match &f.block {
-            Some(BlockArmed::Throttle(t)) => Some(t),
-            _ => None,
-        })
+    throttle::throttles(id, faults)
+        .into_iter()
+        .map(|(_, t)| t)
         .collect()
 }
 

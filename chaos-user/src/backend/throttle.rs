@@ -322,8 +322,11 @@ fn io_for_children(parent: &Path, field: &'static str) -> Result<Option<PathBuf>
     Ok(Some(parent.to_owned()))
 }
 
-/// The other throttles among `faults`.
-fn throttles<'a>(fault_id: &str, faults: &'a [FaultRecord]) -> Vec<(&'a str, &'a ThrottleArmed)> {
+/// The throttles among `faults` other than fault `fault_id`'s, with their fault ids.
+pub(crate) fn throttles<'a>(
+    fault_id: &str,
+    faults: &'a [FaultRecord],
+) -> Vec<(&'a str, &'a ThrottleArmed)> {
     faults
         .iter()
         .filter(|f| f.id != fault_id)

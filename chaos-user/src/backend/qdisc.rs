@@ -115,6 +115,15 @@ impl Qdisc {
     }
 }
 
+/// Whether a root qdisc of `kind` with `handle` (as `tc` shows it) is one of ours: they carry
+/// fixed handles.
+pub(super) fn is_our_root(kind: &str, handle: &str) -> bool {
+    matches!(
+        (kind, parse_handle(handle).map(|(major, _)| major)),
+        ("fq", Some(FQ_MAJOR)) | ("mq", Some(MQ_MAJOR)) | ("prio", Some(PRIO_MAJOR))
+    )
+}
+
 /// `maj:min` in hex, either part possibly empty (`8001:`, `:1`).
 fn parse_handle(s: &str) -> Option<(u16, u16)> {
     let (maj, min) = s.split_once(':')?;
@@ -747,7 +756,7 @@ fn gone_error(iface: &Interface) -> Error {
 
 /// Runs a command in the calling thread's namespace: `Ok(Ok(stdout))`, `Ok(Err(stderr))` on a
 /// non-zero exit, `Err` when it cannot run.
-fn run(program: &str, args: &[&str]) -> Result<std::result::Result<String, String>> {
+pub(super) fn run(program: &str, args: &[&str]) -> Result<std::result::Result<String, String>> {
     let out = Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())

@@ -3,7 +3,7 @@
 //! never written). Everything of ours carries a mark an independent observer can read:
 //!
 //! * tc filters run programs named `chaos_*` (names the kernel keeps);
-//! * roots of ours carry fixed handles ([`FQ_MAJOR`], [`MQ_MAJOR`], [`PRIO_MAJOR`]);
+//! * roots of ours carry fixed handles (`qdisc::is_our_root`);
 //! * ifb devices are named `chifb*`;
 //! * cgroups made for a moved process are named `chaos-io-*`.
 //!
@@ -12,12 +12,12 @@
 //!
 //! Every network namespace is visited: the named ones and those of every process.
 
-use std::{collections::HashSet, os::unix::fs::MetadataExt as _, process::Command};
+use std::{collections::HashSet, os::unix::fs::MetadataExt as _};
 
 use serde_json::Value;
 
 use super::{
-    qdisc::{FQ_MAJOR, IFB_PREFIX, MQ_MAJOR, PRIO_MAJOR},
+    qdisc::{self, IFB_PREFIX, is_our_root},
     throttle::CHILD_PREFIX,
 };
 use crate::{
@@ -92,22 +92,18 @@ fn namespaces() -> Vec<(String, Option<NetNs>)> {
     out
 }
 
-/// Runs `tc`/`ip` with `args` in the calling thread's namespace and parses its JSON.
+/// Runs `tc`/`ip` with `args` in the calling thread's namespace and parses its JSON (nothing when
+/// it fails: that namespace or interface is gone, or shows nothing).
 fn json(program: &str, args: &[&str]) -> Vec<Value> {
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| serde_json::from_slice::<Vec<Value>>(&o.stdout).ok())
-        .unwrap_or_default()
+    match qdisc::run(program, args) {
+        Ok(Ok(out)) => serde_json::from_str(out.trim()).unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
+/// Runs `tc`/`ip` with `args`; whether it succeeded.
 fn run(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
+    matches!(qdisc::run(program, args), Ok(Ok(_)))
 }
 
 /// Sweeps the calling thread's namespace.
@@ -210,19 +206,6 @@ fn is_our_filter(f: &Value) -> bool {
     [&o["bpf_name"], &o["prog"]["name"]]
         .iter()
         .any(|v| v.as_str().is_some_and(|n| n.starts_with(PROG_PREFIX)))
-}
-
-/// Whether a root qdisc carries one of our fixed handles.
-fn is_our_root(kind: &str, handle: &str) -> bool {
-    let major = handle
-        .trim_end_matches(':')
-        .split(':')
-        .next()
-        .and_then(|m| u16::from_str_radix(m, 16).ok());
-    matches!(
-        (kind, major),
-        ("fq", Some(FQ_MAJOR)) | ("mq", Some(MQ_MAJOR)) | ("prio", Some(PRIO_MAJOR))
-    )
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ mod validate;
 mod tests;
 
 pub use self::{
-    parse::{Format, from_json, from_path, from_toml, from_yaml, from_value},
+    parse::{Format, from_json, from_path, from_toml, from_value, from_yaml},
     spec::*,
     validate::{CmpOp, Comparison, Measure, Quantity, Schedule, Window, parse_comparison},
 };

@@ -147,17 +147,19 @@ pub fn from_path(path: &Path) -> Result<ExperimentSpec, SpecErrors> {
 /// Reads an experiment spec from a JSON value (as an HTTP API receives it). Every section and
 /// every list item is read on its own, so all of their errors are reported.
 pub fn from_value(value: Value) -> Result<ExperimentSpec, SpecErrors> {
-    let Value::Object(top) = value else {
-        return Err(one(
-            "experiment",
-            format!("{} is not a mapping", describe(&value)),
-            "give the experiment as a mapping of its sections: name, duration, faults, ...",
-        ));
+    let mut top = match value {
+        Value::Object(top) => top,
+        other => {
+            return Err(one(
+                "experiment",
+                format!("{} is not a mapping", describe(&other)),
+                "give the experiment as a mapping of its sections: name, duration, faults, ...",
+            ));
+        }
     };
     let mut errors = Vec::new();
     let mut checked = Map::new();
     // In the documented order, so the errors come in the order a reader meets the sections.
-    let mut top = top;
     let mut fields: Vec<(String, Value)> = SECTIONS
         .iter()
         .filter_map(|s| top.remove(*s).map(|v| ((*s).to_owned(), v)))
@@ -195,9 +197,12 @@ pub fn from_value(value: Value) -> Result<ExperimentSpec, SpecErrors> {
     }
     for field in REQUIRED {
         // A field given but refused above is not missing.
-        let refused = errors
-            .iter()
-            .any(|e| e.field().is_some_and(|f| f == field));
+        let refused = errors.iter().any(|e| {
+            e.field().is_some_and(|f| {
+                f.strip_prefix(field)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
+            })
+        });
         if !checked.contains_key(field) && !refused {
             errors.push(invalid(field.to_owned(), "missing", missing_fix(field)));
         }
@@ -210,7 +215,11 @@ pub fn from_value(value: Value) -> Result<ExperimentSpec, SpecErrors> {
 }
 
 /// Checks one section as a `T`; returns its value if it is one.
-fn section<T: DeserializeOwned>(path: &str, value: Value, errors: &mut Vec<Error>) -> Option<Value> {
+fn section<T: DeserializeOwned>(
+    path: &str,
+    value: Value,
+    errors: &mut Vec<Error>,
+) -> Option<Value> {
     reads_as::<T>(path, &value, errors).then_some(value)
 }
 
@@ -408,7 +417,9 @@ fn missing_fix(field: &str) -> &'static str {
     match field {
         "name" => "add e.g. name: pg-fsync-eio",
         "duration" => "add the fault phase's length, e.g. duration: 2m",
-        _ => "add at least one fault, e.g. faults: [{name: loss, duration: 30s, fault: {kind: net, action: loss, percent: 30, interface: eth0}}]",
+        _ => {
+            "add at least one fault, e.g. faults: [{name: loss, duration: 30s, fault: {kind: net, action: loss, percent: 30, interface: eth0}}]"
+        }
     }
 }
 
@@ -416,7 +427,9 @@ fn missing_fix(field: &str) -> &'static str {
 fn example(field: &str) -> Option<&'static str> {
     Some(match field {
         "baseline" | "duration" | "start" | "interval" | "timeout" | "steady_for" | "within"
-        | "hold" | "settle" | "down_for" | "for" => "\"30s\" (a string with a unit: 500ms, 30s, 5m)",
+        | "hold" | "settle" | "down_for" | "for" => {
+            "\"30s\" (a string with a unit: 500ms, 30s, 5m)"
+        }
         "max_latency" => "\"500ms\" (a string; a quoted comparison such as \">= 1s\" in expect)",
         "error_rate" | "fails" => "\">= 10%\" (a quoted comparison)",
         "throughput" => "\">= 100\" (per second) or \"<= 50%\" (of the baseline), quoted",
@@ -461,15 +474,15 @@ impl<'de> Visitor<'de> for StrictVisitor {
         f.write_str("a value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Strict, E> {
         Ok(Strict(Value::Bool(v)))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Strict, E> {
         Ok(Strict(Value::from(v)))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Strict, E> {
         Ok(Strict(Value::from(v)))
     }
 
@@ -479,19 +492,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
             .ok_or_else(|| E::custom(format!("{v} is not a finite number")))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Strict, E> {
         Ok(Strict(Value::String(v.to_owned())))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Strict, E> {
         Ok(Strict(Value::String(v)))
     }
 
-    fn visit_unit<E>(self) -> Result<Strict, E> {
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Strict, E> {
         Ok(Strict(Value::Null))
     }
 
-    fn visit_none<E>(self) -> Result<Strict, E> {
+    fn visit_none<E: serde::de::Error>(self) -> Result<Strict, E> {
         Ok(Strict(Value::Null))
     }
 

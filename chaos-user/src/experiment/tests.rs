@@ -74,6 +74,15 @@ fn the_doc_shows_the_examples() {
             "docs/experiments.md does not show examples/{name}.yaml as it is"
         );
     }
+    // The short example at the top is a valid experiment too.
+    let first = doc
+        .split_once("## A first look\n\n```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("a first look");
+    let spec = parse_ok(first);
+    let schedule = spec.validate().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(schedule.windows[0].end, Duration::from_secs(40));
 }
 
 #[test]
@@ -187,8 +196,14 @@ fn bad_specs_name_their_fields() {
         (vec![("/duration", Some(json!(60)))], vec!["duration"]),
         (vec![("/nmae", Some(json!("x")))], vec!["nmae"]),
         (vec![("/target/pid", Some(json!(-1)))], vec!["target.pid"]),
-        (vec![("/target/process", Some(json!(1)))], vec!["target.process"]),
-        (vec![("/probes/0/tcp", Some(json!(5432)))], vec!["probes[0].tcp"]),
+        (
+            vec![("/target/process", Some(json!(1)))],
+            vec!["target.process"],
+        ),
+        (
+            vec![("/probes/0/tcp", Some(json!(5432)))],
+            vec!["probes[0].tcp"],
+        ),
         (
             vec![("/probes/0/http", Some(json!({"uri": "http://x/"})))],
             vec!["probes[0].http.uri"],
@@ -198,7 +213,10 @@ fn bad_specs_name_their_fields() {
             vec!["traffic[0].rate"],
         ),
         (
-            vec![("/traffic/0/command", Some(json!({"run": ["pgbench", "-c", 8]})))],
+            vec![(
+                "/traffic/0/command",
+                Some(json!({"run": ["pgbench", "-c", 8]})),
+            )],
             vec!["traffic[0].command.run[2]"],
         ),
         (
@@ -250,7 +268,10 @@ fn bad_specs_name_their_fields() {
         (vec![("/name", Some(json!("my drill")))], vec!["name"]),
         (vec![("/baseline", Some(json!("soon")))], vec!["baseline"]),
         (vec![("/duration", Some(json!("0s")))], vec!["duration"]),
-        (vec![("/target", Some(json!({})))], vec!["target"]),
+        (
+            vec![("/target", Some(json!({})))],
+            vec!["target", "faults[0].fault"],
+        ),
         (
             vec![("/target/cgroup", Some(json!("db.slice")))],
             vec!["target"],
@@ -366,10 +387,16 @@ fn bad_specs_name_their_fields() {
             vec!["traffic[1].file.file_size"],
         ),
         (
-            vec![("/traffic/-", Some(json!({"name": "load", "tcp": {"address": "h:1"}})))],
+            vec![(
+                "/traffic/-",
+                Some(json!({"name": "load", "tcp": {"address": "h:1"}})),
+            )],
             vec!["traffic[1].name"],
         ),
-        (vec![("/faults", Some(json!([])))], vec!["faults", "expect[0].during"]),
+        (
+            vec![("/faults", Some(json!([])))],
+            vec!["faults", "expect[0].during"],
+        ),
         (
             vec![("/faults/0/start", Some(json!("later")))],
             vec!["faults[0].start"],
@@ -412,10 +439,7 @@ fn bad_specs_name_their_fields() {
             vec![("/expect/0/during", Some(json!("partition")))],
             vec!["expect[0].during"],
         ),
-        (
-            vec![("/expect/0/error_rate", None)],
-            vec!["expect[0]"],
-        ),
+        (vec![("/expect/0/error_rate", None)], vec!["expect[0]"]),
         (
             vec![("/expect/0/error_rate", Some(json!("10%")))],
             vec!["expect[0].error_rate"],
@@ -441,7 +465,10 @@ fn bad_specs_name_their_fields() {
             vec!["expect[0].settle"],
         ),
         (
-            vec![("/expect/-", Some(json!({"fault": "eio", "acted": ">= 1.5"})))],
+            vec![(
+                "/expect/-",
+                Some(json!({"fault": "eio", "acted": ">= 1.5"})),
+            )],
             vec!["expect[1].acted"],
         ),
         (
@@ -493,7 +520,10 @@ fn bad_specs_name_their_fields() {
             vec!["abort[0].error_rate"],
         ),
         (
-            vec![("/abort/-", Some(json!({"traffic": "load", "down_for": "5s"})))],
+            vec![(
+                "/abort/-",
+                Some(json!({"traffic": "load", "down_for": "5s"})),
+            )],
             vec!["abort[1].down_for", "abort[1]"],
         ),
         (
@@ -513,21 +543,27 @@ fn bad_specs_name_their_fields() {
         ),
     ];
     assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut wrong = Vec::new();
     for (patches, want) in cases {
         let mut v = base();
         for (pointer, value) in &patches {
             set(&mut v, pointer, value.clone());
         }
         let (got, message) = error_fields(v);
-        assert_eq!(got, want, "{patches:?}:\n{message}");
+        if got != want {
+            wrong.push(format!("{patches:?}: want {want:?}, got:\n{message}"));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
 #[test]
 fn text_errors_name_their_fields() {
     let yaml = EXAMPLES[0].1;
     let cases: Vec<(Format, String, &str)> = vec![
-        (Format::Yaml, "name: [".into(), "experiment"),
+        // The parser reads lazily: a syntax error names where it was, with line and column.
+        (Format::Yaml, "name: [".into(), "name"),
+        (Format::Yaml, "\tname: x\n".into(), "experiment"),
         (Format::Yaml, "- just\n- a list\n".into(), "experiment"),
         (Format::Yaml, String::new(), "experiment"),
         (
@@ -552,7 +588,11 @@ fn text_errors_name_their_fields() {
             "faults[0].fault.prcent",
         ),
         (Format::Json, "{\"name\": \"x\"} {}".into(), "experiment"),
-        (Format::Json, "{\"name\": \"x\", \"name\": \"y\"}".into(), "name"),
+        (
+            Format::Json,
+            "{\"name\": \"x\", \"name\": \"y\"}".into(),
+            "name",
+        ),
         (
             Format::Json,
             "{\"name\": \"x\", \"duration\": \"1m\", \"faults\": [{\"name\": 7}]}".into(),
@@ -565,15 +605,19 @@ fn text_errors_name_their_fields() {
             "duration",
         ),
     ];
+    let mut wrong = Vec::new();
     for (format, text, field) in cases {
         let e = format.parse(&text).unwrap_err();
-        assert_eq!(e.fields().first().copied(), Some(field), "{text}\n{e}");
+        if e.fields().first().copied() != Some(field) {
+            wrong.push(format!("{format:?} {text:?}: want {field}, got:\n{e}"));
+        }
         for line in &e.0 {
             let message = line.to_string();
             assert!(!message.contains('\n'), "{message:?}");
             assert!(message.contains("; "), "a fix: {message}");
         }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
 
 #[test]
@@ -586,7 +630,9 @@ fn comparisons() {
         Quantity::Millis(200.0)
     );
     assert_eq!(
-        parse_comparison(" > 1s 500ms", Measure::Latency).unwrap().value,
+        parse_comparison(" > 1s 500ms", Measure::Latency)
+            .unwrap()
+            .value,
         Quantity::Millis(1500.0)
     );
     assert_eq!(
@@ -594,11 +640,15 @@ fn comparisons() {
         CmpOp::Ne
     );
     assert_eq!(
-        parse_comparison("< 50%", Measure::Throughput).unwrap().value,
+        parse_comparison("< 50%", Measure::Throughput)
+            .unwrap()
+            .value,
         Quantity::Percent(50.0)
     );
     assert_eq!(
-        parse_comparison("> 120.5", Measure::Throughput).unwrap().value,
+        parse_comparison("> 120.5", Measure::Throughput)
+            .unwrap()
+            .value,
         Quantity::Number(120.5)
     );
     assert_eq!(

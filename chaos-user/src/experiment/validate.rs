@@ -198,7 +198,12 @@ struct Check {
 }
 
 impl Check {
-    fn fail(&mut self, field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+    fn fail(
+        &mut self,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.errors.push(Error::InvalidField {
             field: field.into(),
             problem: problem.into(),
@@ -667,7 +672,11 @@ fn check_target(c: &mut Check, t: &Target) {
         ),
     }
     if t.pid == Some(0) {
-        c.fail("target.pid", "0 is not a process", "give a process id, e.g. 4242");
+        c.fail(
+            "target.pid",
+            "0 is not a process",
+            "give a process id, e.g. 4242",
+        );
     }
     if let Some(cg) = &t.cgroup
         && cg.trim().is_empty()
@@ -794,11 +803,7 @@ fn check_admission(
         let min = format!("{path}.min");
         match f.min.trim().strip_suffix('%') {
             Some(p) => {
-                if !p
-                    .trim()
-                    .parse::<f64>()
-                    .is_ok_and(|p| p > 0.0 && p <= 100.0)
-                {
+                if !p.trim().parse::<f64>().is_ok_and(|p| p > 0.0 && p <= 100.0) {
                     c.fail(
                         min,
                         format!("{:?} is not a share of the filesystem", f.min),
@@ -914,14 +919,12 @@ fn check_traffic(c: &mut Check, path: &str, t: &Traffic) {
     }
     if let Some(f) = &t.file {
         c.absolute(&format!("{path}.file.path"), &f.path);
-        let block = f
-            .block_size
-            .as_ref()
-            .map_or(Some(4096), |b| c.size(&format!("{path}.file.block_size"), b));
-        let file = f
-            .file_size
-            .as_ref()
-            .map_or(Some(64 << 20), |s| c.size(&format!("{path}.file.file_size"), s));
+        let block = f.block_size.as_ref().map_or(Some(4096), |b| {
+            c.size(&format!("{path}.file.block_size"), b)
+        });
+        let file = f.file_size.as_ref().map_or(Some(64 << 20), |s| {
+            c.size(&format!("{path}.file.file_size"), s)
+        });
         if let (Some(b), Some(s)) = (block, file)
             && b > s
         {
@@ -988,12 +991,27 @@ fn metrics_of(e: &Expectation) -> [Metric<'_>; 8] {
         measure,
     };
     [
-        m("error_rate", e.error_rate.as_ref(), "traffic", Measure::Percent),
-        m("throughput", e.throughput.as_ref(), "traffic", Measure::Throughput),
+        m(
+            "error_rate",
+            e.error_rate.as_ref(),
+            "traffic",
+            Measure::Percent,
+        ),
+        m(
+            "throughput",
+            e.throughput.as_ref(),
+            "traffic",
+            Measure::Throughput,
+        ),
         m("p50", e.p50.as_ref(), "traffic", Measure::Latency),
         m("p90", e.p90.as_ref(), "traffic", Measure::Latency),
         m("p99", e.p99.as_ref(), "traffic", Measure::Latency),
-        m("max_latency", e.max_latency.as_ref(), "traffic", Measure::Latency),
+        m(
+            "max_latency",
+            e.max_latency.as_ref(),
+            "traffic",
+            Measure::Latency,
+        ),
         m("fails", e.fails.as_ref(), "probe", Measure::Percent),
         m("acted", e.acted.as_ref(), "fault", Measure::Count),
     ]
@@ -1105,7 +1123,10 @@ fn check_expectation(
         {
             c.fail(
                 field,
-                format!("measures a {}, and this entry's subject is {kind}", m.subject),
+                format!(
+                    "measures a {}, and this entry's subject is {kind}",
+                    m.subject
+                ),
                 format!("use {} for {kind}", metric_names(kind)),
             );
             continue;

@@ -679,3 +679,30 @@ fn comparisons() {
     assert!(CmpOp::Eq.holds(0.0, 0.0));
     assert!(CmpOp::Ne.holds(1.0, 0.0));
 }
+
+#[test]
+fn the_doc_shows_real_errors() {
+    let doc = include_str!("../../../docs/experiments.md");
+    let section = doc
+        .split_once("## Errors\n")
+        .and_then(|(_, rest)| rest.split_once("\n## "))
+        .map(|(section, _)| section)
+        .expect("an Errors section");
+    let blocks = |tag: &str| -> Vec<&str> {
+        section
+            .split(&format!("```{tag}\n"))
+            .skip(1)
+            .filter_map(|b| b.split_once("```").map(|(b, _)| b))
+            .collect()
+    };
+    let (specs, outputs) = (blocks("yaml"), blocks("text"));
+    assert_eq!(specs.len(), 2, "two bad specs");
+    assert_eq!(specs.len(), outputs.len());
+    for (spec, output) in specs.iter().zip(outputs) {
+        let errors = match from_yaml(spec) {
+            Ok(s) => s.validate().expect_err("a bad spec"),
+            Err(e) => e,
+        };
+        assert_eq!(errors.to_string(), output.trim_end(), "{spec}");
+    }
+}

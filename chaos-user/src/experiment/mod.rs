@@ -17,6 +17,8 @@ mod spec;
 mod validate;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 pub use self::{

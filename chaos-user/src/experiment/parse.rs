@@ -114,7 +114,12 @@ pub fn from_toml(text: &str) -> Result<ExperimentSpec, SpecErrors> {
         let at = e
             .span()
             .map(|span| {
-                let before = &text[..span.start.min(text.len())];
+                // Where the span starts, kept on a character boundary.
+                let mut start = span.start.min(text.len());
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let before = &text[..start];
                 let line = before.matches('\n').count() + 1;
                 let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
                 format!(" at line {line} column {column}")

@@ -83,6 +83,13 @@ fn the_doc_shows_the_examples() {
     let spec = parse_ok(first);
     let schedule = spec.validate().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(schedule.windows[0].end, Duration::from_secs(40));
+    // Its TOML form, shown next, is the same experiment.
+    let toml = doc
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("a TOML example");
+    assert_eq!(from_toml(toml).unwrap_or_else(|e| panic!("{e}")), spec);
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod ebpf;
 pub mod error;
 pub mod exec;
+pub mod experiment;
 pub mod guard;
 pub mod injector;
 pub mod iostat;

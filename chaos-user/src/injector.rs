@@ -55,7 +55,7 @@ pub struct Status {
 }
 
 /// Per-fault counters: packets for network faults, calls for syscall faults.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Packets or calls the rule examined.
     pub seen: u64,

@@ -13,7 +13,10 @@
 //! runner.
 
 mod parse;
+pub mod record;
+pub mod report;
 mod spec;
+pub mod stats;
 mod validate;
 
 #[cfg(test)]

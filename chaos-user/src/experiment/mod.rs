@@ -12,10 +12,12 @@
 //! running system (a process, a cgroup, what the kernel allows) is checked at admission, by the
 //! runner.
 
+pub mod judge;
 mod parse;
 pub mod record;
 pub mod report;
 mod spec;
+pub mod target;
 pub mod stats;
 mod validate;
 

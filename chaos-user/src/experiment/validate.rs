@@ -976,14 +976,14 @@ fn check_fault_body(c: &mut Check, path: &str, fault: &FaultSpec, target: Option
 
 /// One metric of an expectation or abort rule: its field, its text, the subject it applies
 /// to and how its value is written.
-struct Metric<'a> {
-    field: &'static str,
-    text: Option<&'a String>,
-    subject: &'static str,
-    measure: Measure,
+pub(super) struct Metric<'a> {
+    pub(super) field: &'static str,
+    pub(super) text: Option<&'a String>,
+    pub(super) subject: &'static str,
+    pub(super) measure: Measure,
 }
 
-fn metrics_of(e: &Expectation) -> [Metric<'_>; 8] {
+pub(super) fn metrics_of(e: &Expectation) -> [Metric<'_>; 8] {
     let m = |field, text, subject, measure| Metric {
         field,
         text,

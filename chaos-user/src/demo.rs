@@ -1,351 +1,319 @@
-//! The built-in demo: a real fault on a test network, measured and recovered.
+//! The built-in drill (`chaos demo`): a real experiment on a workload chaos builds for it,
+//! using every fault family, run by the same runner as `chaos run`.
 //!
-//! Two namespaces joined by a veth carry a paced UDP stream. The demo measures the loss before
-//! the fault, arms `net loss` on the sender's egress, measures the loss while it is armed (with
-//! the rule's own counters beside it), lets the in-kernel deadline end it, recovers, measures
-//! again, and checks that no trace is left. The lifecycle runner (`chaos run`) generalises this.
+//! The workload: an echo server in its own network namespace (reached through a veth pair whose
+//! host end chaos made), a scratch ext4 filesystem on a loop device, and a cgroup of its own in
+//! which the traffic runs: TCP requests to the server and 16 KiB writes with `fdatasync` to
+//! the filesystem. The drill puts one fault after another on it (packet loss, a partition,
+//! refused connects, delay, slow and hung disk I/O, failed writes and fsyncs, a full disk), each
+//! with expectations that it bites, then checks that everything comes back. A fault this kernel
+//! cannot make is skipped with the reason (`admission.unsupported: skip`), never faked.
+//! Everything is removed afterwards, whatever happens.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    path::Path,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener},
+    path::{Path, PathBuf},
+    process::Command,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use serde::Serialize;
+use serde_json::json;
 
 use crate::{
-    Counters, FaultSpec, Injector,
-    error::{Error, IoContext, Result},
-    spec::{Direction, NetAction, NetSpec},
-    testbed::TwoHosts,
+    Injector,
+    error::{Error, Result},
+    experiment::{
+        self, ExperimentSpec,
+        progress::Progress,
+        report::Report,
+        runner::{self, Options},
+    },
+    mounts::CgroupMounts,
+    testbed::Peer,
 };
 
-/// Demo settings.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Loss to inject, percent.
-    pub percent: f64,
-    /// How long the fault lasts.
-    pub fault: Duration,
-    /// Length of the baseline and the recovery windows.
-    pub window: Duration,
-    /// Datagrams per second.
-    pub rate: u32,
+/// The echo server's port.
+const PORT: u16 = 7007;
+
+/// What the demo builds, removed on drop.
+pub struct World {
+    peer: Peer,
+    server_stop: Arc<AtomicBool>,
+    disk: ScratchDisk,
+    /// The workload's cgroup, relative to the hierarchies' roots.
+    pub cgroup: String,
+    cgroup_dirs: Vec<PathBuf>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            percent: 30.0,
-            fault: Duration::from_secs(6),
-            window: Duration::from_secs(3),
-            rate: 2000,
+impl World {
+    /// Builds the demo's world: namespace + veth + echo server, loop device + ext4, cgroup.
+    pub fn new() -> Result<World> {
+        let tag = std::process::id();
+        let name = format!("chaos-demo-{tag}");
+        let peer = Peer::new(&name, 251)?;
+        let server_stop = Arc::new(AtomicBool::new(false));
+        let addr = SocketAddrV4::new(peer.peer_addr, PORT);
+        let listener = peer.netns.run(move || {
+            TcpListener::bind(addr).map_err(|e| Error::io(format!("binding {addr}"), e))
+        })?;
+        serve(listener, server_stop.clone());
+        let disk = ScratchDisk::new(&name, 256 << 20)?;
+        let mut world = World {
+            peer,
+            server_stop,
+            disk,
+            cgroup: name,
+            cgroup_dirs: Vec::new(),
+        };
+        let mounts = CgroupMounts::read()?;
+        for root in mounts.v2.iter().chain(mounts.v1.get("blkio")) {
+            let dir = root.join(&world.cgroup);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            world.cgroup_dirs.push(dir);
+        }
+        Ok(world)
+    }
+
+    /// The echo server, `HOST:PORT`.
+    pub fn server(&self) -> String {
+        format!("{}:{PORT}", self.peer.peer_addr)
+    }
+
+    /// The scratch filesystem's mount point.
+    pub fn data_dir(&self) -> &Path {
+        &self.disk.mount
+    }
+
+    /// The loop device.
+    pub fn device(&self) -> &Path {
+        &self.disk.device
+    }
+
+    /// The host end of the veth pair.
+    pub fn interface(&self) -> &str {
+        &self.peer.host_if
+    }
+
+    /// The server's address.
+    pub fn server_addr(&self) -> Ipv4Addr {
+        self.peer.peer_addr
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.server_stop.store(true, Ordering::Relaxed);
+        for dir in &self.cgroup_dirs {
+            // Move stragglers to the parent, then remove.
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            if let Some(parent) = dir.parent() {
+                for pid in procs.split_whitespace() {
+                    let _ = std::fs::write(parent.join("cgroup.procs"), pid);
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
 
-/// Loss measured over one phase.
-#[derive(Clone, Debug, Serialize)]
-pub struct Phase {
-    /// `baseline`, `fault` or `recovery`.
-    pub name: &'static str,
-    /// Datagrams sent.
-    pub sent: u64,
-    /// Datagrams received.
-    pub received: u64,
-    /// Measured loss, percent.
-    pub loss_percent: f64,
-}
-
-/// A check the demo makes, and whether it held.
-#[derive(Clone, Debug, Serialize)]
-pub struct Verdict {
-    /// What was checked.
-    pub check: String,
-    /// Whether it held.
-    pub ok: bool,
-}
-
-/// What the demo found.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    /// The fault as armed.
-    pub fault: FaultSpec,
-    /// Its id.
-    pub id: String,
-    /// The strategy used.
-    pub strategy: String,
-    /// Phases in order.
-    pub phases: Vec<Phase>,
-    /// The rule's counters when it ended.
-    pub counters: Counters,
-    /// Checks.
-    pub verdicts: Vec<Verdict>,
-}
-
-impl Report {
-    /// Whether every check held.
-    pub fn passed(&self) -> bool {
-        self.verdicts.iter().all(|v| v.ok)
-    }
-}
-
-/// Progress events, for live output.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// A phase started.
-    Phase(&'static str),
-    /// Once a second while the fault is armed.
-    Tick {
-        /// Rule counters so far.
-        counters: Counters,
-        /// Seconds left.
-        remaining_s: u64,
-    },
-    /// The fault was armed.
-    Armed {
-        /// Its id.
-        id: String,
-        /// Its strategy.
-        strategy: String,
-    },
-}
-
-struct Traffic {
-    sent: Arc<AtomicU64>,
-    received: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-/// Runs the demo. `stop` aborts it early (the fault is still recovered and the testbed removed).
-pub fn run(
-    injector: &Injector,
-    opts: &Options,
-    mut progress: impl FnMut(Event),
-    stop: &AtomicBool,
-) -> Result<Report> {
-    let prefix = format!("chaos-demo-{}", std::process::id());
-    let hosts = TwoHosts::new(&prefix, 250)?;
-    let port = 45_000;
-    let traffic = Traffic {
-        sent: Arc::default(),
-        received: Arc::default(),
-        stop: Arc::default(),
-    };
-    std::thread::scope(|s| {
-        let receiver = {
-            let ns = hosts.netns[1].clone();
-            let (received, done) = (traffic.received.clone(), traffic.stop.clone());
-            let addr = hosts.addr[1];
-            s.spawn(move || {
-                ns.run(|| {
-                    let sock = UdpSocket::bind(SocketAddrV4::new(addr, port))
-                        .ctx(|| "binding the demo receiver")?;
-                    sock.set_read_timeout(Some(Duration::from_millis(100)))
-                        .ctx(|| "setting a read timeout")?;
-                    let mut buf = [0u8; 64];
-                    while !done.load(Ordering::Relaxed) {
-                        if sock.recv(&mut buf).is_ok() {
-                            received.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(())
-                })
-            })
-        };
-        let sender = {
-            let ns = hosts.netns[0].clone();
-            let (sent, done) = (traffic.sent.clone(), traffic.stop.clone());
-            let (from, to) = (hosts.addr[0], hosts.addr[1]);
-            let period = Duration::from_secs(1) / opts.rate.max(1);
-            s.spawn(move || {
-                ns.run(|| {
-                    let sock = UdpSocket::bind(SocketAddrV4::new(from, 0))
-                        .ctx(|| "binding the demo sender")?;
-                    let start = Instant::now();
-                    let mut n: u32 = 0;
-                    while !done.load(Ordering::Relaxed) {
-                        let due = start + period * n;
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        if sock
-                            .send_to(&n.to_be_bytes(), SocketAddrV4::new(to, port))
-                            .is_ok()
+/// Echoes what each connection sends, until `stop`.
+fn serve(listener: TcpListener, stop: Arc<AtomicBool>) {
+    let _ = listener.set_nonblocking(true);
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    std::thread::spawn(move || {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut buf = [0u8; 256];
+                        if let Ok(n) = conn.read(&mut buf)
+                            && n > 0
                         {
-                            sent.fetch_add(1, Ordering::Relaxed);
+                            let _ = conn.write_all(&buf[..n]);
                         }
-                        n = n.wrapping_add(1);
-                    }
-                    Ok(())
-                })
-            })
-        };
-        let result = drive(injector, opts, &hosts, &traffic, &mut progress, stop);
-        traffic.stop.store(true, Ordering::Relaxed);
-        let r1 = receiver
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let r2 = sender
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        let report = result?;
-        r1?;
-        r2?;
-        Ok(report)
-    })
-}
-
-/// Measures loss over `window`: (sent, received) deltas, leaving time for in-flight datagrams.
-fn measure(traffic: &Traffic, window: Duration, stop: &AtomicBool) -> (u64, u64) {
-    let (s0, r0) = (
-        traffic.sent.load(Ordering::Relaxed),
-        traffic.received.load(Ordering::Relaxed),
-    );
-    let end = Instant::now() + window;
-    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let s1 = traffic.sent.load(Ordering::Relaxed);
-    // Datagrams sent up to s1 arrive within a few ms on a veth.
-    std::thread::sleep(Duration::from_millis(50));
-    let r1 = traffic.received.load(Ordering::Relaxed);
-    (s1 - s0, r1.saturating_sub(r0).min(s1 - s0))
-}
-
-fn phase(name: &'static str, (sent, received): (u64, u64)) -> Phase {
-    Phase {
-        name,
-        sent,
-        received,
-        loss_percent: if sent == 0 {
-            0.0
-        } else {
-            100.0 * (sent - received) as f64 / sent as f64
-        },
-    }
-}
-
-fn drive(
-    injector: &Injector,
-    opts: &Options,
-    hosts: &TwoHosts,
-    traffic: &Traffic,
-    progress: &mut impl FnMut(Event),
-    stop: &AtomicBool,
-) -> Result<Report> {
-    // Let the receiver bind before counting.
-    std::thread::sleep(Duration::from_millis(300));
-    progress(Event::Phase("baseline"));
-    let baseline = phase("baseline", measure(traffic, opts.window, stop));
-
-    let spec = FaultSpec::Net(NetSpec {
-        action: NetAction::Loss,
-        percent: Some(opts.percent),
-        interface: Some(hosts.ifname[0].clone()),
-        netns: Some(hosts.ns[0].clone()),
-        direction: Some(Direction::Egress),
-        duration: Some(humantime::format_duration(opts.fault).to_string()),
-        ..NetSpec::default()
-    });
-    progress(Event::Phase("fault"));
-    let armed = injector.inject(&spec)?;
-    progress(Event::Armed {
-        id: armed.id.clone(),
-        strategy: armed.strategy.describe(),
-    });
-    let (s0, r0) = (
-        traffic.sent.load(Ordering::Relaxed),
-        traffic.received.load(Ordering::Relaxed),
-    );
-    let last = injector.hold(
-        &armed.id,
-        Duration::from_secs(1),
-        |s| {
-            progress(Event::Tick {
-                counters: s.counters.unwrap_or_default(),
-                remaining_s: s.remaining_s(),
-            })
-        },
-        || stop.load(Ordering::Relaxed),
-    )?;
-    let (s1, r1) = (
-        traffic.sent.load(Ordering::Relaxed),
-        traffic.received.load(Ordering::Relaxed),
-    );
-    let fault = phase("fault", (s1 - s0, (r1 - r0).min(s1 - s0)));
-
-    progress(Event::Phase("recovery"));
-    let recovery = phase("recovery", measure(traffic, opts.window, stop));
-
-    let counters = last.counters.unwrap_or_default();
-    let mut verdicts = Vec::new();
-    let mut check = |check: String, ok: bool| verdicts.push(Verdict { check, ok });
-    check(
-        format!("no loss before the fault ({:.2}%)", baseline.loss_percent),
-        baseline.sent > 0 && baseline.loss_percent < 0.5,
-    );
-    // 5 points of tolerance: thousands of packets give a binomial spread well inside that.
-    check(
-        format!(
-            "loss while armed {:.1}% is {}% +-5",
-            fault.loss_percent, opts.percent
-        ),
-        (fault.loss_percent - opts.percent).abs() <= 5.0,
-    );
-    let acted_share = if counters.matched == 0 {
-        0.0
-    } else {
-        100.0 * counters.acted as f64 / counters.matched as f64
-    };
-    check(
-        format!(
-            "the rule's own counters agree: dropped {} of {} matched ({acted_share:.1}%)",
-            counters.acted, counters.matched
-        ),
-        counters.matched > 0 && (acted_share - opts.percent).abs() <= 5.0,
-    );
-    check(
-        format!(
-            "traffic flows again after recovery ({:.2}% loss)",
-            recovery.loss_percent
-        ),
-        recovery.sent > 0 && recovery.loss_percent < 0.5,
-    );
-    let leftovers = injector.list()?.len();
-    check(
-        format!(
-            "nothing left: {leftovers} fault(s) in the store, pins {}",
-            if Path::new(chaos_common::PIN_ROOT).exists() {
-                "present"
-            } else {
-                "gone"
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
-        ),
-        leftovers == 0 && !Path::new(chaos_common::PIN_ROOT).exists(),
-    );
-    if stop.load(Ordering::Relaxed) {
+        }
+    });
+}
+
+/// An ext4 filesystem on a loop device over a sparse file, mounted; removed on drop.
+struct ScratchDisk {
+    image: PathBuf,
+    device: PathBuf,
+    mount: PathBuf,
+}
+
+fn command(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| Error::io(format!("running {program}"), e))?;
+    if !out.status.success() {
         return Err(Error::io(
-            "demo",
-            std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "interrupted; fault recovered",
-            ),
+            format!("{program} {}", args.join(" ")),
+            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
         ));
     }
-    Ok(Report {
-        fault: spec,
-        id: armed.id,
-        strategy: armed.strategy.describe(),
-        phases: vec![baseline, fault, recovery],
-        counters,
-        verdicts,
-    })
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The demo's addresses, for documentation and tests.
-pub const DEMO_SUBNET: Ipv4Addr = Ipv4Addr::new(10, 213, 250, 0);
+impl ScratchDisk {
+    fn new(name: &str, size: u64) -> Result<ScratchDisk> {
+        let image = PathBuf::from(format!("/var/tmp/{name}.img"));
+        let mount = PathBuf::from(format!("/run/{name}"));
+        let file = std::fs::File::create(&image)
+            .map_err(|e| Error::io(format!("creating {}", image.display()), e))?;
+        file.set_len(size)
+            .map_err(|e| Error::io(format!("sizing {}", image.display()), e))?;
+        let mut disk = ScratchDisk {
+            image,
+            device: PathBuf::new(),
+            mount,
+        };
+        let img = disk.image.to_string_lossy().into_owned();
+        disk.device = PathBuf::from(command("losetup", &["--find", "--show", &img])?);
+        let dev = disk.device.to_string_lossy().into_owned();
+        command("mkfs.ext4", &["-q", "-F", "-m", "0", &dev])?;
+        std::fs::create_dir_all(&disk.mount)
+            .map_err(|e| Error::io(format!("creating {}", disk.mount.display()), e))?;
+        command("mount", &[&dev, &disk.mount.to_string_lossy()])?;
+        Ok(disk)
+    }
+}
+
+impl Drop for ScratchDisk {
+    fn drop(&mut self) {
+        let mount = self.mount.to_string_lossy().into_owned();
+        if command("umount", &[&mount]).is_err() {
+            let _ = command("umount", &["-l", &mount]);
+        }
+        let _ = std::fs::remove_dir(&self.mount);
+        if !self.device.as_os_str().is_empty() {
+            let _ = command("losetup", &["-d", &self.device.to_string_lossy()]);
+        }
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// The demo's drill on `world`.
+pub fn experiment(world: &World) -> ExperimentSpec {
+    let data = world.data_dir().to_string_lossy().into_owned();
+    let device = world.device().to_string_lossy().into_owned();
+    let iface = world.interface();
+    let server = world.server();
+    let dst = format!("{}/32", world.server_addr());
+    let cg = &world.cgroup;
+    let space = format!(
+        "head -c 1048576 /dev/zero > {data}/.space-probe; s=$?; rm -f {data}/.space-probe; exit $s"
+    );
+    let spec = json!({
+        "schema": "chaos.experiment/v1",
+        "name": "chaos-demo",
+        "description": "An echo service in its own network namespace and a writer that fsyncs \
+            every block, both run from their own cgroup, meet every fault family this kernel \
+            can make, one after another; each must bite, and everything must come back.",
+        "target": {"cgroup": cg},
+        "probes": [
+            {"name": "server", "tcp": server, "interval": "500ms", "timeout": "500ms"},
+            {"name": "space", "command": {"run": ["sh", "-c", space]}, "interval": "1s", "timeout": "3s"},
+        ],
+        "admission": {
+            "unsupported": "skip",
+            "free_disk": [{"path": data, "min": "100M"}],
+            "steady_for": "2s",
+            "timeout": "20s",
+        },
+        "traffic": [
+            {"name": "echo", "tcp": {"address": server, "send": "ping"}, "rate": 100,
+             "concurrency": 4, "timeout": "1s", "cgroup": cg},
+            {"name": "writes", "file": {"path": data, "block_size": "16k", "file_size": "1M",
+             "fsync": true}, "rate": 50, "concurrency": 2, "timeout": "10s", "cgroup": cg},
+        ],
+        "baseline": "5s",
+        "duration": "45s",
+        "faults": [
+            {"name": "loss", "start": "0s", "duration": "7s", "fault":
+                {"kind": "net", "action": "loss", "percent": 40, "interface": iface, "dst": [dst]}},
+            {"name": "fsync-eio", "start": "0s", "duration": "7s", "fault":
+                {"kind": "syscall", "action": "fail", "syscall": ["fdatasync"], "errno": "EIO"}},
+            {"name": "partition", "start": "9s", "duration": "5s", "fault":
+                {"kind": "net", "action": "partition", "interface": iface, "dst": [dst]}},
+            {"name": "refused", "start": "16s", "duration": "5s", "fault":
+                {"kind": "syscall", "action": "fail", "syscall": ["connect"], "errno": "ECONNREFUSED"}},
+            {"name": "delay", "start": "23s", "duration": "6s", "fault":
+                {"kind": "net", "action": "delay", "latency": "100ms", "interface": iface, "dst": [dst]}},
+            {"name": "slow", "start": "23s", "duration": "6s", "fault":
+                {"kind": "io", "action": "slow", "device": device, "write_iops": 10}},
+            {"name": "hang", "start": "31s", "duration": "5s", "fault":
+                {"kind": "io", "action": "hang", "device": device}},
+            {"name": "write-eio", "start": "38s", "duration": "5s", "fault":
+                {"kind": "io", "action": "fail", "device": device, "op": "write"}},
+            {"name": "disk-full", "start": "38s", "duration": "5s", "fault":
+                {"kind": "disk", "action": "fill", "path": data, "free": "256k"}},
+        ],
+        "expect": [
+            {"fault": "loss", "acted": ">= 1"},
+            {"during": "loss", "traffic": "echo", "p99": ">= 200ms"},
+            {"during": "fsync-eio", "settle": "500ms", "traffic": "writes", "error_rate": ">= 90%"},
+            {"during": "partition", "settle": "1s", "probe": "server", "fails": ">= 80%"},
+            {"during": "partition", "settle": "1500ms", "traffic": "echo", "error_rate": ">= 90%"},
+            {"fault": "refused", "acted": ">= 1"},
+            {"during": "refused", "settle": "500ms", "traffic": "echo", "error_rate": ">= 90%"},
+            {"during": "delay", "settle": "500ms", "traffic": "echo", "p50": ">= 50ms"},
+            {"during": "slow", "settle": "1s", "traffic": "writes", "throughput": "<= 50%"},
+            {"during": "hang", "settle": "1s", "traffic": "writes", "throughput": "<= 10%"},
+            {"during": "hang", "traffic": "writes", "max_latency": ">= 2s"},
+            {"during": "write-eio", "settle": "500ms", "traffic": "writes", "error_rate": ">= 50%"},
+            {"during": "disk-full", "settle": "1s", "probe": "space", "fails": ">= 80%"},
+        ],
+        "recovery": {
+            "within": "20s",
+            "hold": "3s",
+            "expect": [
+                {"traffic": "echo", "throughput": ">= 80%"},
+                {"traffic": "writes", "throughput": ">= 70%"},
+            ],
+        },
+        "abort": [
+            {"probe": "server", "down_for": "30s"},
+        ],
+    });
+    experiment::from_value(spec).expect("the demo's drill is a valid spec")
+}
+
+/// Builds the world, runs the demo's drill on it and removes the world.
+pub fn run(
+    injector: &Injector,
+    worker_exe: PathBuf,
+    progress: Box<dyn Progress>,
+    stop: Arc<AtomicBool>,
+) -> Result<Report> {
+    let world = World::new()?;
+    let spec = experiment(&world);
+    let report = runner::run(
+        &spec,
+        injector,
+        Options {
+            source: Some("chaos demo".into()),
+            worker_exe,
+            stop,
+            progress,
+        },
+    )
+    .map_err(|e| Error::io("the demo's drill", std::io::Error::other(e.to_string())))?;
+    drop(world);
+    Ok(report)
+}

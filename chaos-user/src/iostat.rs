@@ -649,6 +649,23 @@ pub struct IoRow {
     pub p99_us: f64,
     /// Longest latency, µs.
     pub max_us: f64,
+    /// The latency histogram: requests per bucket, the buckets' upper bounds given by
+    /// [`bucket_bounds_us`] (not in `chaos iostat --json`).
+    #[serde(skip)]
+    pub hist: Vec<u64>,
+}
+
+/// The upper bound, µs, of each bucket of [`IoRow::hist`] (the last one has none: `u64::MAX`).
+pub fn bucket_bounds_us() -> Vec<u64> {
+    (0..LAT_BUCKETS)
+        .map(|b| {
+            if b + 1 < LAT_BUCKETS {
+                bucket_floor_ns(b + 1) / 1000
+            } else {
+                u64::MAX
+            }
+        })
+        .collect()
 }
 
 impl IoRow {
@@ -679,6 +696,7 @@ impl IoRow {
             p90_us: us(percentile(c, 0.90)),
             p99_us: us(percentile(c, 0.99)),
             max_us: us(c.lat_max_ns),
+            hist: c.hist.to_vec(),
         }
     }
 }

@@ -96,3 +96,61 @@ impl Drop for TwoHosts {
         }
     }
 }
+
+/// One host in its own network namespace, reached from this one through a veth pair: the host
+/// end stays here (an interface of the drill's own, never one of the machine's), the peer end
+/// is in the namespace. Removed on drop.
+pub struct Peer {
+    /// The namespace's name (under /run/netns).
+    pub ns: String,
+    /// The namespace, resolved.
+    pub netns: NetNs,
+    /// The veth end in this namespace.
+    pub host_if: String,
+    /// The address of the host end.
+    pub host_addr: Ipv4Addr,
+    /// The address of the peer, in the namespace.
+    pub peer_addr: Ipv4Addr,
+}
+
+impl Peer {
+    /// Creates namespace `<prefix>`, the veth pair and addresses `10.213.<subnet>.1/24` (here)
+    /// and `.2/24` (there).
+    pub fn new(prefix: &str, subnet: u8) -> Result<Peer> {
+        let ns = prefix.to_owned();
+        let tag = &prefix[prefix.len().saturating_sub(8)..];
+        let (host_if, peer_if) = (format!("ch{tag}"), format!("cp{tag}"));
+        let host_addr = Ipv4Addr::new(10, 213, subnet, 1);
+        let peer_addr = Ipv4Addr::new(10, 213, subnet, 2);
+        ip(&["netns", "add", &ns])?;
+        // Deleting the namespace deletes the peer end, and with it the host end.
+        let made = Namespaces(vec![ns.clone()]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns,
+        ])?;
+        let host_cidr = format!("{host_addr}/24");
+        let peer_cidr = format!("{peer_addr}/24");
+        ip(&["addr", "add", &host_cidr, "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&["-n", &ns, "addr", "add", &peer_cidr, "dev", &peer_if])?;
+        ip(&["-n", &ns, "link", "set", &peer_if, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        let netns = NetNs::resolve(&ns, "netns")?;
+        std::mem::forget(made);
+        Ok(Peer {
+            ns,
+            netns,
+            host_if,
+            host_addr,
+            peer_addr,
+        })
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.ns]);
+        // Normally gone with its peer; a leftover would keep the route.
+        let _ = ip(&["link", "del", &self.host_if]);
+    }
+}

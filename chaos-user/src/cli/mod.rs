@@ -1,12 +1,12 @@
 //! Subcommands, one file each.
 
-mod demo;
 mod exec;
 mod inject;
 mod iostat;
 mod list;
 mod probe;
 mod recover;
+mod run;
 
 use std::process::ExitCode;
 
@@ -38,8 +38,11 @@ enum Command {
     Recover(recover::Args),
     /// Measure one device's block I/O per interval, by cgroup and operation.
     Iostat(iostat::Args),
-    /// Run the built-in demo: a real fault on a test network, measured and recovered.
-    Demo(demo::Args),
+    /// Run a drill from its file: admission, traffic, faults, measurements, recovery, report.
+    Run(run::Args),
+    /// Run the built-in drill: every fault family this kernel can make on a workload chaos
+    /// builds, measured, recovered and reported.
+    Demo(run::DemoArgs),
     /// Continue processes stopped by delay faults (started by chaos itself).
     #[command(name = "keep-delays", hide = true)]
     KeepDelays,
@@ -57,7 +60,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(a) => list::run_list(a),
         Command::Status(a) => list::run_status(a),
         Command::Recover(a) => recover::run(a),
-        Command::Demo(a) => demo::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Demo(a) => run::demo(a),
         Command::Iostat(a) => iostat::run(a),
         Command::KeepDelays => {
             let store = chaos_user::store::Store::open_default()?;

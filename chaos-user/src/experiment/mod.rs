@@ -13,6 +13,8 @@
 //! runner.
 
 pub mod judge;
+pub mod progress;
+pub mod runner;
 mod parse;
 pub mod record;
 pub mod report;
@@ -57,3 +59,20 @@ impl std::fmt::Display for SpecErrors {
 }
 
 impl std::error::Error for SpecErrors {}
+
+/// Writes `report` to `dir` (made if missing) as `report.json` and `report.html`; returns the
+/// two paths.
+pub fn write_report(
+    dir: &std::path::Path,
+    report: &report::Report,
+) -> crate::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    use crate::error::IoContext;
+    std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("report.json");
+    let html = dir.join("report.html");
+    let text = serde_json::to_vec_pretty(report)
+        .map_err(|e| crate::Error::io("encoding the report", std::io::Error::other(e)))?;
+    std::fs::write(&json, text).ctx(|| format!("writing {}", json.display()))?;
+    std::fs::write(&html, html::render(report)).ctx(|| format!("writing {}", html.display()))?;
+    Ok((json, html))
+}

@@ -1,0 +1,143 @@
+//! `chaos run SPEC` and `chaos demo`: a drill from its file, or the built-in one, with live
+//! progress and a report.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use anyhow::Context;
+use chaos_user::{
+    Injector,
+    experiment::{
+        self,
+        progress::{Event, JsonLines, Progress, Terminal},
+        report::Report,
+        runner::{self, Options},
+        summary,
+    },
+};
+
+/// Arguments of `chaos run`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The experiment: a YAML (.yaml, .yml), JSON (.json) or TOML (.toml) file.
+    spec: PathBuf,
+    #[command(flatten)]
+    out: Output,
+}
+
+/// Where and how a drill reports.
+#[derive(clap::Args, Debug)]
+pub struct Output {
+    /// Write report.json and report.html to this directory.
+    #[arg(long, default_value = ".")]
+    report_dir: PathBuf,
+    /// Progress as JSON lines on stdout even on a terminal (the default when stdout is not one).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The stop flag, set by SIGINT and SIGTERM: the drill is then aborted and recovered.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+fn progress(out: &Output, planned: Duration) -> (Box<dyn Progress>, bool) {
+    if out.json || !std::io::stdout().is_terminal() {
+        (Box::new(JsonLines), true)
+    } else {
+        (Box::new(Terminal::new(planned)), false)
+    }
+}
+
+/// Writes the report, prints the summary (to stderr in JSON mode) and gives the exit code.
+fn finish(report: &Report, out: &Output, json: bool) -> anyhow::Result<ExitCode> {
+    let (json_path, html_path) = experiment::write_report(&out.report_dir, report)?;
+    let text = summary::summary(report);
+    if json {
+        JsonLines.event(&Event::Done {
+            verdict: report.verdict.as_str().into(),
+            reason: report.reason.clone(),
+            report: Some(json_path.display().to_string()),
+        });
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+        println!("report: {} and {}", json_path.display(), html_path.display());
+    }
+    Ok(ExitCode::from(report.verdict.exit_code() as u8))
+}
+
+fn worker_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the chaos binary (it runs the traffic workers)")
+}
+
+/// `chaos run`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let spec = match experiment::from_path(&args.spec) {
+        Ok(s) => s,
+        Err(errors) => return Ok(refuse_spec(&args.spec, &errors)),
+    };
+    let schedule = match spec.validate() {
+        Ok(s) => s,
+        Err(errors) => return Ok(refuse_spec(&args.spec, &errors)),
+    };
+    let injector = Injector::new()?;
+    let stop = stop_on_signals()?;
+    let (progress, json) = progress(&args.out, schedule.longest());
+    let report = runner::run(
+        &spec,
+        &injector,
+        Options {
+            source: Some(args.spec.display().to_string()),
+            worker_exe: worker_exe()?,
+            stop,
+            progress,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    finish(&report, &args.out, json)
+}
+
+/// A spec that does not read or validate: every error, one per line; exit code 2 (nothing was
+/// injected, as for a refused drill).
+fn refuse_spec(path: &Path, errors: &experiment::SpecErrors) -> ExitCode {
+    eprintln!("chaos run: {} is not a valid experiment:", path.display());
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(2)
+}
+
+/// Arguments of `chaos demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    out: Output,
+}
+
+/// `chaos demo`.
+pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let injector = Injector::new()?;
+    let stop = stop_on_signals()?;
+    let (progress, json) = progress(&args.out, Duration::from_secs(80));
+    if !json {
+        println!(
+            "chaos demo: a drill on a built-in workload (an echo server in its own network \
+             namespace, a writer on a loop device, both in a cgroup of their own), every fault \
+             family this kernel ({}) can make, then recovery; faults it cannot make are \
+             skipped with the reason.",
+            injector.probe().kernel
+        );
+    }
+    let report = chaos_user::demo::run(&injector, worker_exe()?, progress, stop)?;
+    finish(&report, &args.out, json)
+}

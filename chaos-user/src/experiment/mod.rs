@@ -12,11 +12,15 @@
 //! running system (a process, a cgroup, what the kernel allows) is checked at admission, by the
 //! runner.
 
+pub mod html;
 mod parse;
+pub mod present;
 pub mod record;
 pub mod report;
+pub mod sample;
 mod spec;
 pub mod stats;
+pub mod summary;
 mod validate;
 
 #[cfg(test)]

@@ -712,7 +712,8 @@ table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13p
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #eaeef2; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.verdict-cell { font-weight: 700; text-transform: uppercase; color: #fff; white-space: nowrap; }
+.verdict-cell { font-weight: 700; text-transform: uppercase; color: #fff; white-space: nowrap;
+  width: 1%; }
 .verdict-cell.pass { background: var(--pass); }
 .verdict-cell.fail { background: var(--fail); }
 .verdict-cell.aborted { background: var(--aborted); }

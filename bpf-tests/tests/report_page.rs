@@ -140,7 +140,10 @@ fn report_page_in_headless_chromium() {
         .into_iter()
         .filter(|l| l.contains("//") || l.starts_with("http"))
         .collect();
-    assert!(external.is_empty(), "the page links elsewhere: {external:?}");
+    assert!(
+        external.is_empty(),
+        "the page links elsewhere: {external:?}"
+    );
     assert!(!page_html.contains("@import"), "the CSS imports something");
     assert!(!page_html.contains("url("), "the CSS loads something");
 
@@ -149,7 +152,10 @@ fn report_page_in_headless_chromium() {
     std::fs::write(&page, &page_html).expect("writing the page");
 
     let dom = run_chromium(browser, &dir.path, &page, &["--dump-dom".to_owned()]);
-    assert!(dom.contains("<svg id=\"timeline\""), "no timeline in the DOM");
+    assert!(
+        dom.contains("<svg id=\"timeline\""),
+        "no timeline in the DOM"
+    );
     assert!(dom.contains("FAILED"), "no verdict in the DOM");
     let reason = report.reason.as_deref().expect("the sample has a reason");
     assert!(dom.contains(&text_in_dom(reason)), "no reason in the DOM");
@@ -165,11 +171,23 @@ fn report_page_in_headless_chromium() {
             f.name
         );
     }
-    for class in ["series throughput", "series errors", "series p50", "series p99"] {
+    for class in [
+        "series throughput",
+        "series errors",
+        "series p50",
+        "series p99",
+    ] {
         let paths = path_data(&dom, class);
-        assert_eq!(paths.len(), report.traffic.len(), "{class} paths: {paths:?}");
+        assert_eq!(
+            paths.len(),
+            report.traffic.len(),
+            "{class} paths: {paths:?}"
+        );
         for d in paths {
-            assert!(d.starts_with('M') && d.matches('L').count() >= 5, "{class}: {d}");
+            assert!(
+                d.starts_with('M') && d.matches('L').count() >= 5,
+                "{class}: {d}"
+            );
         }
     }
     assert_eq!(path_data(&dom, "series acted").len(), report.faults.len());
@@ -200,21 +218,23 @@ fn report_page_in_headless_chromium() {
             "--hide-scrollbars".to_owned(),
         ],
     );
-    check_screenshot(&shot);
+    check_screenshot(&shot, "red", |p| p[0] > 190 && p[1] < 60 && p[2] < 70);
     if dir.keep {
         println!("page and screenshot kept in {}", dir.path.display());
     }
 }
 
-/// The screenshot is 1280 × 2000, drawn (many colours, much not white), with the red banner of
-/// a failed drill near its top.
-fn check_screenshot(path: &Path) {
+/// The screenshot is 1280 × 2000, drawn (many colours, much not white), with the verdict's
+/// banner (pixels that are `banner`, named `colour`) near its top.
+fn check_screenshot(path: &Path, colour: &str, banner: impl Fn(&[u8; 3]) -> bool) {
     let file = std::fs::File::open(path).expect("chromium wrote no screenshot");
     let mut decoder = png::Decoder::new(file);
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().expect("the screenshot is a PNG");
     let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).expect("decoding the screenshot");
+    let info = reader
+        .next_frame(&mut buf)
+        .expect("decoding the screenshot");
     assert_eq!((info.width, info.height), (1280, 2000));
     let channels = info.color_type.samples();
     assert!(channels >= 3, "colour type {:?}", info.color_type);
@@ -225,7 +245,11 @@ fn check_screenshot(path: &Path) {
     let mut colours: Vec<[u8; 3]> = pixels.clone();
     colours.sort_unstable();
     colours.dedup();
-    assert!(colours.len() > 200, "only {} colours: blank?", colours.len());
+    assert!(
+        colours.len() > 100,
+        "only {} colours: blank?",
+        colours.len()
+    );
     let background = pixels
         .iter()
         .filter(|p| p.iter().all(|&c| c >= 240))
@@ -235,11 +259,51 @@ fn check_screenshot(path: &Path) {
         "{background} of {} pixels are white or page background",
         pixels.len()
     );
-    // The failed banner (#cf222e) in the top 200 rows.
     let width = info.width as usize;
-    let red = pixels[..200 * width]
-        .iter()
-        .filter(|p| p[0] > 190 && p[1] < 60 && p[2] < 70)
-        .count();
-    assert!(red > 20_000, "{red} red pixels at the top: no failed banner");
+    let count = pixels[..200 * width].iter().filter(|p| banner(p)).count();
+    assert!(
+        count > 20_000,
+        "{count} {colour} pixels in the top 200 rows: no {colour} verdict banner"
+    );
+}
+
+#[test]
+fn refused_report_page_in_headless_chromium() {
+    skip_unless!(chromium().map(|_| ()));
+    let browser = chromium().expect("checked above");
+    let report = sample::refused();
+    let dir = OutDir::new();
+    let page = dir.path.join("refused.html");
+    std::fs::write(&page, html::render(&report)).expect("writing the page");
+
+    let dom = run_chromium(browser, &dir.path, &page, &["--dump-dom".to_owned()]);
+    assert!(dom.contains("REFUSED"), "no verdict in the DOM");
+    assert!(
+        dom.contains("No traffic was measured: admission refused the drill"),
+        "no note in place of the traffic panels"
+    );
+    // The probes checked during admission are drawn; no traffic, no fault window.
+    assert!(dom.contains("<svg id=\"timeline\""));
+    assert!(dom.contains("class=\"probe-check failed\""));
+    assert!(!dom.contains("class=\"fault-window\""));
+    assert!(path_data(&dom, "series throughput").is_empty());
+    assert!(dom.contains("not started"));
+
+    let shot = dir.path.join("refused.png");
+    run_chromium(
+        browser,
+        &dir.path,
+        &page,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,2000".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ],
+    );
+    // The refused banner is grey (#6e7781).
+    check_screenshot(&shot, "grey", |p| {
+        p.iter()
+            .zip([110u8, 119, 129])
+            .all(|(&c, g)| c.abs_diff(g) < 12)
+    });
 }

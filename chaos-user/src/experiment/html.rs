@@ -171,21 +171,27 @@ fn legend(r: &Report) -> String {
             .text(label)
             .close()
     };
-    let mut items = vec![
-        item(OK_COLOUR, "line", "successful ops/s"),
-        item(ERROR_COLOUR, "area", "errors/s"),
-        item(P50_COLOUR, "line", "p50 latency"),
-        item(P99_COLOUR, "line", "p99 latency"),
-        item(PASS_COLOUR, "box", "probe check ok"),
-        item(ERROR_COLOUR, "box", "probe check failed"),
-    ];
-    items.extend(r.faults.iter().enumerate().map(|(i, f)| {
-        item(
-            fault_colour(i),
-            "box",
-            &format!("fault {} (dashed: planned, solid: armed)", f.name),
-        )
-    }));
+    let mut items = Vec::new();
+    if r.traffic.iter().any(|t| !t.series.is_empty()) {
+        items.extend([
+            item(OK_COLOUR, "line", "successful ops/s"),
+            item(ERROR_COLOUR, "area", "errors/s"),
+            item(P50_COLOUR, "line", "p50 latency"),
+            item(P99_COLOUR, "line", "p99 latency"),
+        ]);
+    }
+    if r.probes.iter().any(|p| !p.series.is_empty()) {
+        items.extend([
+            item(PASS_COLOUR, "box", "probe check ok"),
+            item(ERROR_COLOUR, "box", "probe check failed"),
+        ]);
+    }
+    for (i, f) in r.faults.iter().enumerate() {
+        if r.fault_phase_ms.is_some() || f.armed_ms.is_some() {
+            let label = format!("fault {} (dashed: planned, solid: armed)", f.name);
+            items.push(item(fault_colour(i), "box", &label));
+        }
+    }
     el("div").attr("class", "legend").children(items).close()
 }
 
@@ -273,7 +279,7 @@ fn expectation_row(e: &ExpectationReport) -> String {
         .child(td(&e.metric))
         .child(td(&e.comparison))
         .child(td_num(&present::measured(e)))
-        .child(td(&span(e.window.start_ms, e.window.end_ms)))
+        .child(td_class("when", &span(e.window.start_ms, e.window.end_ms)))
         .child(td(opt(e.detail.as_deref())))
         .close()
 }
@@ -354,8 +360,8 @@ fn fault_row(i: usize, f: &FaultReport) -> String {
         .child(td(&f.fault.name()))
         .child(td(opt(f.strategy.as_deref())))
         .child(td_class(&format!("verdict-cell {class}"), status))
-        .child(td(&span(f.window.start_ms, f.window.end_ms)))
-        .child(td(&armed))
+        .child(td_class("when", &span(f.window.start_ms, f.window.end_ms)))
+        .child(td_class("when", &armed))
         .child(td(f.ended_by.map(ended_by).unwrap_or("")))
         .child(td_num(&counters))
         .child(el("td").child(sparkline(f, fault_colour(i))).close())
@@ -529,9 +535,10 @@ fn recovery(r: &Report) -> String {
         RecoveryVerdict::Fail => ("fail", "fail"),
         RecoveryVerdict::Skipped => ("unmeasured", "skipped"),
     };
-    let ttr = match rec.time_to_recover_ms {
-        Some(t) => present::duration_ms(t),
-        None => "not recovered".to_owned(),
+    let ttr = match (rec.time_to_recover_ms, rec.verdict) {
+        (Some(t), _) => present::duration_ms(t),
+        (None, RecoveryVerdict::Skipped) => "not verified".to_owned(),
+        (None, _) => "not recovered".to_owned(),
     };
     let probes = if rec.probes.is_empty() {
         "none".to_owned()
@@ -711,6 +718,7 @@ svg.timeline .no-data { fill: #8c959f; }
 table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13px; }
 th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #eaeef2; font-weight: 600; }
+td.when { white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .verdict-cell { font-weight: 700; text-transform: uppercase; color: #fff; white-space: nowrap;
   width: 1%; }

@@ -241,7 +241,10 @@ fn totals(series: &[CounterSecond]) -> Counters {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one row of the expectations table, field by field"
+)]
 fn expectation(
     path: &str,
     name: &str,
@@ -526,7 +529,7 @@ pub fn refused() -> Report {
     };
     let mut failed = failed();
     failed.verdict = Verdict::Refused;
-    failed.reason = Some("steady state: primary-port failed 4 of 5 checks".to_owned());
+    failed.reason = Some("steady state: primary-port failed 5 of 5 checks".to_owned());
     failed.ended_unix_ms = failed.started_unix_ms + 5200;
     failed.fault_phase_ms = None;
     failed.phases = vec![

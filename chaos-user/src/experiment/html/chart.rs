@@ -185,8 +185,11 @@ impl Chart<'_> {
             out.push(self.fault_lane(i, f, planned));
             self.y += LANE;
         }
-        out.push(self.span_lane());
-        self.y += LANE + GAP;
+        if let Some(lane) = self.span_lane() {
+            out.push(lane);
+            self.y += LANE;
+        }
+        self.y += GAP;
         self.rows
             .push(el("g").attr("class", "lanes").children(out).close());
     }
@@ -258,8 +261,9 @@ impl Chart<'_> {
         g.close()
     }
 
-    /// The baseline (the traffic phase) and the time to recover (from the last window's end).
-    fn span_lane(&self) -> String {
+    /// The baseline (the traffic phase) and the time to recover (from the last window's end),
+    /// if there is either.
+    fn span_lane(&self) -> Option<String> {
         let r = self.report;
         let y = self.y + 2.0;
         let h = LANE - 4.0;
@@ -295,6 +299,9 @@ impl Chart<'_> {
                 _ => {}
             }
         }
+        if spans.is_empty() {
+            return None;
+        }
         let mut g = el("g").attr("class", "span-lane").child(self.margin_label(
             "baseline / recovery",
             y + h - 4.0,
@@ -326,7 +333,7 @@ impl Chart<'_> {
                     .close(),
             );
         }
-        g.close()
+        Some(g.close())
     }
 
     /// A generator's throughput and latency panels.

@@ -33,6 +33,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "binutils",
     // mkfs.ext4 for the block tests' loop devices
     "e2fsprogs",
+    // headless browser that checks the experiment report page (bpf-tests/tests/report_page.rs)
+    "chromium",
 ];
 
 /// rustup components needed on each toolchain: fmt and clippy on the default (stable) one, and

@@ -12,15 +12,19 @@
 //! running system (a process, a cgroup, what the kernel allows) is checked at admission, by the
 //! runner.
 
+pub mod html;
 pub mod judge;
-pub mod progress;
-pub mod runner;
 mod parse;
+pub mod present;
+pub mod progress;
 pub mod record;
 pub mod report;
+pub mod runner;
+pub mod sample;
 mod spec;
-pub mod target;
 pub mod stats;
+pub mod summary;
+pub mod target;
 mod validate;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod iostat;
 mod list;
 mod probe;
 mod recover;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,9 @@ enum Command {
     /// Recover cgroup and fill faults at their deadlines (started by chaos itself).
     #[command(name = "keep-deadlines", hide = true)]
     KeepDeadlines,
+    /// Run one traffic generator of a drill (started by `chaos run`).
+    #[command(name = "__traffic-worker", hide = true)]
+    TrafficWorker,
 }
 
 /// Runs a parsed command line.
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chaos_user::backend::deadline::run(&store)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::TrafficWorker => worker::run(),
     }
 }
 

@@ -13,10 +13,12 @@
 //! runner.
 
 mod parse;
+pub mod probes;
 pub mod record;
 pub mod report;
 mod spec;
 pub mod stats;
+pub mod traffic;
 mod validate;
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::{
 use bpf_tests::{
     chaos::Chaos,
     skip_on_err, skip_unless,
-    world::{cgroup2_mount, cgroup_v1_mount, unique_name},
+    world::{cgroup_v1_mount, cgroup2_mount, unique_name},
 };
 use chaos_user::experiment::{
     CommandLoad, FileLoad, HttpLoad, TcpLoad, Traffic,
@@ -500,5 +500,9 @@ fn an_unpaced_load_is_measured_in_full() {
     assert_eq!(errors(&ops), 0, "{:?}", run.log().last_error());
     // The worker ended its operations before it exited, and every line it wrote was read: no
     // operation was left begun without its end.
-    assert!(run.log().in_flight().is_empty(), "{:?}", run.log().in_flight());
+    assert!(
+        run.log().in_flight().is_empty(),
+        "{:?}",
+        run.log().in_flight()
+    );
 }

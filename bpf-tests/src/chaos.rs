@@ -97,6 +97,11 @@ impl Chaos {
         })
     }
 
+    /// The binary's path (e.g. to start traffic workers from it).
+    pub fn bin(&self) -> &std::path::Path {
+        &self.bin
+    }
+
     /// The same binary with `key=value` added to its environment.
     pub fn env(&self, key: &str, value: &str) -> Chaos {
         let mut c = self.clone();

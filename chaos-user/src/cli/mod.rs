@@ -7,6 +7,7 @@ mod list;
 mod probe;
 mod recover;
 mod run;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Recover cgroup and fill faults at their deadlines (started by chaos itself).
     #[command(name = "keep-deadlines", hide = true)]
     KeepDeadlines,
+    /// Run one traffic generator of a drill (started by `chaos run`).
+    #[command(name = "__traffic-worker", hide = true)]
+    TrafficWorker,
 }
 
 /// Runs a parsed command line.
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chaos_user::backend::deadline::run(&store)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::TrafficWorker => worker::run(),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod judge;
 mod parse;
 pub mod present;
 pub mod progress;
+pub mod probes;
 pub mod record;
 pub mod report;
 pub mod runner;
@@ -25,6 +26,7 @@ mod spec;
 pub mod stats;
 pub mod summary;
 pub mod target;
+pub mod traffic;
 mod validate;
 
 #[cfg(test)]

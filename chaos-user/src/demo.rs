@@ -232,6 +232,8 @@ pub fn experiment(world: &World) -> ExperimentSpec {
         ],
         "admission": {
             "unsupported": "skip",
+            // The workload's processes are the traffic's, started after admission.
+            "target_alive": false,
             "free_disk": [{"path": data, "min": "100M"}],
             "steady_for": "2s",
             "timeout": "20s",

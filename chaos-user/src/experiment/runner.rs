@@ -67,6 +67,8 @@ struct FaultRun {
     io: Vec<(iostat::Device, Option<Snapshot>, Vec<IoSecond>)>,
     /// Armed, not yet recovered.
     live: bool,
+    /// When its in-kernel deadline ends it, ms.
+    deadline_ms: Option<u64>,
 }
 
 /// The drill's state.
@@ -125,6 +127,7 @@ pub fn run(spec: &ExperimentSpec, injector: &Injector, opts: Options) -> Result<
             counted: false,
             io: Vec::new(),
             live: false,
+            deadline_ms: None,
         })
         .collect();
     let mut drill = Drill {
@@ -578,6 +581,8 @@ impl Drill<'_> {
                     f.strategy = Some(armed.strategy.to_string());
                     f.armed_ms = Some(at);
                     f.live = true;
+                    f.deadline_ms =
+                        Some(armed.deadline_unix_ms.saturating_sub(self.clock.origin_unix_ms));
                     f.io = iostat::fault_stats(self.injector.store(), &armed.id)
                         .unwrap_or_default()
                         .into_iter()
@@ -619,34 +624,31 @@ impl Drill<'_> {
             };
             let status = self.injector.status(&id);
             let f = &mut self.faults[i];
-            match status {
+            // Ended at its deadline: expired, or already reaped by the deadline keeper.
+            let ended = match status {
                 Ok(s) => {
                     if let Some(c) = s.counters {
                         f.counted = true;
                         f.samples.push((now, c));
                     }
-                    if s.expired {
-                        let deadline = s.record.deadline_unix_ms;
-                        let at = deadline
-                            .saturating_sub(self.clock.origin_unix_ms)
-                            .min(now);
-                        f.ended_ms = Some(at);
-                        f.ended_by = Some(EndedBy::Deadline);
-                        let name = f.name.clone();
-                        self.emit(Event::Ended {
-                            fault: name,
-                            t_ms: at,
-                            by: EndedBy::Deadline,
-                        });
-                    }
+                    s.expired
                 }
                 Err(Error::NotFound(_)) => {
-                    // Reaped at its deadline by the keeper.
-                    f.ended_ms = Some(now);
-                    f.ended_by = Some(EndedBy::Deadline);
                     f.live = false;
+                    true
                 }
-                Err(_) => {}
+                Err(_) => false,
+            };
+            if ended {
+                let at = f.deadline_ms.unwrap_or(now).min(now);
+                f.ended_ms = Some(at);
+                f.ended_by = Some(EndedBy::Deadline);
+                let fault = f.name.clone();
+                self.emit(Event::Ended {
+                    fault,
+                    t_ms: at,
+                    by: EndedBy::Deadline,
+                });
             }
             let f = &mut self.faults[i];
             for (device, prev, series) in &mut f.io {
@@ -746,8 +748,9 @@ impl Drill<'_> {
             if f.ended_ms.is_none() {
                 f.ended_ms = Some(now);
                 f.ended_by = Some(by);
+                let fault = f.name.clone();
                 self.emit(Event::Ended {
-                    fault: f.name.clone(),
+                    fault,
                     t_ms: now,
                     by,
                 });

@@ -65,12 +65,16 @@ pub(crate) fn exchange(
     timeout: Duration,
     keep: bool,
 ) -> Result<(u16, String), String> {
-    let request = ureq::http::Request::builder()
+    let builder = ureq::http::Request::builder()
         .method(method_name(method))
-        .uri(url)
-        .body(body.unwrap_or_default().to_owned())
-        .map_err(|e| format!("bad request ({e})"))?;
-    let mut response = agent.run(request).map_err(|e| describe(&e, timeout))?;
+        .uri(url);
+    let bad = |e: ureq::http::Error| format!("bad request ({e})");
+    // Without a body, none is sent (no `content-length: 0` on a GET).
+    let sent = match body {
+        Some(b) => agent.run(builder.body(b.to_owned()).map_err(bad)?),
+        None => agent.run(builder.body(()).map_err(bad)?),
+    };
+    let mut response = sent.map_err(|e| describe(&e, timeout))?;
     let status = response.status().as_u16();
     let mut text = String::new();
     let mut reader = response.body_mut().as_reader();

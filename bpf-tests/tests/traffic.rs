@@ -506,3 +506,62 @@ fn an_unpaced_load_is_measured_in_full() {
         run.log().in_flight()
     );
 }
+
+/// The runner's death closes the worker's stdin (the kernel closes a killed process's files):
+/// the worker then stops by itself, reporting the operations it finished.
+#[test]
+fn a_worker_stops_when_its_runner_goes_away() {
+    let chaos = skip_on_err!(chaos());
+    let addr = echo_server();
+    let spec = Traffic {
+        name: "orphan".into(),
+        tcp: Some(TcpLoad {
+            address: addr.to_string(),
+            send: Some("x".into()),
+        }),
+        rate: Some(100.0),
+        ..Traffic::default()
+    };
+    let mut child = std::process::Command::new(chaos.bin())
+        .arg("__traffic-worker")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", serde_json::to_string(&spec).unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    println!("worker ended {:?} after its stdin closed", t.elapsed());
+    assert!(status.success(), "{status}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(!alive(pid));
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let ends = out.lines().filter(|l| l.starts_with("E 0 ")).count();
+    let begins = out.lines().filter(|l| l.starts_with("B 0 ")).count();
+    assert!(ends >= 20, "{ends} operations reported:\n{out}");
+    assert_eq!(begins, ends, "every operation begun was ended");
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("B 0 ") || l.ends_with(" 1"))
+    );
+
+    // Input that is not a generator: a one-line error and a failure exit.
+    let out = chaos
+        .command(&["__traffic-worker"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a generator"), "{err}");
+}

@@ -434,15 +434,12 @@ impl Drop for ProbeRun {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::{Read, Write},
-        net::TcpListener,
-        sync::atomic::Ordering,
-    };
+    use std::net::TcpListener;
 
     use super::*;
     use crate::experiment::{
-        CommandProbe, HttpProbe, PrometheusProbe, traffic::http::tests::TestServer,
+        CommandProbe, HttpProbe, PrometheusProbe,
+        traffic::http::tests::{seen, url},
     };
 
     fn probe() -> Probe {
@@ -460,11 +457,15 @@ mod tests {
             .to_string()
     }
 
+    /// The address of the shared test server (a port something listens on).
+    fn listening() -> String {
+        url("").trim_start_matches("http://").to_owned()
+    }
+
     #[test]
     fn tcp_is_up_while_something_listens() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let up = check_once(&Probe {
-            tcp: Some(listener.local_addr().unwrap().to_string()),
+            tcp: Some(listening()),
             ..probe()
         });
         assert!(up.ok, "{:?}", up.detail);
@@ -479,45 +480,30 @@ mod tests {
 
     #[test]
     fn http_judges_status_and_latency() {
-        let server = TestServer::start(200, Duration::ZERO, "ok");
-        let http = |status, max_latency: Option<&str>| Probe {
+        let http = |path: &str, status, max_latency: Option<&str>| Probe {
             http: Some(HttpProbe {
-                url: server.url("/health"),
+                url: url(path),
                 status,
                 max_latency: max_latency.map(str::to_owned),
                 ..HttpProbe::default()
             }),
             ..probe()
         };
-        assert!(check_once(&http(None, None)).ok);
-        server.status.store(503, Ordering::Relaxed);
-        let down = check_once(&http(None, None));
+        assert!(check_once(&http("/health/200/0", None, None)).ok);
+        let down = check_once(&http("/health/503/0", None, None));
         assert_eq!(
             (down.ok, down.detail.as_deref()),
             (false, Some("status 503"))
         );
-        assert!(check_once(&http(Some(503), None)).ok);
+        assert!(check_once(&http("/health/503/0", Some(503), None)).ok);
 
-        let slow = TestServer::start(200, Duration::from_millis(150), "ok");
-        let p = Probe {
-            http: Some(HttpProbe {
-                url: slow.url("/"),
-                max_latency: Some("50ms".into()),
-                ..HttpProbe::default()
-            }),
-            ..probe()
-        };
-        let c = check_once(&p);
+        let c = check_once(&http("/health/200/150", None, Some("50ms")));
         assert!(!c.ok && c.latency_ms >= 150.0);
         assert!(c.detail.unwrap().starts_with("slow: "));
         // Slower than the timeout itself.
         let p = Probe {
             timeout: Some("50ms".into()),
-            http: Some(HttpProbe {
-                url: slow.url("/"),
-                ..HttpProbe::default()
-            }),
-            ..probe()
+            ..http("/health/200/150", None, None)
         };
         let c = check_once(&p);
         assert_eq!(c.detail.as_deref(), Some("timed out after 50ms"));
@@ -546,30 +532,6 @@ mod tests {
         assert!(!c.ok && c.detail.unwrap().starts_with("cannot run "));
     }
 
-    /// A fake Prometheus answering every query with `answer` (and recording the last request
-    /// line).
-    fn prometheus(answer: &'static str) -> (String, Arc<Mutex<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(String::new()));
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { break };
-                let mut buf = [0u8; 4096];
-                let n = stream.read(&mut buf).unwrap_or(0);
-                let text = String::from_utf8_lossy(&buf[..n]);
-                *s.lock().unwrap() = text.lines().next().unwrap_or("").to_owned();
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                    answer.len()
-                );
-                let _ = stream.write_all(reply.as_bytes());
-            }
-        });
-        (url, seen)
-    }
-
     fn prom(url: &str, threshold: &str) -> Probe {
         Probe {
             prometheus: Some(PrometheusProbe {
@@ -583,38 +545,32 @@ mod tests {
 
     #[test]
     fn prometheus_compares_the_first_sample() {
-        let (url, seen) = prometheus(
-            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"a"},"value":[1700000000.1,"7.5"]},{"metric":{},"value":[1,"0"]}]}}"#,
-        );
-        let c = check_once(&prom(&url, "< 5"));
+        let base = url("/prom-vector");
+        let c = check_once(&prom(&base, "< 5"));
         assert_eq!(c.value, Some(7.5));
         assert!(!c.ok);
         assert_eq!(c.detail.as_deref(), Some("value 7.5 does not meet < 5"));
         assert_eq!(
-            *seen.lock().unwrap(),
-            "GET /api/v1/query?query=rate(errors_total%5B1m%5D)%20%3E%200 HTTP/1.1"
+            seen("prom-vector").last_line,
+            "GET /prom-vector/api/v1/query?query=rate(errors_total%5B1m%5D)%20%3E%200 HTTP/1.1"
         );
-        let c = check_once(&prom(&format!("{url}/"), ">= 7.5"));
+        let c = check_once(&prom(&format!("{base}/"), ">= 7.5"));
         assert!(c.ok && c.detail.is_none() && c.value == Some(7.5));
 
-        let (url, _) =
-            prometheus(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#);
-        let c = check_once(&prom(&url, "< 5"));
+        let c = check_once(&prom(&url("/prom-empty"), "< 5"));
         assert_eq!(
             (c.ok, c.value, c.detail.as_deref()),
             (false, None, Some("no sample"))
         );
-
-        let (url, _) =
-            prometheus(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#);
-        assert!(check_once(&prom(&url, "== 2")).ok);
+        assert!(check_once(&prom(&url("/prom-scalar"), "== 2")).ok);
+        let c = check_once(&prom(&url("/prom-down/503"), "== 2"));
+        assert_eq!(c.detail.as_deref(), Some("status 503"));
     }
 
     #[test]
     fn a_probe_run_checks_every_interval_and_stops_promptly() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let spec = Probe {
-            tcp: Some(listener.local_addr().unwrap().to_string()),
+            tcp: Some(listening()),
             interval: Some("100ms".into()),
             ..probe()
         };
@@ -632,7 +588,6 @@ mod tests {
             let gap = pair[1].t_ms - pair[0].t_ms;
             assert!((80..=150).contains(&gap), "checks {gap} ms apart");
         }
-        drop(listener);
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(
             run.log().checks().len(),

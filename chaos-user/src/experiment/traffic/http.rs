@@ -65,12 +65,16 @@ pub(crate) fn exchange(
     timeout: Duration,
     keep: bool,
 ) -> Result<(u16, String), String> {
-    let request = ureq::http::Request::builder()
+    let builder = ureq::http::Request::builder()
         .method(method_name(method))
-        .uri(url)
-        .body(body.unwrap_or_default().to_owned())
-        .map_err(|e| format!("bad request ({e})"))?;
-    let mut response = agent.run(request).map_err(|e| describe(&e, timeout))?;
+        .uri(url);
+    let bad = |e: ureq::http::Error| format!("bad request ({e})");
+    // Without a body, none is sent (no `content-length: 0` on a GET).
+    let sent = match body {
+        Some(b) => agent.run(builder.body(b.to_owned()).map_err(bad)?),
+        None => agent.run(builder.body(()).map_err(bad)?),
+    };
+    let mut response = sent.map_err(|e| describe(&e, timeout))?;
     let status = response.status().as_u16();
     let mut text = String::new();
     let mut reader = response.body_mut().as_reader();
@@ -122,96 +126,137 @@ impl Operation for HttpOp {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::{
+        collections::HashMap,
         io::{BufRead, BufReader, Read, Write},
         net::{SocketAddr, TcpListener},
-        sync::{
-            Arc,
-            atomic::{AtomicU16, AtomicUsize, Ordering},
-        },
+        sync::{Mutex, OnceLock},
     };
 
     use super::*;
     use crate::experiment::{Traffic, traffic::worker::tests::run_for};
 
-    /// A tiny HTTP/1.1 server on 127.0.0.1 for tests: answers every request with the status in
-    /// `status` (after `delay`), keeps connections alive, and counts connections and requests.
-    pub(crate) struct TestServer {
-        pub(crate) addr: SocketAddr,
-        pub(crate) status: Arc<AtomicU16>,
-        pub(crate) connections: Arc<AtomicUsize>,
-        pub(crate) requests: Arc<AtomicUsize>,
+    /// What the test server saw of one test's requests (by the path's first segment).
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Seen {
+        pub(crate) connections: usize,
+        pub(crate) requests: usize,
+        pub(crate) last_line: String,
     }
 
-    impl TestServer {
-        pub(crate) fn start(status: u16, delay: Duration, body: &'static str) -> TestServer {
+    /// One HTTP/1.1 server on 127.0.0.1 for every unit test (the planner's tests count this
+    /// process's listeners, so tests do not each open their own). `/<tag>/<status>/<delay_ms>`
+    /// answers `status` after `delay_ms`; a request whose path ends in `/api/v1/query` gets the
+    /// fake Prometheus answer named by `tag`. Connections are kept alive.
+    fn server() -> SocketAddr {
+        static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+        *ADDR.get_or_init(|| {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let server = TestServer {
-                addr: listener.local_addr().unwrap(),
-                status: Arc::new(AtomicU16::new(status)),
-                connections: Arc::new(AtomicUsize::new(0)),
-                requests: Arc::new(AtomicUsize::new(0)),
-            };
-            let (st, conns, reqs) = (
-                server.status.clone(),
-                server.connections.clone(),
-                server.requests.clone(),
-            );
+            let addr = listener.local_addr().unwrap();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { break };
-                    conns.fetch_add(1, Ordering::Relaxed);
-                    let (st, reqs) = (st.clone(), reqs.clone());
-                    std::thread::spawn(move || {
-                        let mut reader = BufReader::new(stream.try_clone().unwrap());
-                        let mut out = stream;
-                        loop {
-                            let mut length = 0usize;
-                            let mut line = String::new();
-                            // Request line and headers.
-                            loop {
-                                line.clear();
-                                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                    return;
-                                }
-                                let l = line.trim_end().to_ascii_lowercase();
-                                if let Some(v) = l.strip_prefix("content-length:") {
-                                    length = v.trim().parse().unwrap_or(0);
-                                }
-                                if l.is_empty() {
-                                    break;
-                                }
-                            }
-                            let mut request = vec![0u8; length];
-                            if reader.read_exact(&mut request).is_err() {
-                                return;
-                            }
-                            reqs.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(delay);
-                            let status = st.load(Ordering::Relaxed);
-                            let answer = format!(
-                                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
-                                body.len()
-                            );
-                            if out.write_all(answer.as_bytes()).is_err() {
-                                return;
-                            }
-                        }
-                    });
+                    std::thread::spawn(move || serve(stream));
                 }
             });
-            server
-        }
+            addr
+        })
+    }
 
-        pub(crate) fn url(&self, path: &str) -> String {
-            format!("http://{}{path}", self.addr)
+    fn seen_map() -> &'static Mutex<HashMap<String, Seen>> {
+        static SEEN: OnceLock<Mutex<HashMap<String, Seen>>> = OnceLock::new();
+        SEEN.get_or_init(Default::default)
+    }
+
+    /// What the server saw of `tag`'s requests.
+    pub(crate) fn seen(tag: &str) -> Seen {
+        seen_map()
+            .lock()
+            .unwrap()
+            .get(tag)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The fake Prometheus answers.
+    fn prometheus_answer(tag: &str) -> &'static str {
+        match tag {
+            "prom-vector" => {
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"a"},"value":[1700000000.1,"7.5"]},{"metric":{},"value":[1,"0"]}]}}"#
+            }
+            "prom-scalar" => {
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#
+            }
+            _ => r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
         }
     }
 
-    fn load(server: &TestServer) -> Traffic {
+    fn serve(stream: std::net::TcpStream) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut out = stream;
+        let mut first = true;
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let l = line.trim_end().to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if l.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let path = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
+            let path = path.split('?').next().unwrap_or("/");
+            let mut parts = path.trim_start_matches('/').split('/');
+            let tag = parts.next().unwrap_or("").to_owned();
+            let status: u16 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(200);
+            let delay: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            {
+                let mut map = seen_map().lock().unwrap();
+                let seen = map.entry(tag.clone()).or_default();
+                seen.connections += usize::from(first);
+                seen.requests += 1;
+                seen.last_line = request_line.trim_end().to_owned();
+            }
+            first = false;
+            std::thread::sleep(Duration::from_millis(delay));
+            let answer = if path.ends_with("/api/v1/query") {
+                prometheus_answer(&tag)
+            } else {
+                "ok"
+            };
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+            if out.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The test server's URL for `path`.
+    pub(crate) fn url(path: &str) -> String {
+        format!("http://{}{path}", server())
+    }
+
+    fn load(path: &str) -> Traffic {
         Traffic {
             name: "h".into(),
             http: Some(HttpLoad {
-                url: server.url("/"),
+                url: url(path),
                 method: Some(HttpMethod::Post),
                 body: Some("hello".into()),
                 status: None,
@@ -224,25 +269,25 @@ pub(crate) mod tests {
 
     #[test]
     fn requests_succeed_on_kept_alive_connections() {
-        let server = TestServer::start(200, Duration::ZERO, "fine");
-        let (log, _) = run_for(&load(&server), Duration::from_millis(500));
+        let (log, _) = run_for(&load("/keep/200/0"), Duration::from_millis(500));
         let ops = log.ops();
         assert!((35..=60).contains(&ops.len()), "{} ops", ops.len());
         assert!(ops.iter().all(|o| o.ok), "{:?}", log.last_error());
-        assert_eq!(server.requests.load(Ordering::Relaxed), ops.len());
+        let seen = seen("keep");
+        assert_eq!(seen.requests, ops.len());
+        assert_eq!(seen.last_line, "POST /keep/200/0 HTTP/1.1");
         // One connection per worker, kept alive.
-        assert!(server.connections.load(Ordering::Relaxed) <= 2);
+        assert!(seen.connections <= 2, "{} connections", seen.connections);
     }
 
     #[test]
     fn a_failing_status_is_an_error_unless_expected() {
-        let server = TestServer::start(503, Duration::ZERO, "down");
-        let (log, _) = run_for(&load(&server), Duration::from_millis(300));
+        let (log, _) = run_for(&load("/fail/503/0"), Duration::from_millis(300));
         assert!(!log.ops().is_empty());
         assert!(log.ops().iter().all(|o| !o.ok));
         assert_eq!(log.last_error().as_deref(), Some("status 503"));
 
-        let mut spec = load(&server);
+        let mut spec = load("/fail/503/0");
         spec.http.as_mut().unwrap().status = Some(503);
         let (log, _) = run_for(&spec, Duration::from_millis(300));
         assert!(!log.ops().is_empty());
@@ -251,8 +296,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_slow_server_times_out() {
-        let server = TestServer::start(200, Duration::from_millis(400), "slow");
-        let mut spec = load(&server);
+        let mut spec = load("/slow/200/400");
         spec.timeout = Some("100ms".into());
         spec.concurrency = Some(1);
         let (log, _) = run_for(&spec, Duration::from_millis(400));

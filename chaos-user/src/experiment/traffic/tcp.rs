@@ -104,27 +104,31 @@ mod tests {
     use super::*;
     use crate::experiment::{Traffic, traffic::worker::tests::run_for};
 
-    /// A server on 127.0.0.1 that reads what it is sent, then answers "ok" (or, with `silent`,
-    /// holds the connection without a word).
-    fn server(silent: bool) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { break };
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 64];
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                    let _ = s.read(&mut buf);
-                    if silent {
-                        std::thread::sleep(Duration::from_secs(3));
-                    } else {
-                        let _ = s.write_all(b"ok\n");
-                    }
-                });
-            }
-        });
-        addr
+    /// One server on 127.0.0.1 for these tests (the planner's tests count this process's
+    /// listeners): it reads what it is sent and answers "ok", or holds the connection without a
+    /// word when sent "hush".
+    fn server() -> SocketAddr {
+        static ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+        *ADDR.get_or_init(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut s) = stream else { break };
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 64];
+                        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                        let n = s.read(&mut buf).unwrap_or(0);
+                        if buf[..n].starts_with(b"hush") {
+                            std::thread::sleep(Duration::from_secs(3));
+                        } else {
+                            let _ = s.write_all(b"ok\n");
+                        }
+                    });
+                }
+            });
+            addr
+        })
     }
 
     fn load(addr: SocketAddr) -> Traffic {
@@ -142,7 +146,7 @@ mod tests {
 
     #[test]
     fn operations_succeed_against_an_echoing_server() {
-        let (log, exit) = run_for(&load(server(false)), Duration::from_millis(500));
+        let (log, exit) = run_for(&load(server()), Duration::from_millis(500));
         let ops = log.ops();
         assert!(
             (35..=60).contains(&ops.len()),
@@ -169,7 +173,8 @@ mod tests {
 
     #[test]
     fn a_silent_server_times_out() {
-        let mut spec = load(server(true));
+        let mut spec = load(server());
+        spec.tcp.as_mut().unwrap().send = Some("hush\n".into());
         spec.timeout = Some("200ms".into());
         spec.concurrency = Some(1);
         let (log, _) = run_for(&spec, Duration::from_millis(700));

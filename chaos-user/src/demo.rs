@@ -172,7 +172,12 @@ fn command(program: &str, args: &[&str]) -> Result<String> {
 
 impl ScratchDisk {
     fn new(name: &str, size: u64) -> Result<ScratchDisk> {
-        let image = PathBuf::from(format!("/var/tmp/{name}.img"));
+        // A sparse file: only what the drill writes takes space (fill faults fallocate, which
+        // writes metadata only).
+        let dir = Some(PathBuf::from("/var/tmp"))
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let image = dir.join(format!("{name}.img"));
         let mount = PathBuf::from(format!("/run/{name}"));
         let file = std::fs::File::create(&image)
             .map_err(|e| Error::io(format!("creating {}", image.display()), e))?;

@@ -425,6 +425,9 @@ impl Injector {
         // What no record named (a record purged above, a state directory deleted): found by
         // the marks the kernel shows.
         out.swept = crate::backend::sweep::sweep();
+        // Lock files of drills killed before they could remove them.
+        out.swept
+            .extend(crate::experiment::lock::sweep(self.store.dir()));
         // Nothing of ours should be left; remove pins the store did not know about. (The
         // probe's cached answer stays: it describes the kernel, not a fault.)
         ebpf::remove_all_pins()?;

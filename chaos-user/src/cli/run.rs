@@ -71,7 +71,11 @@ fn finish(report: &Report, out: &Output, json: bool) -> anyhow::Result<ExitCode>
         eprintln!("{text}");
     } else {
         println!("{text}");
-        println!("report: {} and {}", json_path.display(), html_path.display());
+        println!(
+            "report: {} and {}",
+            json_path.display(),
+            html_path.display()
+        );
     }
     Ok(ExitCode::from(report.verdict.exit_code() as u8))
 }

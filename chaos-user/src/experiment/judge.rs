@@ -60,7 +60,13 @@ type Measured = Result<(f64, Option<f64>), String>;
 impl Data {
     /// The value of `metric` of `subject` over `span`, in `cmp`'s unit; the error says why it
     /// could not be measured.
-    pub fn measure(&self, subject: &Subject, metric: &str, cmp: &Comparison, span: Span) -> Measured {
+    pub fn measure(
+        &self,
+        subject: &Subject,
+        metric: &str,
+        cmp: &Comparison,
+        span: Span,
+    ) -> Measured {
         match subject {
             Subject::Traffic(name) => self.traffic_metric(name, metric, cmp, span),
             Subject::Probe(name) => {
@@ -380,12 +386,18 @@ mod tests {
         );
         d.probes.insert(
             "up".into(),
-            (0..20).map(|s| check(s * 1000, !(10..15).contains(&s))).collect(),
+            (0..20)
+                .map(|s| check(s * 1000, !(10..15).contains(&s)))
+                .collect(),
         );
         d.faults.insert(
             "loss".into(),
             FaultData {
-                samples: vec![(10_000, Counters::default()), (11_000, counters(40)), (15_000, counters(200))],
+                samples: vec![
+                    (10_000, Counters::default()),
+                    (11_000, counters(40)),
+                    (15_000, counters(200)),
+                ],
                 counted: true,
                 ..FaultData::default()
             },
@@ -412,7 +424,9 @@ mod tests {
             start_ms: 10_000,
             end_ms: 15_000,
         };
-        let e = expectation("{traffic: reads, error_rate: '>= 90%', p99: '<= 100ms', throughput: '<= 10%'}");
+        let e = expectation(
+            "{traffic: reads, error_rate: '>= 90%', p99: '<= 100ms', throughput: '<= 10%'}",
+        );
         let ms = metrics("expect[0]", &e);
         assert_eq!(ms.len(), 3);
         let r: Vec<_> = ms.iter().map(|m| judge(m, window, &d)).collect();
@@ -420,9 +434,15 @@ mod tests {
         // Ops ending 10.0-15.0 s: those started 9.9-13.9 s, of which those from 10 s failed.
         assert_eq!(r[0].verdict, Judgement::Pass, "{:?}", r[0]);
         // Metrics come in the order error_rate, throughput, p50... whatever the text's order.
-        assert_eq!((r[1].metric.as_str(), r[1].verdict), ("throughput", Judgement::Pass));
+        assert_eq!(
+            (r[1].metric.as_str(), r[1].verdict),
+            ("throughput", Judgement::Pass)
+        );
         assert_eq!(r[1].baseline, Some(10.0));
-        assert_eq!((r[2].metric.as_str(), r[2].verdict), ("p99", Judgement::Fail));
+        assert_eq!(
+            (r[2].metric.as_str(), r[2].verdict),
+            ("p99", Judgement::Fail)
+        );
         assert_eq!(r[2].measured, Some(1000.0));
     }
 
@@ -448,32 +468,61 @@ mod tests {
         let mut d = data();
         d.faults.get_mut("loss").unwrap().counted = false;
         let f = &metrics("expect[0]", &expectation("{fault: loss, acted: '>= 1'}"))[0];
-        let r = judge(f, WindowMs { start_ms: 0, end_ms: 1000 }, &d);
+        let r = judge(
+            f,
+            WindowMs {
+                start_ms: 0,
+                end_ms: 1000,
+            },
+            &d,
+        );
         assert_eq!(r.verdict, Judgement::Unmeasured);
         assert!(r.detail.unwrap().contains("no in-kernel counters"));
-        let t = &metrics("expect[1]", &expectation("{traffic: reads, error_rate: '< 1%'}"))[0];
-        let r = judge(t, WindowMs { start_ms: 30_000, end_ms: 31_000 }, &d);
+        let t = &metrics(
+            "expect[1]",
+            &expectation("{traffic: reads, error_rate: '< 1%'}"),
+        )[0];
+        let r = judge(
+            t,
+            WindowMs {
+                start_ms: 30_000,
+                end_ms: 31_000,
+            },
+            &d,
+        );
         assert_eq!(r.verdict, Judgement::Unmeasured);
     }
 
     #[test]
     fn abort_rules_trip_only_after_their_time() {
         let d = data();
-        let rule: AbortRule = serde_norway::from_str("{traffic: reads, error_rate: '> 50%', for: 3s}").unwrap();
+        let rule: AbortRule =
+            serde_norway::from_str("{traffic: reads, error_rate: '> 50%', for: 3s}").unwrap();
         // Seconds 11, 12, 13 are all failures by 14 s; not yet at 12 s.
         assert!(abort_trips(&rule, 0, 12_500, &d).is_none());
-        assert!(abort_trips(&rule, 0, 14_200, &d).unwrap().contains("3 s in a row"));
+        assert!(
+            abort_trips(&rule, 0, 14_200, &d)
+                .unwrap()
+                .contains("3 s in a row")
+        );
         let probe: AbortRule = serde_norway::from_str("{probe: up, down_for: 3s}").unwrap();
         let mut early = d.clone();
         early.probes.get_mut("up").unwrap().truncate(13);
         assert!(abort_trips(&probe, 0, 12_500, &early).is_none());
-        assert!(abort_trips(&probe, 0, 13_000, &early).unwrap().contains("down for 3.0 s"));
+        assert!(
+            abort_trips(&probe, 0, 13_000, &early)
+                .unwrap()
+                .contains("down for 3.0 s")
+        );
     }
 
     #[test]
     fn the_steady_state_needs_every_probe_up_and_every_recovery_metric() {
         let d = data();
-        let e = metrics("recovery.expect[0]", &expectation("{traffic: reads, throughput: '>= 90%'}"));
+        let e = metrics(
+            "recovery.expect[0]",
+            &expectation("{traffic: reads, throughput: '>= 90%'}"),
+        );
         assert!(steady(&["up".into()], &e, Span::ms(15_000, 19_000), &d));
         assert!(!steady(&["up".into()], &e, Span::ms(12_000, 16_000), &d));
         assert!(!steady(&["up".into()], &[], Span::ms(14_000, 16_000), &d));

@@ -14,10 +14,11 @@
 
 pub mod html;
 pub mod judge;
+pub mod lock;
 mod parse;
 pub mod present;
-pub mod progress;
 pub mod probes;
+pub mod progress;
 pub mod record;
 pub mod report;
 pub mod runner;

@@ -227,7 +227,10 @@ impl Progress for Terminal {
             Event::Check { check, ok, detail } => self.line(format!(
                 "   {} {check}{}",
                 if *ok { "ok  " } else { "FAIL" },
-                detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+                detail
+                    .as_ref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
             )),
             Event::Armed {
                 fault,
@@ -235,22 +238,22 @@ impl Progress for Terminal {
                 strategy,
                 ..
             } => self.line(format!("   armed {fault} ({id}, {strategy})")),
-            Event::Ended { fault, by, .. } => {
-                self.line(format!("   ended {fault} ({})", format!("{by:?}").to_lowercase()))
-            }
+            Event::Ended { fault, by, .. } => self.line(format!(
+                "   ended {fault} ({})",
+                format!("{by:?}").to_lowercase()
+            )),
             Event::FaultNotArmed { fault, detail } => {
                 self.line(format!("   not armed {fault}: {detail}"))
             }
             Event::Second(tick) => {
                 self.bar.set_position(self.started.elapsed().as_secs());
-                let phase = self
-                    .phase
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let mut parts = vec![phase];
                 for t in &tick.traffic {
-                    let p99 = t.p99_ms.map(|p| format!(" p99 {p:.0}ms")).unwrap_or_default();
+                    let p99 = t
+                        .p99_ms
+                        .map(|p| format!(" p99 {p:.0}ms"))
+                        .unwrap_or_default();
                     parts.push(format!("{} {}/s err {}{p99}", t.name, t.ops, t.errors));
                 }
                 for p in &tick.probes {

@@ -5,8 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -18,6 +16,7 @@ use std::{
 use super::{
     ExperimentSpec, Schedule, SpecErrors, Unsupported,
     judge::{self, Data, FaultData, Metric, TrafficData},
+    lock::Locks,
     probes::ProbeRun,
     progress::{Event, FaultTick, ProbeTick, Progress, Tick, TrafficTick},
     record::Clock,
@@ -89,13 +88,17 @@ struct Drill<'a> {
     abort: Option<AbortReport>,
     recovery: RecoveryReport,
     leftovers: Vec<String>,
-    _locks: Vec<File>,
+    locks: Locks,
     names: CgroupNames,
 }
 
 /// Runs drill `spec`. Refuses a spec that does not validate (every error, with its path);
 /// otherwise always returns the report, whatever the verdict.
-pub fn run(spec: &ExperimentSpec, injector: &Injector, opts: Options) -> Result<Report, SpecErrors> {
+pub fn run(
+    spec: &ExperimentSpec,
+    injector: &Injector,
+    opts: Options,
+) -> Result<Report, SpecErrors> {
     let schedule = spec.validate()?;
     let clock = Clock::start();
     let recovery = RecoveryReport {
@@ -147,7 +150,7 @@ pub fn run(spec: &ExperimentSpec, injector: &Injector, opts: Options) -> Result<
         abort: None,
         recovery,
         leftovers: Vec::new(),
-        _locks: Vec::new(),
+        locks: Locks::default(),
         names: CgroupNames::new(),
     };
     Ok(drill.run())
@@ -312,7 +315,10 @@ impl Drill<'_> {
         }
         for (i, fd) in adm.free_disk.iter().enumerate() {
             let r = free_disk(&fd.path, &fd.min);
-            ok &= self.check(format!("free disk {} (admission.free_disk[{i}])", fd.path), r);
+            ok &= self.check(
+                format!("free disk {} (admission.free_disk[{i}])", fd.path),
+                r,
+            );
         }
         if ok {
             ok &= self.start_probes();
@@ -395,20 +401,10 @@ impl Drill<'_> {
                 ));
             }
         }
-        let dir = self.injector.store().dir().join("drills");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut unique = keys.clone();
         unique.sort();
         unique.dedup();
-        for k in &unique {
-            let path = dir.join(format!("{:016x}.lock", fnv(k)));
-            let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            // SAFETY: flock on a descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                return Err(format!("another chaos run holds {k}"));
-            }
-            self._locks.push(file);
-        }
+        self.locks = Locks::take(self.injector.store().dir(), &unique)?;
         Ok(format!(
             "no fault armed on, and no other drill holding: {}",
             if unique.is_empty() {
@@ -541,7 +537,13 @@ impl Drill<'_> {
             if self.stopped() {
                 self.abort("signal", "interrupted (SIGINT or SIGTERM)");
             }
-            if self.abort.is_some() || now >= last_end {
+            // The last window's end, and the deadline of each fault armed (a little after its
+            // window's start, so a little after its planned end): each ends by its deadline.
+            let deadlines_passed = self
+                .faults
+                .iter()
+                .all(|f| !f.live || f.deadline_ms.is_none_or(|d| now >= d));
+            if self.abort.is_some() || (now >= last_end && deadlines_passed) {
                 break;
             }
             self.arm_due(t0, now);
@@ -581,8 +583,11 @@ impl Drill<'_> {
                     f.strategy = Some(armed.strategy.to_string());
                     f.armed_ms = Some(at);
                     f.live = true;
-                    f.deadline_ms =
-                        Some(armed.deadline_unix_ms.saturating_sub(self.clock.origin_unix_ms));
+                    f.deadline_ms = Some(
+                        armed
+                            .deadline_unix_ms
+                            .saturating_sub(self.clock.origin_unix_ms),
+                    );
                     f.io = iostat::fault_stats(self.injector.store(), &armed.id)
                         .unwrap_or_default()
                         .into_iter()
@@ -766,8 +771,11 @@ impl Drill<'_> {
         if let Ok(list) = self.injector.list() {
             for s in list {
                 if ours.contains(&s.record.id) {
-                    self.leftovers
-                        .push(format!("fault {} ({})", s.record.id, s.record.spec.name()));
+                    self.leftovers.push(format!(
+                        "fault {} ({})",
+                        s.record.id,
+                        s.record.spec.name()
+                    ));
                 }
             }
         }
@@ -785,7 +793,12 @@ impl Drill<'_> {
     fn verify(&mut self) {
         let t = self.begin(PhaseName::Verify);
         if self.abort.is_some() {
-            self.end(PhaseName::Verify, t, Outcome::Skipped, Some("aborted".into()));
+            self.end(
+                PhaseName::Verify,
+                t,
+                Outcome::Skipped,
+                Some("aborted".into()),
+            );
             return;
         }
         // The last window's end: when the fault phase ended.
@@ -850,7 +863,10 @@ impl Drill<'_> {
                 });
                 (
                     Outcome::Ok,
-                    Some(format!("steady state back after {:.1} s", ttr as f64 / 1000.0)),
+                    Some(format!(
+                        "steady state back after {:.1} s",
+                        ttr as f64 / 1000.0
+                    )),
                 )
             }
             None if self.abort.is_some() => (Outcome::Aborted, None),
@@ -938,11 +954,19 @@ impl Drill<'_> {
                 f.ended_ms.unwrap_or(t0 + f.end.as_millis() as u64),
             ),
             None => {
-                let armed: Vec<&FaultRun> =
-                    self.faults.iter().filter(|f| f.armed_ms.is_some()).collect();
+                let armed: Vec<&FaultRun> = self
+                    .faults
+                    .iter()
+                    .filter(|f| f.armed_ms.is_some())
+                    .collect();
                 let first = armed.iter().filter_map(|f| f.armed_ms).min();
                 let last = armed.iter().filter_map(|f| f.ended_ms).max();
-                let planned_start = self.faults.iter().map(|f| f.start).min().unwrap_or_default();
+                let planned_start = self
+                    .faults
+                    .iter()
+                    .map(|f| f.start)
+                    .min()
+                    .unwrap_or_default();
                 let planned_end = self.faults.iter().map(|f| f.end).max().unwrap_or_default();
                 (
                     first.unwrap_or(t0 + planned_start.as_millis() as u64),
@@ -1221,13 +1245,6 @@ fn version(release: &str) -> Vec<u64> {
         .collect()
 }
 
-/// FNV-1a, to name a lock file after a target.
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Free space on `path`'s filesystem against `min` (a size or `N%`).
 fn free_disk(path: &str, min: &str) -> Result<String, String> {
     let st = nix::sys::statvfs::statvfs(Path::new(path)).map_err(|e| format!("{path}: {e}"))?;
@@ -1236,22 +1253,37 @@ fn free_disk(path: &str, min: &str) -> Result<String, String> {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let need = match min.trim().strip_suffix('%') {
         Some(p) => {
-            let p: f64 = p.trim().parse().map_err(|_| format!("{min:?} is not a share"))?;
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("{min:?} is not a share"))?;
             (total as f64 * p / 100.0) as u64
         }
         None => crate::plan::parse_size("min", min).map_err(|e| e.to_string())?,
     };
     if free >= need {
-        Ok(format!("{:.0} MiB free, {:.0} MiB needed", mib(free), mib(need)))
+        Ok(format!(
+            "{:.0} MiB free, {:.0} MiB needed",
+            mib(free),
+            mib(need)
+        ))
     } else {
-        Err(format!("{:.0} MiB free, {:.0} MiB needed", mib(free), mib(need)))
+        Err(format!(
+            "{:.0} MiB free, {:.0} MiB needed",
+            mib(free),
+            mib(need)
+        ))
     }
 }
 
 /// An error's message with its field under `prefix` (`faults[0].fault.percent`).
 fn prefix_field(e: &Error, prefix: &str) -> String {
     match e {
-        Error::Invalid { field, problem, fix } => {
+        Error::Invalid {
+            field,
+            problem,
+            fix,
+        } => {
             format!("invalid {prefix}.{field}: {problem}; {fix}")
         }
         Error::InvalidField {
@@ -1283,6 +1315,9 @@ mod tests {
         };
         let s = counter_series(&[(1000, c(5)), (2000, c(12))], Some(500));
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].t_ms, s[0].acted, s[1].t_ms, s[1].acted), (500, 5, 1000, 7));
+        assert_eq!(
+            (s[0].t_ms, s[0].acted, s[1].t_ms, s[1].acted),
+            (500, 5, 1000, 7)
+        );
     }
 }

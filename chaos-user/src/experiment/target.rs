@@ -276,8 +276,15 @@ fn procs_in(dir: &Path) -> usize {
 /// A container by id: the cgroup v2 whose path holds the id, and its lowest pid.
 fn container(id: &str) -> Result<Found, String> {
     let mut found: Option<(u32, String)> = None;
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+    for entry in std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {

@@ -19,7 +19,7 @@ const INIT: &str = include_str!("init.sh");
 
 /// Host tools copied with their libraries when installed (setup installs them): path in the VM
 /// is the host path, so `PATH` order puts them before busybox's applets of the same name.
-const TOOLS: &[&str] = &["ip", "tc", "bpftool", "fio", "mkfs.ext4"];
+const TOOLS: &[&str] = &["ip", "tc", "bpftool", "fio", "mkfs.ext4", "losetup"];
 
 /// mkfs.ext4's defaults (feature sets per file system size).
 const MKE2FS_CONF: &str = "/etc/mke2fs.conf";

@@ -187,7 +187,7 @@ impl Terminal {
             ProgressDrawTarget::stderr(),
         );
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:24}] {msg}")
+            ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:24}] {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
@@ -199,8 +199,14 @@ impl Terminal {
         }
     }
 
+    /// An event as a line above the bar; long details are cut (the report has them whole).
     fn line(&self, text: String) {
+        const MAX: usize = 160;
         let t = self.started.elapsed().as_secs_f64();
+        let text = match text.char_indices().nth(MAX) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        };
         self.bar.println(format!("{t:>7.1}s  {text}"));
     }
 }

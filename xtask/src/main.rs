@@ -89,10 +89,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo { args } => {
             setup::run(setup::Verbosity::Quiet)?;
             let chaos = cargo::build_chaos()?;
-            let err = std::process::Command::new(&chaos)
-                .arg("demo")
-                .args(&args)
-                .exec();
+            let mut cmd = std::process::Command::new(&chaos);
+            cmd.arg("demo").args(&args);
+            // The report goes under target/ unless asked elsewhere.
+            if !args.iter().any(|a| a.starts_with("--report-dir")) {
+                cmd.arg("--report-dir")
+                    .arg(cmd::workspace_root().join("target/chaos-demo"));
+            }
+            let err = cmd.exec();
             Err(err).with_context(|| format!("exec {} demo", chaos.display()))
         }
     }

@@ -17,6 +17,7 @@ use std::{
 
 use bpf_tests::{Oracle, chaos::Chaos, skip_on_err, world::unique_name};
 use chaos_user::demo::World;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 /// A scratch directory for a drill's files and report, removed on drop.
@@ -88,9 +89,9 @@ impl Setup {
         )
     }
 
-    /// `chaos run` on `yaml`; `signal_after_armed`: SIGTERM this long after the first fault is
-    /// armed.
-    fn run(&self, yaml: &str, signal_after_armed: Option<Duration>) -> Ran {
+    /// `chaos run` on `yaml`; `signal_after_armed`: a signal sent this long after the first
+    /// fault is armed.
+    fn run(&self, yaml: &str, signal_after_armed: Option<(Duration, Signal)>) -> Ran {
         let spec = self.dir.0.join("drill.yaml");
         std::fs::write(&spec, yaml).expect("writing the spec");
         let report_dir = self.dir.0.join("report");
@@ -116,14 +117,11 @@ impl Setup {
             let event: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("progress line is not JSON ({e}): {line}"));
             if event["event"] == "armed"
-                && let Some(after) = signal_after_armed
+                && let Some((after, signal)) = signal_after_armed
             {
                 std::thread::spawn(move || {
                     std::thread::sleep(after);
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
                 });
             }
             events.push(event);
@@ -334,7 +332,7 @@ fn sigterm_aborts_the_drill_and_recovers_everything() {
         "duration: 30s\nfaults:\n{}",
         partition(&s, "0s", "30s")
     ));
-    let r = s.run(&yaml, Some(Duration::from_secs(1)));
+    let r = s.run(&yaml, Some((Duration::from_secs(1), Signal::SIGTERM)));
     assert_eq!(r.code, 3, "{}\n{}", r.stderr, r.report);
     assert_eq!(r.report["verdict"], "aborted");
     assert_eq!(r.report["abort"]["rule"], "signal");
@@ -344,6 +342,49 @@ fn sigterm_aborts_the_drill_and_recovers_everything() {
         "the drill ran {:?}",
         r.took
     );
+    s.assert_clean();
+}
+
+#[test]
+fn a_killed_runner_leaves_only_what_recover_all_removes() {
+    let s = skip_on_err!(setup());
+    let yaml = s.spec(&format!(
+        "duration: 6s\nfaults:\n{}",
+        partition(&s, "0s", "6s")
+    ));
+    let r = s.run(&yaml, Some((Duration::from_secs(1), Signal::SIGKILL)));
+    assert_eq!(r.code, -1, "killed: {}", r.stderr);
+    assert!(r.report.is_null(), "a killed runner writes no report");
+    // Its traffic workers stop when it dies (their stdin closes); probes were its threads.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.chaos.processes().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.chaos.processes(),
+        Vec::<u32>::new(),
+        "traffic workers outlived the runner"
+    );
+    // The partition ends at its in-kernel deadline with nothing of ours running: the server
+    // answers again (6 s window, killed at ~1 s).
+    let server: std::net::SocketAddr = s.world.server().parse().unwrap();
+    let back = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&server, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < back,
+            "the partition did not end at its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What is left (the fault's record and attachment, the drill's lock files) goes with
+    // recover --all.
+    let locks = std::path::Path::new("/run/chaos/drills");
+    assert!(
+        locks.read_dir().is_ok_and(|mut d| d.next().is_some()),
+        "no lock file was left to sweep"
+    );
+    s.chaos.recover_all().expect("chaos recover --all");
+    assert!(!locks.exists(), "recover --all left the drills' lock files");
     s.assert_clean();
 }
 

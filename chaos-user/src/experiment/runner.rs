@@ -270,7 +270,9 @@ impl Drill<'_> {
             self.recover();
             self.verify();
         }
-        self.report(admitted)
+        let report = self.report(admitted);
+        self.opts.progress.finish();
+        report
     }
 
     // ---- admission ----

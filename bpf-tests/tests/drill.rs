@@ -464,6 +464,21 @@ fn the_demo_passes_and_leaves_nothing() {
     let report: Value =
         serde_json::from_slice(&std::fs::read(dir.0.join("report.json")).expect("report.json"))
             .expect("report.json is JSON");
+    if out.status.code() != Some(0) {
+        // What the failing expectations measured, second by second, to tell why.
+        for f in report["faults"].as_array().into_iter().flatten() {
+            eprintln!(
+                "fault {} armed {} ended {} counters {} series {}",
+                f["name"], f["armed_ms"], f["ended_ms"], f["counters"], f["series"]
+            );
+        }
+        for t in report["traffic"].as_array().into_iter().flatten() {
+            eprintln!("traffic {} last error {} series {}", t["name"], t["last_error"], t["series"]);
+        }
+        for p in report["probes"].as_array().into_iter().flatten() {
+            eprintln!("probe {} series {}", p["name"], p["series"]);
+        }
+    }
     assert_eq!(out.status.code(), Some(0), "{stderr}\n{}", report["reason"]);
     assert_eq!(report["verdict"], "passed");
     let faults = report["faults"].as_array().unwrap();

@@ -509,3 +509,70 @@ fn recovery_restores_the_root_qdisc_exactly_fq() {
 fn recovery_restores_the_root_qdisc_exactly_netem() {
     root_restored_exactly("netem", "qdisc_netem", &["prio"]);
 }
+
+/// Times of `n` TCP exchanges (connect, send a byte, read it back, close) from A to `to`, ms.
+fn tcp_exchange_ms(d: &Drill, to: std::net::SocketAddr, n: usize) -> Vec<f64> {
+    use std::io::{Read, Write};
+    d.world.a.ns.run(|| {
+        (0..n)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                let mut c = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))
+                    .expect("connect");
+                c.write_all(b"x").expect("send");
+                let mut b = [0u8; 1];
+                c.read_exact(&mut b).expect("echo");
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn egress_delay_with_fq_delays_tcp_too() {
+    use std::io::{Read, Write};
+    let d = skip_on_err!(drill(Some("fq"), &["qdisc_fq"]));
+    let listener = d
+        .world
+        .b
+        .ns
+        .run(|| std::net::TcpListener::bind((d.world.b.v4(), 0)))
+        .expect("listen in B");
+    let to = listener.local_addr().expect("address");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let server = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut c, _)) => {
+                    c.set_nonblocking(false).expect("blocking");
+                    let mut b = [0u8; 1];
+                    if c.read_exact(&mut b).is_ok() {
+                        let _ = c.write_all(&b);
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    let base = tcp_exchange_ms(&d, to, 20);
+    let id = d.net(
+        "delay",
+        &d.world.a,
+        &["--latency", "100ms", "--direction", "egress"],
+        "60s",
+    );
+    let delayed = tcp_exchange_ms(&d, to, 20);
+    let status = d.chaos.status(&id).expect("status");
+    d.chaos.recover(&id).expect("recover");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().expect("server");
+    println!("counters {}", status["counters"]);
+    println!("base {base:?}\ndelayed {delayed:?}");
+    // SYN, the data and the FIN leave A delayed: at least the SYN's and the data's 100 ms
+    // are on the exchange's path.
+    let m = median(&delayed) - median(&base);
+    assert!(m >= 2.0 * DELAY_MS * 0.9, "median TCP exchange {m:.1} ms slower");
+    d.assert_clean();
+}

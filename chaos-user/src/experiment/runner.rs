@@ -85,6 +85,8 @@ struct Drill<'a> {
     traffic_started_ms: Option<u64>,
     baseline: Option<Span>,
     fault_phase_ms: Option<u64>,
+    /// How much later than planned the windows run, ms: the sum of the arming delays.
+    slip_ms: u64,
     abort: Option<AbortReport>,
     recovery: RecoveryReport,
     leftovers: Vec<String>,
@@ -147,6 +149,7 @@ pub fn run(
         traffic_started_ms: None,
         baseline: None,
         fault_phase_ms: None,
+        slip_ms: 0,
         abort: None,
         recovery,
         leftovers: Vec::new(),
@@ -522,39 +525,42 @@ impl Drill<'_> {
             t_ms: t0,
         });
         self.fault_phase_ms = Some(t0);
-        let last_end = t0
-            + self
-                .faults
-                .iter()
-                .map(|f| f.end.as_millis() as u64)
-                .max()
-                .unwrap_or(0);
+        let last_end = self
+            .faults
+            .iter()
+            .map(|f| f.end.as_millis() as u64)
+            .max()
+            .unwrap_or(0);
         let mut next_sample = t0;
         loop {
-            let now = self.now();
             if self.stopped() {
                 self.abort("signal", "interrupted (SIGINT or SIGTERM)");
             }
-            // The last window's end, and the deadline of each fault armed (a little after its
-            // window's start, so a little after its planned end): each ends by its deadline.
+            // The last window's end (shifted by any slip), and the deadline of each fault
+            // armed: each fault ends by its own deadline.
+            let now = self.now();
             let deadlines_passed = self
                 .faults
                 .iter()
                 .all(|f| !f.live || f.deadline_ms.is_none_or(|d| now >= d));
-            if self.abort.is_some() || (now >= last_end && deadlines_passed) {
+            if self.abort.is_some() || (now >= t0 + self.slip_ms + last_end && deadlines_passed) {
                 break;
             }
-            self.arm_due(t0, now);
+            self.arm_due(t0);
+            let now = self.now();
             if now >= next_sample {
-                self.sample(now);
+                self.sample();
                 self.watch_abort_rules(t0);
                 self.tick(Some(PhaseName::Measure), now);
-                next_sample += 1000;
+                // Seconds missed while arming took long are not made up in a burst.
+                while next_sample <= now {
+                    next_sample += 1000;
+                }
             }
             std::thread::sleep(TICK);
         }
         // Final counters, and the faults that ended at their deadlines.
-        self.sample(self.now());
+        self.sample();
         let (outcome, detail) = match &self.abort {
             Some(a) => (Outcome::Aborted, Some(format!("{}: {}", a.rule, a.detail))),
             None => (Outcome::Ok, None),
@@ -563,19 +569,21 @@ impl Drill<'_> {
         self.end(PhaseName::Measure, t0, outcome, detail);
     }
 
-    fn arm_due(&mut self, t0: u64, now: u64) {
+    /// Arms the faults whose window starts now. A fault that took long to arm (loading and
+    /// verifying programs is slow on an emulated CPU) shifts every later window by as much, so
+    /// faults the spec keeps apart stay apart, and those it puts together stay together.
+    fn arm_due(&mut self, t0: u64) {
         for i in 0..self.faults.len() {
             let f = &self.faults[i];
-            if f.status != FaultStatus::NotStarted
-                || f.id.is_some()
-                || now < t0 + f.start.as_millis() as u64
-            {
+            let due = t0 + self.slip_ms + f.start.as_millis() as u64;
+            if f.status != FaultStatus::NotStarted || f.id.is_some() || self.now() < due {
                 continue;
             }
             let name = f.name.clone();
             match self.injector.inject(&self.faults[i].spec) {
                 Ok(armed) => {
                     let at = self.now();
+                    self.slip_ms += at.saturating_sub(due);
                     let f = &mut self.faults[i];
                     f.id = Some(armed.id.clone());
                     f.strategy = Some(armed.strategy.to_string());
@@ -617,7 +625,7 @@ impl Drill<'_> {
     }
 
     /// Samples each live fault's counters and I/O; marks those past their deadline ended.
-    fn sample(&mut self, now: u64) {
+    fn sample(&mut self) {
         for i in 0..self.faults.len() {
             if !self.faults[i].live || self.faults[i].ended_ms.is_some() {
                 continue;
@@ -626,6 +634,7 @@ impl Drill<'_> {
                 continue;
             };
             let status = self.injector.status(&id);
+            let now = self.now();
             let f = &mut self.faults[i];
             // Ended at its deadline: expired, or already reaped by the deadline keeper.
             let ended = match status {

@@ -179,6 +179,20 @@ fn expectation<'a>(report: &'a Value, path: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no expectation {path} in {report}"))
 }
 
+/// The drill was aborted by `rule`, at once: its fault ended by the abort, recovery not verified.
+fn assert_aborted(r: &Ran, rule: &str) {
+    assert_eq!(r.code, 3, "{}\n{}", r.stderr, r.report);
+    assert_eq!(r.report["verdict"], "aborted");
+    assert_eq!(r.report["abort"]["rule"], rule);
+    assert_eq!(fault(&r.report, "cut")["ended_by"], "abort");
+    assert_eq!(r.report["recovery"]["verdict"], "skipped");
+    assert!(
+        r.took < Duration::from_secs(20),
+        "the drill ran {:?}",
+        r.took
+    );
+}
+
 fn partition(s: &Setup, start: &str, duration: &str) -> String {
     format!(
         "  - name: cut\n    start: {start}\n    duration: {duration}\n    fault: {{kind: net, action: partition, interface: {}, dst: [\"{}/32\"]}}\n",
@@ -303,24 +317,15 @@ fn an_abort_rule_stops_the_drill_and_recovers_at_once() {
         partition(&s, "0s", "30s")
     ));
     let r = s.run(&yaml, None);
-    assert_eq!(r.code, 3, "{}\n{}", r.stderr, r.report);
+    assert_aborted(&r, "abort[0]");
     let rep = &r.report;
-    assert_eq!(rep["verdict"], "aborted");
-    assert_eq!(rep["abort"]["rule"], "abort[0]");
     let cut = fault(rep, "cut");
-    assert_eq!(cut["ended_by"], "abort");
     let armed = cut["armed_ms"].as_u64().unwrap();
     let aborted = rep["abort"]["at_ms"].as_u64().unwrap();
     assert!(
         aborted - armed < 3000,
         "aborted {} ms after arming",
         aborted - armed
-    );
-    assert_eq!(rep["recovery"]["verdict"], "skipped");
-    assert!(
-        r.took < Duration::from_secs(20),
-        "the drill ran {:?}",
-        r.took
     );
     s.assert_clean();
 }
@@ -333,15 +338,7 @@ fn sigterm_aborts_the_drill_and_recovers_everything() {
         partition(&s, "0s", "30s")
     ));
     let r = s.run(&yaml, Some((Duration::from_secs(1), Signal::SIGTERM)));
-    assert_eq!(r.code, 3, "{}\n{}", r.stderr, r.report);
-    assert_eq!(r.report["verdict"], "aborted");
-    assert_eq!(r.report["abort"]["rule"], "signal");
-    assert_eq!(fault(&r.report, "cut")["ended_by"], "abort");
-    assert!(
-        r.took < Duration::from_secs(20),
-        "the drill ran {:?}",
-        r.took
-    );
+    assert_aborted(&r, "signal");
     s.assert_clean();
 }
 

@@ -28,7 +28,7 @@ use super::{
     AbortRule, Admission, Expectation, ExperimentSpec, FaultStep, Probe, Recovery, SpecErrors,
     Target, Traffic,
 };
-use crate::error::Error;
+use crate::{error::Error, spec::json::field_name};
 
 /// The formats an experiment spec is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,19 +403,6 @@ fn path_string(prefix: &str, path: &serde_path_to_error::Path) -> String {
         }
     }
     out
-}
-
-/// A field's name as messages show it: as is if it is a plain word, else quoted as in JSON.
-fn field_name(key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if plain {
-        key.to_owned()
-    } else {
-        serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".to_owned())
-    }
 }
 
 fn missing_fix(field: &str) -> &'static str {

@@ -65,6 +65,16 @@ pub struct Op {
 }
 
 impl Op {
+    /// An operation started at `start_ms` that took `latency_ms` (for tests).
+    #[cfg(test)]
+    pub(crate) fn ms(start_ms: u64, latency_ms: u64, ok: bool) -> Op {
+        Op {
+            start_us: start_ms * 1000,
+            latency_us: latency_ms * 1000,
+            ok,
+        }
+    }
+
     /// When it ended, µs since `t = 0`.
     pub fn end_us(&self) -> u64 {
         self.start_us + self.latency_us

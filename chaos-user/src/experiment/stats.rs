@@ -172,11 +172,7 @@ mod tests {
     use super::*;
 
     fn op(start_ms: u64, latency_ms: u64, ok: bool) -> Op {
-        Op {
-            start_us: start_ms * 1000,
-            latency_us: latency_ms * 1000,
-            ok,
-        }
+        Op::ms(start_ms, latency_ms, ok)
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn field_error(kind: Option<&str>, e: serde_path_to_error::Error<serde_json::Err
 
 /// A field's name as messages show it: as is if it is a plain word, else quoted and escaped as
 /// in JSON (an empty name, spaces, control characters), so the message stays one readable line.
-fn field_name(key: &str) -> String {
+pub(crate) fn field_name(key: &str) -> String {
     let plain = !key.is_empty()
         && key
             .chars()

@@ -6,7 +6,7 @@ mod disk;
 #[cfg(test)]
 mod fuzz;
 mod io;
-mod json;
+pub(crate) mod json;
 mod net;
 mod syscall;
 

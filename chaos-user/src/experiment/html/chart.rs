@@ -80,6 +80,7 @@ pub fn timeline(report: &Report) -> Option<String> {
         chart.traffic(t);
     }
     chart.counters();
+    chart.io();
     chart.probes();
     let bottom = chart.y;
     let axis = chart.axis(top, bottom);
@@ -528,19 +529,57 @@ impl Chart<'_> {
 
     /// Each fault's acted-on count per second.
     fn counters(&mut self) {
-        let faults: Vec<(usize, &FaultReport)> = self
+        self.fault_panel(
+            "panel-counters",
+            "acted",
+            "faults: packets or calls acted on per second",
+            |f| {
+                f.series
+                    .iter()
+                    .map(|s| (s.t_ms + 500, s.acted as f64))
+                    .collect()
+            },
+        );
+    }
+
+    /// Block I/O completed per second on the devices of block faults (reads and writes).
+    fn io(&mut self) {
+        self.fault_panel(
+            "panel-io",
+            "iops",
+            "block faults: I/O completed per second on their devices",
+            |f| {
+                f.io.iter()
+                    .flat_map(|d| d.series.iter())
+                    // Each sample ends its second.
+                    .map(|s| (s.t_ms.saturating_sub(500), s.read_iops + s.write_iops))
+                    .collect()
+            },
+        );
+    }
+
+    /// A small panel with one line per fault: `values` of each second, at its middle (ms).
+    fn fault_panel(
+        &mut self,
+        class: &str,
+        what: &str,
+        title: &str,
+        values: impl Fn(&FaultReport) -> Vec<(u64, f64)>,
+    ) {
+        let faults: Vec<(usize, &FaultReport, Vec<(u64, f64)>)> = self
             .report
             .faults
             .iter()
             .enumerate()
-            .filter(|(_, f)| !f.series.is_empty())
+            .map(|(i, f)| (i, f, values(f)))
+            .filter(|(_, _, v)| !v.is_empty())
             .collect();
         if faults.is_empty() {
             return;
         }
         let max = faults
             .iter()
-            .flat_map(|(_, f)| f.series.iter().map(|s| s.acted as f64))
+            .flat_map(|(_, _, v)| v.iter().map(|(_, x)| *x))
             .fold(1.0, f64::max);
         let ticks = linear_ticks(max, 2);
         let y = Linear {
@@ -552,24 +591,20 @@ impl Chart<'_> {
             .map(|v| (y.map(*v), present::number(*v)))
             .collect();
         let mut g = el("g")
-            .attr("class", "panel-counters")
-            .children(self.panel_frame(SMALL_PANEL, "faults: packets or calls acted on per second"))
+            .attr("class", class)
+            .children(self.panel_frame(SMALL_PANEL, title))
             .children(self.y_ticks(&labels));
-        for (i, f) in faults {
-            let d = line_path(
-                f.series
-                    .iter()
-                    .map(|s| Some((self.xt(s.t_ms + 500), y.map(s.acted as f64)))),
-            );
+        for (i, f, v) in faults {
+            let d = line_path(v.iter().map(|&(t, x)| Some((self.xt(t), y.map(x)))));
             g = g.child(
                 el("path")
-                    .attr("class", "series acted")
+                    .attr("class", format!("series {what}"))
                     .attr("data-fault", &f.name)
                     .attr("d", d)
                     .attr("fill", "none")
                     .attr("stroke", fault_colour(i))
                     .attr("stroke-width", "2")
-                    .tooltip(&format!("{}: acted per second", f.name))
+                    .tooltip(&format!("{}: {what} per second", f.name))
                     .close(),
             );
         }

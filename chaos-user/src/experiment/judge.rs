@@ -89,10 +89,13 @@ impl Data {
                 if !f.counted {
                     return Err("this fault has no in-kernel counters".into());
                 }
+                // The sample taken when the fault was seen ended comes after its end: a window
+                // reaching the fault's end takes every count.
+                let fault_end_us = f.ended_ms.map_or(u64::MAX, |e| e * 1000);
                 let at = |t_us: u64| {
                     f.samples
                         .iter()
-                        .take_while(|(t, _)| t * 1000 <= t_us)
+                        .take_while(|(t, _)| t * 1000 <= t_us || t_us >= fault_end_us)
                         .last()
                         .map_or(0, |(_, c)| c.acted)
                 };
@@ -457,6 +460,25 @@ mod tests {
         // The second in which the fault first acted 1+ times ends at 11 s.
         let f1 = &metrics("expect[1]", &expectation("{fault: loss, acted: '>= 1'}"))[0];
         assert_eq!(first_second_holding(f1, 10_000, 15_000, &d), Some(11_000));
+    }
+
+    #[test]
+    fn a_window_to_the_fault_s_end_takes_the_last_sample_taken_after_it() {
+        let mut d = data();
+        let loss = d.faults.get_mut("loss").unwrap();
+        loss.ended_ms = Some(14_500);
+        let f = &metrics("expect[0]", &expectation("{fault: loss, acted: '>= 1'}"))[0];
+        let to_end = WindowMs {
+            start_ms: 10_000,
+            end_ms: 14_500,
+        };
+        // The sample at 15 s (when the end was seen) counts: 200, not the 40 sampled by 14.5 s.
+        assert_eq!(judge(f, to_end, &d).measured, Some(200.0));
+        let inside = WindowMs {
+            start_ms: 10_000,
+            end_ms: 12_000,
+        };
+        assert_eq!(judge(f, inside, &d).measured, Some(40.0));
     }
 
     #[test]

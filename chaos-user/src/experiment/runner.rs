@@ -758,12 +758,17 @@ impl Drill<'_> {
                 Err(e) => errors.push(format!("{}: {e}", f.name)),
             }
             if f.ended_ms.is_none() {
-                f.ended_ms = Some(now);
+                // Past its deadline already (not yet noticed by a sample): the kernel ended it.
+                let (at, by) = match f.deadline_ms {
+                    Some(d) if d <= now => (d, EndedBy::Deadline),
+                    _ => (now, by),
+                };
+                f.ended_ms = Some(at);
                 f.ended_by = Some(by);
                 let fault = f.name.clone();
                 self.emit(Event::Ended {
                     fault,
-                    t_ms: now,
+                    t_ms: at,
                     by,
                 });
             }

@@ -109,6 +109,9 @@ pub fn timeline(report: &Report) -> Option<String> {
     )
 }
 
+/// A fault's index (its colour), the fault, and its values per second `(t_ms, value)`.
+type FaultValues<'a> = (usize, &'a FaultReport, Vec<(u64, f64)>);
+
 /// Where the time axis ends: the run's end, or the last thing measured or planned if later.
 fn end_ms(r: &Report) -> u64 {
     let run = r.ended_unix_ms.saturating_sub(r.started_unix_ms);
@@ -566,7 +569,7 @@ impl Chart<'_> {
         title: &str,
         values: impl Fn(&FaultReport) -> Vec<(u64, f64)>,
     ) {
-        let faults: Vec<(usize, &FaultReport, Vec<(u64, f64)>)> = self
+        let faults: Vec<FaultValues<'_>> = self
             .report
             .faults
             .iter()

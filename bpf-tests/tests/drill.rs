@@ -162,6 +162,10 @@ impl Setup {
             .filter(|n| n.starts_with("chaos"))
             .collect();
         assert!(leftovers.is_empty(), "files left: {leftovers:?}");
+        assert!(
+            !std::path::Path::new("/run/chaos/drills").exists(),
+            "the drills' lock directory is left"
+        );
     }
 }
 

@@ -29,11 +29,22 @@ fn fnv(text: &str) -> u64 {
 /// Takes `path`'s lock without waiting: `Ok(None)` if another process holds it.
 fn try_lock(path: &Path) -> std::io::Result<Option<File>> {
     loop {
-        let file = File::options()
+        let file = match File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(path)?;
+            .open(path)
+        {
+            Ok(f) => f,
+            // The last drill to end removed the directory since: make it again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // SAFETY: flock on a descriptor this function owns.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = std::io::Error::last_os_error();
@@ -74,8 +85,14 @@ impl Locks {
 impl Drop for Locks {
     fn drop(&mut self) {
         // Removed while still held, so no other drill can take a lock on a file being removed.
+        let mut dir = None;
         for (path, _file) in self.held.drain(..) {
             let _ = std::fs::remove_file(&path);
+            dir = path.parent().map(Path::to_path_buf);
+        }
+        // The directory too, unless another drill holds a lock in it: nothing is left.
+        if let Some(dir) = dir {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -111,7 +128,11 @@ mod tests {
         assert!(err.contains("dst=10.0.0.1"), "{err}");
         assert!(sweep(&state).is_empty(), "held locks are not swept");
         drop(first);
-        assert_eq!(std::fs::read_dir(dir(&state)).unwrap().count(), 0);
+        assert!(
+            !dir(&state).exists(),
+            "the last drill removes the directory"
+        );
+        std::fs::create_dir_all(dir(&state)).unwrap();
         // A lock file left unlocked (a killed drill) is taken over, and swept.
         let path = dir(&state).join("0000000000000001.lock");
         std::fs::write(&path, "").unwrap();

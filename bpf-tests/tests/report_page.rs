@@ -94,6 +94,20 @@ fn run_chromium(browser: &str, dir: &Path, page: &Path, args: &[String]) -> Stri
     reader.join().expect("reading chromium's output")
 }
 
+/// A 1280x2000 screenshot of `page` at `shot`.
+fn screenshot(browser: &str, dir: &Path, page: &Path, shot: &Path) {
+    run_chromium(
+        browser,
+        dir,
+        page,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,2000".to_owned(),
+            "--hide-scrollbars".to_owned(),
+        ],
+    );
+}
+
 /// Every `src="..."` / `href="..."` value of `html`.
 fn links(html: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -208,16 +222,7 @@ fn report_page_in_headless_chromium() {
     }
 
     let shot = dir.path.join("report.png");
-    run_chromium(
-        browser,
-        &dir.path,
-        &page,
-        &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,2000".to_owned(),
-            "--hide-scrollbars".to_owned(),
-        ],
-    );
+    screenshot(browser, &dir.path, &page, &shot);
     check_screenshot(&shot, "red", |p| p[0] > 190 && p[1] < 60 && p[2] < 70);
     if dir.keep {
         println!("page and screenshot kept in {}", dir.path.display());
@@ -290,16 +295,7 @@ fn refused_report_page_in_headless_chromium() {
     assert!(dom.contains("not started"));
 
     let shot = dir.path.join("refused.png");
-    run_chromium(
-        browser,
-        &dir.path,
-        &page,
-        &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,2000".to_owned(),
-            "--hide-scrollbars".to_owned(),
-        ],
-    );
+    screenshot(browser, &dir.path, &page, &shot);
     // The refused banner is grey (#6e7781).
     check_screenshot(&shot, "grey", |p| {
         p.iter()

@@ -179,7 +179,10 @@ pub async fn list_faults(State(injector): Shared) -> Result<Response, ApiError> 
         (status = 500, description = "The store or the kernel failed", body = ErrorBody),
     )
 )]
-pub async fn get_fault(State(injector): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_fault(
+    State(injector): Shared,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let status = blocking(&injector, move |i| i.status(&id)).await?;
     Ok(Json(status).into_response())
 }
@@ -266,7 +269,11 @@ mod tests {
     #[test]
     fn errors_map_to_statuses() {
         let cases = [
-            (Error::invalid("percent", "150 is over 100", "give 0-100"), 400, Some("percent")),
+            (
+                Error::invalid("percent", "150 is over 100", "give 0-100"),
+                400,
+                Some("percent"),
+            ),
             (
                 Error::InvalidField {
                     field: "dst[1]".into(),
@@ -301,11 +308,12 @@ mod tests {
     #[test]
     fn error_body_has_field_only_for_bad_input() {
         let v = serde_json::to_value(ApiError::from(Error::NotFound("x".into())).body).unwrap();
-        assert_eq!(v, serde_json::json!({"error": "no fault with id x; `chaos list` shows the armed faults"}));
-        let v = serde_json::to_value(
-            ApiError::from(Error::invalid("percent", "bad", "fix")).body,
-        )
-        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "no fault with id x; `chaos list` shows the armed faults"})
+        );
+        let v = serde_json::to_value(ApiError::from(Error::invalid("percent", "bad", "fix")).body)
+            .unwrap();
         assert_eq!(v["field"], "percent");
     }
 

@@ -26,7 +26,11 @@ pub fn render(faults: &[Status]) -> String {
     let active = faults.iter().filter(|s| !s.expired).count();
     let expired = faults.len() - active;
     for (name, help, v) in [
-        ("chaos_faults_active", "Faults armed and not past their deadline.", active),
+        (
+            "chaos_faults_active",
+            "Faults armed and not past their deadline.",
+            active,
+        ),
         (
             "chaos_faults_expired",
             "Faults past their deadline and not yet recovered.",
@@ -37,9 +41,17 @@ pub fn render(faults: &[Status]) -> String {
     }
     type Get = fn(&crate::Counters) -> u64;
     let counters: [(&str, &str, Get); 3] = [
-        ("seen", "Packets or calls the fault's rule examined.", |c| c.seen),
-        ("matched", "Those of its target, within the deadline.", |c| c.matched),
-        ("acted", "Those it acted on (dropped, failed, ...).", |c| c.acted),
+        ("seen", "Packets or calls the fault's rule examined.", |c| {
+            c.seen
+        }),
+        (
+            "matched",
+            "Those of its target, within the deadline.",
+            |c| c.matched,
+        ),
+        ("acted", "Those it acted on (dropped, failed, ...).", |c| {
+            c.acted
+        }),
     ];
     for (what, help, get) in counters {
         let name = format!("chaos_fault_{what}_total");
@@ -75,7 +87,10 @@ mod tests {
         let text = render(&[]);
         assert!(text.contains("\nchaos_faults_active 0\n"), "{text}");
         assert!(text.contains("\nchaos_faults_expired 0\n"), "{text}");
-        assert!(text.contains("# TYPE chaos_fault_acted_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE chaos_fault_acted_total counter\n"),
+            "{text}"
+        );
         assert!(!text.contains("{id="), "{text}");
     }
 }

@@ -84,7 +84,9 @@ impl PartialSchema for FaultSpecDoc {
                 "duration",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .description(Some("How long the fault lasts (30s, 5m, 1h); 10m if not given")),
+                    .description(Some(
+                        "How long the fault lasts (30s, 5m, 1h); 10m if not given",
+                    )),
             )
             .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(true)))
             .into()
@@ -249,7 +251,9 @@ mod tests {
     fn schemas_match_the_types() {
         let armed = crate::Armed {
             id: "x".into(),
-            strategy: crate::strategy::Strategy::Syscall(crate::strategy::SyscallStrategy::SeccompNotify),
+            strategy: crate::strategy::Strategy::Syscall(
+                crate::strategy::SyscallStrategy::SeccompNotify,
+            ),
             deadline_unix_ms: 1,
         };
         assert_eq!(keys(&armed), properties("Armed"));

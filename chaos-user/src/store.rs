@@ -261,18 +261,34 @@ impl Store {
 
     /// Takes the exclusive lock.
     pub fn lock(&self) -> Result<StoreLock> {
-        fs::create_dir_all(&self.dir)
-            .ctx(|| format!("creating state directory {}", self.dir.display()))?;
+        use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(".lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))?;
-        Ok(StoreLock { _lock: lock })
+        loop {
+            fs::create_dir_all(&self.dir)
+                .ctx(|| format!("creating state directory {}", self.dir.display()))?;
+            let file = match File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                // The directory was removed since (see below): make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+            };
+            let lock = Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))?;
+            // The holder that recovered the last fault removed the lock file
+            // (`remove_if_empty`) while we waited on it: a lock on a removed file excludes
+            // nobody (the next caller creates a new one), so take the current file's instead.
+            let ours = lock
+                .metadata()
+                .ctx(|| format!("looking at {}", path.display()))?;
+            if fs::metadata(&path).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino()) {
+                return Ok(StoreLock { _lock: lock });
+            }
+        }
     }
 
     /// Every fault record.

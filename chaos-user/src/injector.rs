@@ -160,8 +160,10 @@ impl Injector {
     /// Validates, plans and arms `spec`. Either the fault is fully armed or nothing is left.
     pub fn inject(&self, spec: &FaultSpec) -> Result<Armed> {
         let (plan, strategy) = self.admit(spec)?;
+        // Reaped under a lock of its own: reaping the last faults removes the state directory
+        // with its lock file, and a lock on a removed file excludes nobody after that.
+        self.reap_expired()?;
         let _lock = self.store.lock()?;
-        self.reap_expired_locked()?;
         let faults = self.store.faults()?;
         let now_boot = boot_ns();
         let now_unix = unix_ms();

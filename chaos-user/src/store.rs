@@ -553,6 +553,36 @@ mod tests {
         assert!(store.remove_if_empty().unwrap());
     }
 
+    /// A caller blocked on the lock while its holder removed the store (the last fault
+    /// recovered) ends up holding the lock of the current file, which excludes the next caller.
+    #[test]
+    fn a_lock_on_a_removed_file_is_retaken() {
+        let dir = std::env::temp_dir().join(format!("chaos-store-lock-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        let first = store.lock().unwrap();
+        let (locked, wait) = std::sync::mpsc::channel();
+        let (release, done) = std::sync::mpsc::channel::<()>();
+        let other = store.clone();
+        let waiter = std::thread::spawn(move || {
+            let _lock = other.lock().unwrap();
+            locked.send(()).unwrap();
+            let _ = done.recv();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(store.remove_if_empty().unwrap(), "the lock file is removed");
+        drop(first);
+        wait.recv().unwrap();
+        let file = File::open(dir.join(".lock")).expect("the waiter made the lock file again");
+        assert!(
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+            "the waiter holds the current file's lock"
+        );
+        release.send(()).unwrap();
+        waiter.join().unwrap();
+        let _lock = store.lock().unwrap();
+        assert!(store.remove_if_empty().unwrap());
+    }
+
     #[test]
     fn ids_are_distinct() {
         let a = new_fault_id();

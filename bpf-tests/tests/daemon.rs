@@ -374,6 +374,9 @@ fn unix_socket_end_to_end() {
     assert_eq!(c.get(&format!("/v1/faults/{id}")).status, 404);
     assert_eq!(c.get("/v1/faults/..%2Fx").status, 404);
     assert_eq!(c.get("/v1/nothing").status, 404);
+    let r = c.request("PUT", "/v1/faults", b"{}");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
     assert!(c.get("/metrics").body.contains("\nchaos_faults_active 0\n"));
 
     // Bad specs: 400 naming the field, nothing armed.

@@ -473,10 +473,7 @@ fn the_demo_passes_and_leaves_nothing() {
             );
         }
         for t in report["traffic"].as_array().into_iter().flatten() {
-            eprintln!(
-                "traffic {} last error {} series {}",
-                t["name"], t["last_error"], t["series"]
-            );
+            eprintln!("traffic {} last error {} series {}", t["name"], t["last_error"], t["series"]);
         }
         for p in report["probes"].as_array().into_iter().flatten() {
             eprintln!("probe {} series {}", p["name"], p["series"]);

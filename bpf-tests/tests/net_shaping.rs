@@ -573,9 +573,6 @@ fn egress_delay_with_fq_delays_tcp_too() {
     // SYN, the data and the FIN leave A delayed: at least the SYN's and the data's 100 ms
     // are on the exchange's path.
     let m = median(&delayed) - median(&base);
-    assert!(
-        m >= 2.0 * DELAY_MS * 0.9,
-        "median TCP exchange {m:.1} ms slower"
-    );
+    assert!(m >= 2.0 * DELAY_MS * 0.9, "median TCP exchange {m:.1} ms slower");
     d.assert_clean();
 }

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod btf;
 pub mod clock;
+pub mod daemon;
 pub mod demo;
 pub mod ebpf;
 pub mod error;

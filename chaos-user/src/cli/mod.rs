@@ -7,6 +7,7 @@ mod list;
 mod probe;
 mod recover;
 mod run;
+mod serve;
 mod worker;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     /// Run the built-in drill: every fault family this kernel can make on a workload chaos
     /// builds, measured, recovered and reported.
     Demo(run::DemoArgs),
+    /// Serve the injector over HTTP: a unix socket by default, TCP with a token.
+    Serve(serve::Args),
     /// Continue processes stopped by delay faults (started by chaos itself).
     #[command(name = "keep-delays", hide = true)]
     KeepDelays,
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => run::demo(a),
         Command::Iostat(a) => iostat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::KeepDelays => {
             let store = chaos_user::store::Store::open_default()?;
             chaos_user::backend::keeper::run(&store)?;

@@ -1,0 +1,584 @@
+//! `chaos serve` end to end through the real binary: HTTP/1.1 over its unix socket and over TCP
+//! with a bearer token, a `net loss` armed, inspected, counted in /metrics and recovered through
+//! the API on a veth of a two-host world, bad specs refused with the field named, concurrent
+//! arm/recover cycles that leak nothing, and the socket file's life (mode 0600, refused while
+//! another daemon listens, replaced when stale, removed on SIGTERM).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use bpf_tests::{chaos::Chaos, drill::Drill, skip::require_root, skip_on_err};
+use serde_json::{Value, json};
+
+/// A private directory under /run for one test's socket and token, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = PathBuf::from(format!("/run/chaos-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating the test directory");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a daemon listens.
+#[derive(Clone)]
+enum Addr {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+/// A running `chaos serve`, killed on drop.
+struct Daemon {
+    child: Child,
+    addr: Addr,
+}
+
+impl Daemon {
+    /// Starts `chaos serve args...` and waits for its "listening on" line.
+    fn start(chaos: &Chaos, args: &[&str]) -> Daemon {
+        Daemon::try_start(chaos, args).unwrap_or_else(|e| panic!("chaos serve {args:?}: {e}"))
+    }
+
+    /// Like [`Daemon::start`]; `Err` holds what it printed when it did not start.
+    fn try_start(chaos: &Chaos, args: &[&str]) -> Result<Daemon, String> {
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        let mut child = chaos
+            .command(&full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning chaos serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(at) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("waiting for chaos serve");
+            return Err(format!(
+                "did not start ({}): {}{}",
+                out.status,
+                line,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        };
+        let addr = match (at.strip_prefix("unix:"), at.strip_prefix("http://")) {
+            (Some(p), _) => Addr::Unix(p.into()),
+            (_, Some(a)) => Addr::Tcp(a.to_owned()),
+            _ => panic!("unexpected address {at}"),
+        };
+        Ok(Daemon { child, addr })
+    }
+
+    fn client(&self) -> Client {
+        Client {
+            addr: self.addr.clone(),
+            token: None,
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (at most 20 s).
+    fn stop(mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "chaos serve exited with {status}");
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chaos serve still running 20 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One answer.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+/// A hand-written HTTP/1.1 client: one connection per request, `Connection: close`.
+#[derive(Clone)]
+struct Client {
+    addr: Addr,
+    token: Option<String>,
+}
+
+impl Client {
+    fn with_token(&self, token: &str) -> Client {
+        Client {
+            addr: self.addr.clone(),
+            token: Some(token.to_owned()),
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if let Some(t) = &self.token {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut raw = Vec::new();
+        let mut exchange = |s: &mut dyn ReadWrite| {
+            s.write_all(head.as_bytes()).expect("sending");
+            // A body over the limit may be refused before it is all read: keep the answer.
+            let _ = s.write_all(body);
+            let _ = s.read_to_end(&mut raw);
+        };
+        match &self.addr {
+            Addr::Unix(p) => exchange(&mut UnixStream::connect(p).expect("connecting")),
+            Addr::Tcp(a) => exchange(&mut TcpStream::connect(a).expect("connecting")),
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (headers, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no answer to {method} {path}: {text:?}"));
+        let status = headers
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line: {headers}"));
+        let body = if headers
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Reply {
+            status,
+            headers: headers.to_owned(),
+            body,
+        }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, b"")
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request("POST", path, body.to_string().as_bytes())
+    }
+
+    fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, b"")
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// A chunked body's data.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// A `net loss` spec on host A's veth, as `chaos inject spec` takes it.
+fn loss_spec(d: &Drill, percent: f64, duration: &str) -> Value {
+    json!({
+        "kind": "net",
+        "action": "loss",
+        "percent": percent,
+        "interface": d.world.a.ifname,
+        "netns": d.world.a.ns.name(),
+        "direction": "egress",
+        "duration": duration,
+    })
+}
+
+/// Faults armed through the API, recovered through the CLI if the test fails first.
+struct Armed<'a>(&'a Chaos, Vec<String>);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        for id in &self.1 {
+            let _ = self.0.recover(id);
+        }
+    }
+}
+
+/// The unix socket end to end: health, probe, arm, status, list, metrics, recover, 404s, bad
+/// specs, body limit, the socket's mode and life.
+#[test]
+fn unix_socket_end_to_end() {
+    let d = skip_on_err!(Drill::new("any"));
+    let dir = TempDir::new("daemon-unix");
+    let sock = dir.0.join("chaos.sock");
+    let sock_s = sock.to_str().unwrap();
+    let daemon = Daemon::start(&d.chaos, &["--socket", sock_s]);
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    let c = daemon.client();
+
+    let r = c.get("/healthz");
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    let r = c.get("/v1/probe");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["probe"]["kernel"].is_string(), "{}", r.body);
+    assert!(r.json()["faults"].is_array(), "{}", r.body);
+    let r = c.get("/v1/openapi.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["openapi"], "3.1.0");
+
+    // Another daemon on the same socket is refused while this one listens.
+    let second = Daemon::try_start(&d.chaos, &["--socket", sock_s]);
+    let err = second
+        .err()
+        .expect("a second daemon on the same socket must be refused");
+    assert!(err.contains("another daemon"), "{err}");
+    assert_eq!(c.get("/healthz").status, 200, "the first still answers");
+
+    assert_eq!(d.send_v4(300), 300, "no loss before the fault");
+    let t = Instant::now();
+    let r = c.post("/v1/faults", &loss_spec(&d, 100.0, "60s"));
+    println!(
+        "POST /v1/faults: {} in {:?}: {}",
+        r.status,
+        t.elapsed(),
+        r.body
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let armed = r.json();
+    let id = armed["id"].as_str().expect("id").to_owned();
+    let mut guard = Armed(&d.chaos, vec![id.clone()]);
+    assert!(armed["strategy"].is_string() && armed["deadline_unix_ms"].is_u64());
+    assert_eq!(d.send_v4(300), 0, "all dropped while armed");
+
+    let r = c.get(&format!("/v1/faults/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let status = r.json();
+    assert_eq!(status["id"], id.as_str());
+    assert_eq!(status["strategy"], armed["strategy"]);
+    assert_eq!(status["expired"], false);
+    let acted = status["counters"]["acted"].as_u64().expect("acted");
+    assert!(acted >= 300, "acted {acted}");
+    // The same document as `chaos status --json` (but for the time left and the counters,
+    // which move).
+    let mut cli = d.chaos.status(&id).expect("chaos status");
+    let mut api = status.clone();
+    for v in [&mut cli, &mut api] {
+        v.as_object_mut().unwrap().remove("remaining_ms");
+        v.as_object_mut().unwrap().remove("counters");
+    }
+    assert_eq!(api, cli, "GET /v1/faults/ID is chaos status --json");
+
+    let r = c.get("/v1/faults");
+    assert_eq!(r.status, 200);
+    let list = r.json();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+
+    let r = c.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        r.headers
+    );
+    println!("/metrics:\n{}", r.body);
+    assert!(r.body.contains("\nchaos_faults_active 1\n"), "{}", r.body);
+    let prefix = format!(
+        "chaos_fault_acted_total{{id=\"{id}\",kind=\"net loss\",strategy=\"{}\"}} ",
+        armed["strategy"].as_str().unwrap()
+    );
+    let line = r
+        .body
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {}", r.body));
+    let n: u64 = line[prefix.len()..].parse().expect("a count");
+    assert!(n >= 300, "{line}");
+
+    let r = c.delete(&format!("/v1/faults/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["faults"], json!([id]));
+    guard.1.clear();
+    assert_eq!(d.send_v4(300), 300, "recovered");
+    let r = c.delete(&format!("/v1/faults/{id}"));
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains(&id));
+    assert_eq!(c.get(&format!("/v1/faults/{id}")).status, 404);
+    assert_eq!(c.get("/v1/faults/..%2Fx").status, 404);
+    assert_eq!(c.get("/v1/nothing").status, 404);
+    let r = c.request("PUT", "/v1/faults", b"{}");
+    assert_eq!(r.status, 405, "{}", r.body);
+    assert!(r.json()["error"].is_string(), "{}", r.body);
+    assert!(c.get("/metrics").body.contains("\nchaos_faults_active 0\n"));
+
+    // Bad specs: 400 naming the field, nothing armed.
+    let mut bad = loss_spec(&d, 150.0, "60s");
+    let r = c.post("/v1/faults", &bad);
+    println!("percent 150: {} {}", r.status, r.body);
+    assert_eq!(
+        (r.status, r.json()["field"].clone()),
+        (400, json!("percent")),
+        "{}",
+        r.body
+    );
+    bad["percent"] = json!(30);
+    bad["percnt"] = json!(30);
+    let r = c.post("/v1/faults", &bad);
+    println!("unknown field: {} {}", r.status, r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["field"], "percnt", "{}", r.body);
+    let r = c.request("POST", "/v1/faults", b"{\"kind\": ");
+    println!("truncated JSON: {} {}", r.status, r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["field"].is_string(), "{}", r.body);
+    let r = c.post("/v1/faults", &json!({"kind": "net", "action": "loss", "percent": 10, "interface": "chaos-none0", "duration": "10s"}));
+    println!("missing interface: {} {}", r.status, r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let big = vec![b' '; 65 * 1024];
+    let r = c.request("POST", "/v1/faults", &big);
+    println!("65 KiB body: {} {}", r.status, r.body);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.json()["error"].is_string());
+    let r = c.get("/v1/faults");
+    assert_eq!(r.json(), json!([]), "nothing armed by the bad specs");
+
+    // A daemon killed -9 leaves its socket; the next one replaces it. SIGTERM removes it.
+    daemon.kill9();
+    assert!(sock.exists(), "a killed daemon cannot remove its socket");
+    let daemon = Daemon::start(&d.chaos, &["--socket", sock_s]);
+    assert_eq!(daemon.client().get("/healthz").status, 200);
+    daemon.stop();
+    assert!(!sock.exists(), "SIGTERM removes the socket");
+
+    assert_eq!(d.chaos.list().expect("list"), json!([]));
+    d.assert_clean();
+}
+
+/// TCP needs a token: refused to start without one; 401 without or with a wrong one, 200 with
+/// it; /healthz open.
+#[test]
+fn tcp_needs_a_token() {
+    skip_on_err!(require_root());
+    let chaos = skip_on_err!(Chaos::from_env());
+    let dir = TempDir::new("daemon-tcp");
+    let refused = Daemon::try_start(&chaos, &["--listen", "127.0.0.1:0"]);
+    let err = refused
+        .err()
+        .expect("--listen without a token must be refused");
+    assert!(err.contains("token"), "{err}");
+
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, "correct-horse-battery-staple\n").unwrap();
+    let daemon = Daemon::start(
+        &chaos,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let c = daemon.client();
+    let r = c.get("/v1/faults");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("token"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        c.with_token("correct-horse-battery-stapl")
+            .get("/v1/faults")
+            .status,
+        401
+    );
+    assert_eq!(c.with_token("wrong").get("/metrics").status, 401);
+    assert_eq!(
+        c.post("/v1/faults", &json!({})).status,
+        401,
+        "no token: not even parsed"
+    );
+    let r = c
+        .with_token("correct-horse-battery-staple")
+        .get("/v1/faults");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json().is_array());
+    assert_eq!(c.get("/healthz").status, 200, "/healthz needs no token");
+    daemon.stop();
+
+    // CHAOS_TOKEN instead of a file.
+    let daemon = Daemon::start(
+        &chaos.env("CHAOS_TOKEN", "from-env"),
+        &["--listen", "127.0.0.1:0"],
+    );
+    let c = daemon.client();
+    assert_eq!(c.get("/v1/probe").status, 401);
+    assert_eq!(c.with_token("from-env").get("/v1/probe").status, 200);
+    daemon.stop();
+}
+
+/// 50 clients at once each arm a fault and recover it, four times over (200 cycles): every
+/// request succeeds and nothing is left (no fault listed, the oracle finds the world as before).
+#[test]
+fn concurrent_cycles_leak_nothing() {
+    const CLIENTS: usize = 50;
+    const CYCLES: usize = 4;
+    let d = skip_on_err!(Drill::new("any"));
+    let dir = TempDir::new("daemon-conc");
+    let sock = dir.0.join("chaos.sock");
+    let daemon = Daemon::start(&d.chaos, &["--socket", sock.to_str().unwrap()]);
+    let c = daemon.client();
+    let spec = loss_spec(&d, 50.0, "120s");
+    let start = Instant::now();
+    let times: Vec<(Duration, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let c = c.clone();
+                let spec = spec.clone();
+                s.spawn(move || {
+                    let (mut arm, mut recover) = (Duration::ZERO, Duration::ZERO);
+                    for _ in 0..CYCLES {
+                        let t = Instant::now();
+                        let r = c.post("/v1/faults", &spec);
+                        arm = arm.max(t.elapsed());
+                        assert_eq!(r.status, 201, "{}", r.body);
+                        let id = r.json()["id"].as_str().unwrap().to_owned();
+                        let t = Instant::now();
+                        let r = c.delete(&format!("/v1/faults/{id}"));
+                        recover = recover.max(t.elapsed());
+                        assert_eq!(r.status, 200, "{}", r.body);
+                        assert_eq!(r.json()["faults"], json!([id]));
+                    }
+                    (arm, recover)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    // Recover whatever the failed clients left before failing the test.
+                    let _ = d.chaos.recover_all();
+                    panic!("a client failed")
+                })
+            })
+            .collect()
+    });
+    let max_arm = times.iter().map(|t| t.0).max().unwrap();
+    let max_rec = times.iter().map(|t| t.1).max().unwrap();
+    println!(
+        "{CLIENTS} clients x {CYCLES} arm+recover cycles in {:?} (slowest arm {max_arm:?}, slowest \
+         recover {max_rec:?})",
+        start.elapsed()
+    );
+    assert_eq!(c.get("/v1/faults").json(), json!([]));
+    assert!(c.get("/metrics").body.contains("\nchaos_faults_active 0\n"));
+    daemon.stop();
+    assert!(!Path::new(&sock).exists());
+    assert_eq!(d.chaos.list().expect("list"), json!([]));
+    assert_eq!(d.send_v4(300), 300, "no loss left");
+    d.assert_clean();
+}
+
+/// A daemon killed with -9 while a fault is armed leaves the fault to its in-kernel deadline;
+/// the next daemon started with --recover-on-start recovers it before serving.
+#[test]
+fn recover_on_start_after_kill() {
+    let d = skip_on_err!(Drill::new("any"));
+    let dir = TempDir::new("daemon-kill");
+    let sock = dir.0.join("chaos.sock");
+    let sock_s = sock.to_str().unwrap();
+    let daemon = Daemon::start(&d.chaos, &["--socket", sock_s]);
+    let r = daemon
+        .client()
+        .post("/v1/faults", &loss_spec(&d, 100.0, "120s"));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let _guard = Armed(&d.chaos, vec![id.clone()]);
+    daemon.kill9();
+    assert_eq!(d.send_v4(300), 0, "the fault outlives the killed daemon");
+    assert_eq!(d.chaos.status(&id).expect("status")["id"], id.as_str());
+
+    // Without the flag, a restarted daemon leaves it (it has not expired).
+    let daemon = Daemon::start(&d.chaos, &["--socket", sock_s]);
+    assert_eq!(
+        daemon.client().get("/v1/faults").json()[0]["id"],
+        id.as_str()
+    );
+    daemon.stop();
+
+    let daemon = Daemon::start(&d.chaos, &["--socket", sock_s, "--recover-on-start"]);
+    assert_eq!(daemon.client().get("/v1/faults").json(), json!([]));
+    assert_eq!(d.send_v4(300), 300, "recovered at start");
+    daemon.stop();
+    assert!(!sock.exists());
+    d.assert_clean();
+}

@@ -1,0 +1,69 @@
+//! `chaos serve`.
+
+use std::{process::ExitCode, sync::Arc};
+
+use chaos_user::{
+    Injector,
+    daemon::{self, Listen, auth::Token},
+};
+
+/// Arguments of `chaos serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The unix socket to listen on (mode 0600). Not with --listen.
+    #[arg(long, conflicts_with = "listen", default_value = daemon::DEFAULT_SOCKET)]
+    socket: String,
+    /// Listen on TCP at ADDR (host:port) instead, with a bearer token from --token-file or
+    /// CHAOS_TOKEN.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The file holding the bearer token TCP clients must send.
+    #[arg(long, requires = "listen")]
+    token_file: Option<String>,
+    /// Recover every fault (and every trace) left by earlier runs before serving.
+    #[arg(long)]
+    recover_on_start: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let listen = match args.listen {
+        Some(addr) => {
+            let token = match (args.token_file, std::env::var("CHAOS_TOKEN")) {
+                (Some(file), _) => Token::from_file(&file)?,
+                (None, Ok(t)) => Token::new(&t)?,
+                (None, Err(_)) => anyhow::bail!(
+                    "--listen needs a bearer token: give --token-file FILE or set CHAOS_TOKEN"
+                ),
+            };
+            Listen::Tcp { addr, token }
+        }
+        None => Listen::Unix(args.socket.into()),
+    };
+    let injector = Injector::new()?;
+    if args.recover_on_start {
+        let out = injector.recover_all()?;
+        eprintln!(
+            "recovered {} fault(s) left by earlier runs{}",
+            out.faults.len(),
+            if out.faults.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", out.faults.join(", "))
+            }
+        );
+    } else {
+        // Faults past their deadline no longer act; remove what is left of them.
+        injector.reap_expired()?;
+    }
+    let injector = Arc::new(injector);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let bound = daemon::bind(listen)?;
+        // One line on stdout, for whoever started the daemon (the port when given port 0).
+        println!("listening on {}", bound.describe());
+        daemon::serve(injector, bound, daemon::signalled()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -173,11 +173,22 @@ impl Client {
         }
     }
 
-    /// Sends one request and reads the whole answer.
+    /// Sends one request with a JSON body and reads the whole answer.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        self.request_with_type(method, path, "application/json", body)
+    }
+
+    /// Sends one request whose body is of `content_type` and reads the whole answer.
+    pub fn request_with_type(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Reply {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n",
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         );
         if let Some(t) = &self.token {

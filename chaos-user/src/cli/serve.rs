@@ -20,6 +20,10 @@ pub struct Args {
     /// The file holding the bearer token TCP clients must send.
     #[arg(long, requires = "listen")]
     token_file: Option<String>,
+    /// Also write each drill's report to DIR/ID/report.{json,html} (they are served at
+    /// /v1/experiments/ID/report either way).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<std::path::PathBuf>,
     /// Recover every fault (and every trace) left by earlier runs before serving.
     #[arg(long)]
     recover_on_start: bool,
@@ -56,6 +60,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         injector.reap_expired()?;
     }
     let injector = Arc::new(injector);
+    // The traffic workers of drills are this binary (`chaos __traffic-worker`).
+    let worker_exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("finding the chaos binary (it runs drills' traffic): {e}"))?;
+    let experiments = Arc::new(daemon::experiments::Experiments::new(
+        injector.clone(),
+        worker_exe,
+        args.report_dir,
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -63,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let bound = daemon::bind(listen)?;
         // One line on stdout, for whoever started the daemon (the port when given port 0).
         println!("listening on {}", bound.describe());
-        daemon::serve(injector, bound, daemon::signalled()).await
+        daemon::serve(injector, experiments, bound, daemon::signalled()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

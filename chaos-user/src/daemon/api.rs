@@ -6,12 +6,19 @@
 //! | `GET /v1/faults` | [`Status`] list, as `chaos list --json` |
 //! | `GET /v1/faults/{id}` | [`Status`], as `chaos status ID --json` |
 //! | `DELETE /v1/faults/{id}` | [`Recovered`], as `chaos recover ID --json` |
+//! | `POST /v1/experiments` | 202 [`ExperimentStatus`]: the drill is validated and started |
+//! | `GET /v1/experiments` | every drill, without events |
+//! | `GET /v1/experiments/{id}` | [`ExperimentStatus`]: phase, events, last second, verdict |
+//! | `GET /v1/experiments/{id}/report` | the report (`chaos.report/v1`), 409 while it runs |
+//! | `GET /v1/experiments/{id}/report.html` | the report's page |
+//! | `DELETE /v1/experiments/{id}` | aborts a running drill, forgets a finished one |
 //! | `GET /v1/probe` | the probe report and strategy table, as `chaos probe --json` |
 //! | `GET /v1/openapi.json` | the OpenAPI document |
 //! | `GET /healthz` | `{"status": "ok"}` |
 //! | `GET /metrics` | Prometheus text ([`super::metrics`]) |
 //!
-//! Errors are `{"error": "...", "field": "..."}` ([`ErrorBody`]).
+//! Errors are `{"error": "...", "field": "..."}` ([`ErrorBody`]); an experiment spec with
+//! several errors lists each in `errors`.
 
 use std::sync::Arc;
 
@@ -26,10 +33,14 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{BODY_LIMIT, auth, metrics, openapi};
+use super::{
+    BODY_LIMIT, auth,
+    experiments::{ExperimentStatus, Experiments, StartError},
+    metrics, openapi,
+};
 #[cfg(doc)]
 use crate::{Armed, Recovered, Status};
-use crate::{Error, Injector, spec, strategy};
+use crate::{Error, Injector, experiment, spec, strategy};
 
 /// The body of every error answer.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -39,6 +50,10 @@ pub struct ErrorBody {
     /// The spec field at fault, for bad input (`percent`, `dst[1]`, `spec` for the whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every error, when there are several (an experiment spec): each with its own field path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(no_recursion)]
+    pub errors: Vec<ErrorBody>,
 }
 
 /// An error answer: a status and its body.
@@ -71,6 +86,7 @@ impl From<Error> for ApiError {
             body: ErrorBody {
                 error: e.to_string(),
                 field: e.field().map(str::to_owned),
+                errors: Vec::new(),
             },
         }
     }
@@ -83,6 +99,7 @@ impl ApiError {
             body: ErrorBody {
                 error: error.into(),
                 field: None,
+                errors: Vec::new(),
             },
         }
     }
@@ -109,8 +126,28 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// The router for `injector`; with a token, every route but `/healthz` requires it.
-pub fn router(injector: Arc<Injector>, token: Option<auth::Token>) -> Router {
+/// The router for `injector` and the drills of `experiments`; with a token, every route but
+/// `/healthz` requires it.
+pub fn router(
+    injector: Arc<Injector>,
+    experiments: Arc<Experiments>,
+    token: Option<auth::Token>,
+) -> Router {
+    let drills = Router::new()
+        .route(
+            "/v1/experiments",
+            get(list_experiments).post(create_experiment),
+        )
+        .route(
+            "/v1/experiments/{id}",
+            get(get_experiment).delete(delete_experiment),
+        )
+        .route("/v1/experiments/{id}/report", get(experiment_report))
+        .route(
+            "/v1/experiments/{id}/report.html",
+            get(experiment_report_html),
+        )
+        .with_state(experiments);
     let r = Router::new()
         .route("/v1/faults", get(list_faults).post(create_fault))
         .route("/v1/faults/{id}", get(get_fault).delete(delete_fault))
@@ -120,8 +157,9 @@ pub fn router(injector: Arc<Injector>, token: Option<auth::Token>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(injector);
+        .with_state(injector)
+        .merge(drills)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
     match token {
         Some(t) => r.layer(middleware::from_fn_with_state(t, auth::require)),
         None => r,
@@ -204,6 +242,215 @@ pub async fn delete_fault(
 ) -> Result<Response, ApiError> {
     let out = blocking(&injector, move |i| i.recover(&id)).await?;
     Ok(Json(out).into_response())
+}
+
+/// Start a drill: the body is an experiment spec (`docs/experiments.md`), as JSON, or as YAML
+/// or TOML with that `Content-Type`.
+#[utoipa::path(
+    post, path = "/v1/experiments", tag = "experiments",
+    request_body(content = openapi::ExperimentSpecDoc, description = "The experiment, as `chaos run` reads it from a file: JSON, or YAML or TOML sent with `Content-Type: application/yaml` or `application/toml`", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Validated and started; follow it at /v1/experiments/{id}", body = openapi::ExperimentStatusDoc),
+        (status = 400, description = "The spec is invalid: `errors` lists every error with its field path", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 429, description = "Too many drills are running", body = ErrorBody),
+        (status = 503, description = "The daemon is stopping", body = ErrorBody),
+    )
+)]
+pub async fn create_experiment(
+    State(experiments): State<Arc<Experiments>>,
+    headers: header::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        ApiError::from(Error::InvalidField {
+            field: "experiment".into(),
+            problem: format!("the body is not UTF-8 ({e})"),
+            fix: "send the experiment as JSON, YAML or TOML".into(),
+        })
+    })?;
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let parsed = if kind.contains("yaml") {
+        experiment::from_yaml(text)
+    } else if kind.contains("toml") {
+        experiment::from_toml(text)
+    } else {
+        experiment::from_json(text)
+    };
+    let started = match parsed {
+        Ok(spec) => {
+            let exps = experiments.clone();
+            tokio::task::spawn_blocking(move || exps.start(spec))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker: {e}"))
+                })?
+        }
+        Err(errors) => Err(StartError::Spec(errors)),
+    };
+    match started {
+        Ok(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),
+        Err(StartError::Spec(errors)) => Err(spec_errors(errors)),
+        Err(StartError::Busy) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} drills are running, the most this daemon runs at once; wait for one to end \
+                 or DELETE /v1/experiments/ID",
+                super::experiments::MAX_RUNNING
+            ),
+        )),
+        Err(StartError::Closed) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping",
+        )),
+        Err(StartError::Spawn(e)) => Err(e.into()),
+    }
+}
+
+/// An experiment spec's errors: the first as the answer's `error` and `field`, all in `errors`.
+fn spec_errors(errors: experiment::SpecErrors) -> ApiError {
+    let mut all: Vec<ErrorBody> = errors
+        .0
+        .into_iter()
+        .map(|e| ApiError::from(e).body)
+        .collect();
+    let mut body = if all.is_empty() {
+        ErrorBody {
+            error: "the experiment is invalid".into(),
+            field: None,
+            errors: Vec::new(),
+        }
+    } else {
+        all[0].clone()
+    };
+    if all.len() > 1 {
+        body.error = format!(
+            "{} (and {} more errors, in `errors`)",
+            body.error,
+            all.len() - 1
+        );
+        body.errors = std::mem::take(&mut all);
+    }
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        body,
+    }
+}
+
+/// Every drill this daemon ran or runs, oldest first, without their events.
+#[utoipa::path(
+    get, path = "/v1/experiments", tag = "experiments",
+    responses((status = 200, description = "The drills", body = [openapi::ExperimentStatusDoc]))
+)]
+pub async fn list_experiments(State(experiments): State<Arc<Experiments>>) -> Response {
+    Json(experiments.list()).into_response()
+}
+
+/// One drill: its phase, events, last second and, once over, its verdict.
+#[utoipa::path(
+    get, path = "/v1/experiments/{id}", tag = "experiments",
+    params(("id" = String, Path, description = "Drill id")),
+    responses(
+        (status = 200, description = "The drill", body = openapi::ExperimentStatusDoc),
+        (status = 404, description = "No such drill", body = ErrorBody),
+    )
+)]
+pub async fn get_experiment(
+    State(experiments): State<Arc<Experiments>>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentStatus>, ApiError> {
+    experiments.get(&id).map(Json).ok_or_else(|| no_drill(&id))
+}
+
+/// Abort a running drill (it is recovered and reported, with verdict `aborted`), or forget a
+/// finished one.
+#[utoipa::path(
+    delete, path = "/v1/experiments/{id}", tag = "experiments",
+    params(("id" = String, Path, description = "Drill id")),
+    responses(
+        (status = 202, description = "Abort requested; the drill recovers and reports", body = openapi::ExperimentStatusDoc),
+        (status = 200, description = "The finished drill is forgotten", body = openapi::ExperimentStatusDoc),
+        (status = 404, description = "No such drill", body = ErrorBody),
+    )
+)]
+pub async fn delete_experiment(
+    State(experiments): State<Arc<Experiments>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let status = experiments
+        .abort_or_forget(&id)
+        .ok_or_else(|| no_drill(&id))?;
+    let code = match status.state {
+        super::experiments::RunState::Running => StatusCode::ACCEPTED,
+        super::experiments::RunState::Done => StatusCode::OK,
+    };
+    Ok((code, Json(status)).into_response())
+}
+
+/// A finished drill's report, `chaos.report/v1` as `report.json` holds it.
+#[utoipa::path(
+    get, path = "/v1/experiments/{id}/report", tag = "experiments",
+    params(("id" = String, Path, description = "Drill id")),
+    responses(
+        (status = 200, description = "The report (docs/experiments.md)", body = Object),
+        (status = 404, description = "No such drill", body = ErrorBody),
+        (status = 409, description = "The drill is still running", body = ErrorBody),
+    )
+)]
+pub async fn experiment_report(
+    State(experiments): State<Arc<Experiments>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = finished_report(&experiments, &id)?;
+    Ok(Json(&*report).into_response())
+}
+
+/// A finished drill's report as one self-contained HTML page.
+#[utoipa::path(
+    get, path = "/v1/experiments/{id}/report.html", tag = "experiments",
+    params(("id" = String, Path, description = "Drill id")),
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 404, description = "No such drill", body = ErrorBody),
+        (status = 409, description = "The drill is still running", body = ErrorBody),
+    )
+)]
+pub async fn experiment_report_html(
+    State(experiments): State<Arc<Experiments>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let report = finished_report(&experiments, &id)?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        experiment::html::render(&report),
+    )
+        .into_response())
+}
+
+fn finished_report(
+    experiments: &Experiments,
+    id: &str,
+) -> Result<Arc<experiment::report::Report>, ApiError> {
+    match experiments.report(id) {
+        None => Err(no_drill(id)),
+        Some(None) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("drill {id} is still running; its report is ready when `state` is done"),
+        )),
+        Some(Some(r)) => Ok(r),
+    }
+}
+
+fn no_drill(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no drill with id {id}; GET /v1/experiments lists them"),
+    )
 }
 
 /// What the kernel allows, and which strategy serves each fault kind (the daemon's probe, made

@@ -88,6 +88,7 @@ pub async fn require(State(token): State<Token>, req: Request, next: Next) -> Re
         axum::Json(ErrorBody {
             error: "missing or wrong bearer token; send `Authorization: Bearer <token>`".into(),
             field: None,
+            errors: Vec::new(),
         }),
     )
         .into_response()

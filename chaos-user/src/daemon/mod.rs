@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod experiments;
 pub mod metrics;
 pub mod openapi;
 
@@ -148,28 +149,29 @@ fn bind_unix(path: &Path) -> Result<Bound> {
     Ok(Bound::Unix(l, file))
 }
 
-/// Serves the API on `bound` until `shutdown` completes, then finishes the requests in flight
-/// and removes the socket file.
+/// Serves the API on `bound` until `shutdown` completes, then finishes the requests in flight,
+/// aborts the drills still running and waits for their recovery, and removes the socket file.
 pub async fn serve(
     injector: Arc<Injector>,
+    experiments: Arc<experiments::Experiments>,
     bound: Bound,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    match bound {
+    let r = match bound {
         Bound::Unix(l, file) => {
-            let app = api::router(injector, None);
+            let app = api::router(injector, experiments.clone(), None);
             let r = axum::serve(l, app).with_graceful_shutdown(shutdown).await;
             drop(file);
-            r.ctx(|| "serving the API")
+            r
         }
         Bound::Tcp(l, token) => {
-            let app = api::router(injector, Some(token));
-            axum::serve(l, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .ctx(|| "serving the API")
+            let app = api::router(injector, experiments.clone(), Some(token));
+            axum::serve(l, app).with_graceful_shutdown(shutdown).await
         }
-    }
+    };
+    let drills = experiments.clone();
+    let _ = tokio::task::spawn_blocking(move || drills.shutdown()).await;
+    r.ctx(|| "serving the API")
 }
 
 /// Completes on the first SIGINT or SIGTERM.

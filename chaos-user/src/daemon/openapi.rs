@@ -27,7 +27,7 @@ use super::api;
 #[openapi(
     info(
         title = "chaos",
-        description = "The chaos fault injector's daemon (`chaos serve`): arm, list, inspect and recover faults. Over TCP every route but /healthz needs `Authorization: Bearer <token>`.",
+        description = "The chaos fault injector's daemon (`chaos serve`): arm, list, inspect and recover faults; run drills and fetch their reports. Over TCP every route but /healthz needs `Authorization: Bearer <token>`.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -35,6 +35,12 @@ use super::api;
         api::list_faults,
         api::get_fault,
         api::delete_fault,
+        api::create_experiment,
+        api::list_experiments,
+        api::get_experiment,
+        api::delete_experiment,
+        api::experiment_report,
+        api::experiment_report_html,
         api::probe,
         api::healthz,
         api::metrics,
@@ -179,6 +185,76 @@ pub struct StatusDoc {
     block: Option<serde_json::Value>,
 }
 
+/// `POST /v1/experiments`'s body: an experiment, as `chaos run` reads it.
+pub struct ExperimentSpecDoc;
+
+impl PartialSchema for ExperimentSpecDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "An experiment (docs/experiments.md): name, target, probes, admission, traffic, \
+                 baseline, duration, faults (each a FaultSpec with its window), expect, \
+                 recovery, abort. Every error is reported with its field path.",
+            ))
+            .property("name", ObjectBuilder::new().schema_type(Type::String))
+            .required("name")
+            .property(
+                "duration",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("Length of the fault phase, e.g. 2m")),
+            )
+            .required("duration")
+            .property(
+                "faults",
+                ObjectBuilder::new()
+                    .schema_type(Type::Array)
+                    .description(Some("Each: name, fault (a FaultSpec), start, duration")),
+            )
+            .required("faults")
+            .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(true)))
+            .into()
+    }
+}
+
+impl ToSchema for ExperimentSpecDoc {
+    fn name() -> Cow<'static, str> {
+        "ExperimentSpec".into()
+    }
+}
+
+/// A drill run by the daemon ([`super::experiments::ExperimentStatus`]).
+#[derive(utoipa::ToSchema)]
+#[schema(as = ExperimentStatus)]
+#[expect(dead_code, reason = "a schema only: the answers are ExperimentStatus")]
+pub struct ExperimentStatusDoc {
+    /// Its id.
+    id: String,
+    /// The spec's name.
+    name: String,
+    /// `running` or `done`.
+    state: String,
+    /// When it was started, ms since the epoch.
+    started_unix_ms: u64,
+    /// The phase running: admission, traffic, inject, recover, verify, report.
+    phase: Option<String>,
+    /// Asked to abort.
+    abort_requested: bool,
+    /// Once done: passed, failed, aborted, refused.
+    verdict: Option<String>,
+    /// Once done, unless passed: the first cause.
+    reason: Option<String>,
+    /// What happened so far, oldest first: objects tagged by `event` (phase_start, check,
+    /// armed, ended, abort, recovered, ...), as `chaos run --json` prints them.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// The last second's figures.
+    #[schema(value_type = Option<Object>)]
+    last_second: Option<serde_json::Value>,
+    /// Where the report is, once done.
+    report: Option<String>,
+}
+
 /// `chaos probe --json`.
 #[derive(utoipa::ToSchema)]
 #[schema(as = Probe)]
@@ -267,10 +343,29 @@ mod tests {
         assert_eq!(
             keys(api::ErrorBody {
                 error: "e".into(),
-                field: Some("f".into())
+                field: Some("f".into()),
+                errors: vec![api::ErrorBody {
+                    error: "e".into(),
+                    field: None,
+                    errors: Vec::new(),
+                }],
             }),
             properties("ErrorBody")
         );
+        let drill = super::super::experiments::ExperimentStatus {
+            id: "x-1".into(),
+            name: "n".into(),
+            state: super::super::experiments::RunState::Running,
+            started_unix_ms: 0,
+            phase: None,
+            abort_requested: false,
+            verdict: None,
+            reason: None,
+            events: Vec::new(),
+            last_second: None,
+            report: None,
+        };
+        assert_eq!(keys(&drill), properties("ExperimentStatus"));
     }
 
     #[test]
@@ -279,6 +374,10 @@ mod tests {
         for p in [
             "/v1/faults",
             "/v1/faults/{id}",
+            "/v1/experiments",
+            "/v1/experiments/{id}",
+            "/v1/experiments/{id}/report",
+            "/v1/experiments/{id}/report.html",
             "/v1/probe",
             "/healthz",
             "/metrics",

@@ -193,10 +193,7 @@ fn a_drill_with_errors_is_refused_with_each_one() {
         .iter()
         .filter_map(|e| e["field"].as_str())
         .collect();
-    assert!(
-        fields == ["expect[0].during", "expect[1].fault"],
-        "{body}"
-    );
+    assert!(fields == ["expect[0].during", "expect[1].fault"], "{body}");
     assert_eq!(body["field"], body["errors"][0]["field"]);
     // Not even parsed: the field is the body's.
     let r = c.request("POST", "/v1/experiments", b"{not json");

@@ -85,7 +85,7 @@ fn read_fault(arg: &str) -> Result<FaultSpec, Box<dyn Error>> {
     } else {
         arg.to_owned()
     };
-    if text.trim_start().starts_with('{') {
+    if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
         return Ok(chaos_user::spec::from_json(&text)?);
     }
     let value: serde_json::Value = serde_norway::from_str(&text)?;

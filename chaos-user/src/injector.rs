@@ -1,7 +1,12 @@
-//! The injector: probes once, then arms, lists, reports on and recovers faults. The CLI, the
-//! daemon and library users all go through it.
+//! The injector: probes once, then arms, lists, reports on and recovers faults, and runs whole
+//! drills. The CLI, the daemon and library users all go through it.
 
-use std::time::Duration;
+use std::{
+    borrow::Borrow,
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use chaos_common::net::NetCounters;
 use serde::Serialize;
@@ -11,17 +16,29 @@ use crate::{
     clock::{boot_ns, unix_ms},
     ebpf,
     error::{Error, Result},
+    experiment::{
+        ExperimentSpec, SpecErrors,
+        progress::{Progress, Silent},
+        report::Report,
+        runner,
+    },
+    fault_guard::FaultGuard,
     plan::{self, DiskPlan, IoEffect, PlannedFault},
     privilege,
-    probe::{self, Report},
+    probe::{self, Report as ProbeReport},
     spec::FaultSpec,
     store::{BlockArmed, FaultRecord, FaultState, Store},
     strategy::{self, IoStrategy, Strategy, SyscallStrategy},
 };
 
-/// Arms and recovers faults.
+/// Arms and recovers faults, and runs drills.
+///
+/// Cloning is cheap (the probe's answer is shared, the store is a path): a clone is the same
+/// injector, which is how a [`FaultGuard`] keeps one. Every method that changes state takes the
+/// store's file lock, so clones, threads and other `chaos` processes can use it at once.
+#[derive(Clone, Debug)]
 pub struct Injector {
-    probe: Report,
+    probe: Arc<ProbeReport>,
     store: Store,
 }
 
@@ -127,7 +144,7 @@ impl Injector {
         privilege::check(privilege::INJECT)?;
         let store = Store::open_default()?;
         Ok(Injector {
-            probe: probe::cached(&store.probe_cache()),
+            probe: Arc::new(probe::cached(&store.probe_cache())),
             store,
         })
     }
@@ -137,18 +154,21 @@ impl Injector {
     pub fn without_probe() -> Result<Injector> {
         privilege::check(privilege::INJECT)?;
         Ok(Injector {
-            probe: Report::unprobed(),
+            probe: Arc::new(ProbeReport::unprobed()),
             store: Store::open_default()?,
         })
     }
 
     /// An injector with a given probe report and store (tests, daemons that probe once).
-    pub fn with(probe: Report, store: Store) -> Injector {
-        Injector { probe, store }
+    pub fn with(probe: ProbeReport, store: Store) -> Injector {
+        Injector {
+            probe: Arc::new(probe),
+            store,
+        }
     }
 
     /// What the kernel allows.
-    pub fn probe(&self) -> &Report {
+    pub fn probe(&self) -> &ProbeReport {
         &self.probe
     }
 
@@ -157,8 +177,21 @@ impl Injector {
         &self.store
     }
 
-    /// Validates, plans and arms `spec`. Either the fault is fully armed or nothing is left.
-    pub fn inject(&self, spec: &FaultSpec) -> Result<Armed> {
+    /// Validates, plans and arms `spec`, and returns a [`FaultGuard`] that recovers the fault
+    /// when it is dropped (also by a panic unwinding). Either the fault is fully armed or
+    /// nothing is left. `spec` may be a [`FaultSpec`] or a reference to one.
+    ///
+    /// [`FaultGuard::keep`] lets the fault run to its deadline instead, as
+    /// [`Injector::arm`] does.
+    pub fn inject(&self, spec: impl Borrow<FaultSpec>) -> Result<FaultGuard> {
+        let armed = self.arm(spec.borrow())?;
+        Ok(FaultGuard::new(self.clone(), armed))
+    }
+
+    /// Validates, plans and arms `spec`, which then lasts until its in-kernel deadline (or
+    /// [`Injector::recover`]), whatever becomes of this process: what `chaos inject` and the
+    /// daemon do. Either the fault is fully armed or nothing is left.
+    pub fn arm(&self, spec: &FaultSpec) -> Result<Armed> {
         let (plan, strategy) = self.admit(spec)?;
         // Reaped under a lock of its own: reaping the last faults removes the state directory
         // with its lock file, and a lock on a removed file excludes nobody after that.
@@ -224,7 +257,7 @@ impl Injector {
     }
 
     /// Validates and plans `spec`, chooses its strategy and makes the refusals due before
-    /// anything is recorded: what [`Injector::inject`] and [`Injector::dry_run`] share.
+    /// anything is recorded: what [`Injector::arm`] and [`Injector::dry_run`] share.
     fn admit(&self, spec: &FaultSpec) -> Result<(plan::Plan, Strategy)> {
         let plan = plan::plan(spec)?;
         let strategy = strategy::choose(&plan, &self.probe)?;
@@ -548,7 +581,105 @@ impl Injector {
     }
 }
 
-/// What [`Injector::inject`] would arm for a spec, as [`Injector::dry_run`] finds it.
+/// How [`Injector::run_with`] runs a drill. The default is what [`Injector::run`] uses: no
+/// report files, no progress output, no way to stop early, traffic workers started from the
+/// current executable.
+pub struct RunOptions {
+    /// Write `report.json` and `report.html` to this directory (made if missing); `None`: the
+    /// report is only returned.
+    pub report_dir: Option<PathBuf>,
+    /// Where the drill's events go as it runs ([`Silent`] by default;
+    /// [`JsonLines`](crate::experiment::progress::JsonLines) prints one JSON object a line).
+    pub progress: Box<dyn Progress>,
+    /// Set it (from a signal handler, another thread) to abort the drill: it is then recovered
+    /// and reported like any abort.
+    pub stop: Arc<AtomicBool>,
+    /// The program that runs the drill's traffic generators, started as `PROGRAM
+    /// __traffic-worker`: a `chaos` binary, or a program that calls
+    /// [`serve_traffic_worker`](crate::serve_traffic_worker) first thing in `main`. `None`: the
+    /// current executable. Not used by a drill without `traffic`.
+    pub worker_exe: Option<PathBuf>,
+    /// Where the spec came from (a file name), recorded in the report.
+    pub source: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            report_dir: None,
+            progress: Box::new(Silent),
+            stop: Arc::new(AtomicBool::new(false)),
+            worker_exe: None,
+            source: None,
+        }
+    }
+}
+
+impl Injector {
+    /// Runs drill `spec` as `chaos run` does (admission, traffic, faults, recovery, verdicts)
+    /// with the default [`RunOptions`], and returns its report, whatever the verdict. Blocks
+    /// for the drill's length. Every fault it armed is recovered before it returns.
+    ///
+    /// A spec that does not validate is refused before anything runs; see
+    /// [`Injector::run_with`].
+    pub fn run(&self, spec: &ExperimentSpec) -> Result<Report> {
+        self.run_with(spec, RunOptions::default())
+    }
+
+    /// [`Injector::run`] with options: a report directory, a progress sink, a stop flag, the
+    /// traffic worker's program.
+    ///
+    /// Errors: a spec that does not validate (one error as it is; several as one
+    /// [`Error::InvalidField`] listing them all; [`ExperimentSpec::validate`] gives them one by
+    /// one); the current executable not found; the report not written. A drill that fails,
+    /// is refused at admission or aborted is not an error: its report says so
+    /// ([`Report::verdict`]).
+    pub fn run_with(&self, spec: &ExperimentSpec, opts: RunOptions) -> Result<Report> {
+        spec.validate().map_err(spec_error)?;
+        let worker_exe = match opts.worker_exe {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| Error::io("finding the current executable (the traffic worker)", e))?,
+        };
+        let report = runner::run(
+            spec,
+            self,
+            runner::Options {
+                source: opts.source,
+                worker_exe,
+                stop: opts.stop,
+                progress: opts.progress,
+            },
+        )
+        .map_err(spec_error)?;
+        if let Some(dir) = &opts.report_dir {
+            crate::experiment::write_report(dir, &report)?;
+        }
+        Ok(report)
+    }
+}
+
+/// A drill's spec errors as one [`Error`]: the only one as it is, several listed in one.
+fn spec_error(errors: SpecErrors) -> Error {
+    let mut all = errors.0;
+    if all.len() == 1 {
+        return all.remove(0);
+    }
+    Error::InvalidField {
+        field: "experiment".into(),
+        problem: format!(
+            "{} errors: {}",
+            all.len(),
+            all.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+        fix: "ExperimentSpec::validate lists them one by one".into(),
+    }
+}
+
+/// What [`Injector::arm`] would arm for a spec, as [`Injector::dry_run`] finds it.
 #[derive(Clone, Debug, Serialize)]
 pub struct DryRun {
     /// The fault kind and action, e.g. `net loss`.
@@ -564,9 +695,9 @@ pub struct DryRun {
 }
 
 impl Injector {
-    /// Validates and plans `spec` and chooses its strategy, as [`Injector::inject`] does before
+    /// Validates and plans `spec` and chooses its strategy, as [`Injector::arm`] does before
     /// it arms, and says what would be armed. Arms nothing and writes nothing (no state file, no
-    /// BPF object loaded, no cgroup or qdisc touched); refuses what `inject` would refuse before
+    /// BPF object loaded, no cgroup or qdisc touched); refuses what `arm` would refuse before
     /// touching the kernel, with the same errors.
     pub fn dry_run(&self, spec: &FaultSpec) -> Result<DryRun> {
         let (plan, strategy) = self.admit(spec)?;

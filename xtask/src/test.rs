@@ -129,6 +129,14 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         ]);
     stages.command("clippy (ebpf)", clippy_ebpf);
 
+    // The library's documentation: no broken or private intra-doc links, no undocumented public
+    // item (`#![deny(missing_docs)]`). Its doc examples compile with the unit tests.
+    let mut doc = cargo();
+    doc.args(["doc", "--no-deps", "--package", "chaos-user"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .env("AYA_BUILD_SKIP", "1");
+    stages.command("doc", doc);
+
     Stages::banner("build");
     let start = Instant::now();
     let built = cargo::build_chaos().and_then(|chaos| Ok((chaos, cargo::build_bpf_tests()?)));

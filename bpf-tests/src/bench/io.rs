@@ -143,7 +143,7 @@ fn arm_error_rule(_store: &Store, device: &Device) -> Result<Box<dyn Any>> {
         duration: Some("10m".into()),
         ..Default::default()
     });
-    let armed = injector.inject(&spec)?;
+    let armed = injector.arm(&spec)?;
     Ok(Box::new(ErrorRule {
         injector,
         id: armed.id,

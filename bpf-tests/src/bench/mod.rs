@@ -434,7 +434,7 @@ impl<'a> Faults<'a> {
 
     /// Arms `spec` and keeps its id.
     pub fn arm(&mut self, spec: &FaultSpec) -> Result<Armed> {
-        let armed = patient(|| self.injector.inject(spec))?;
+        let armed = patient(|| self.injector.arm(spec))?;
         self.ids.push(armed.id.clone());
         Ok(armed)
     }

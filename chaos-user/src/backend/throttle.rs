@@ -9,7 +9,7 @@
 //! A limit that was there before is never loosened: where the fault asks for a key (say
 //! `wbps`) that already had a lower limit, the lower one stays. Keys the fault does not ask for
 //! are left alone. Limits are written with cgroups-rs; what it cannot say is written to the
-//! cgroup file directly (see [`write_limit`] and [`read_limits`]).
+//! cgroup file directly (see `write_limit` and `read_limits`).
 //!
 //! Throttles of one cgroup and device compose: each key gets the tightest of the armed faults'
 //! limits and of the limit that was there before chaos (so a hang, whose limits are the lowest

@@ -665,7 +665,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let armed = injector.inject(&spec)?;
+    let armed = injector.arm(&spec)?;
     if args.json {
         super::print_json(&armed)?;
     } else {

@@ -191,7 +191,7 @@ pub async fn create_fault(
         })
     })?;
     let spec = spec::from_json(text)?;
-    let armed = blocking(&injector, move |i| i.inject(&spec)).await?;
+    let armed = blocking(&injector, move |i| i.arm(&spec)).await?;
     Ok((StatusCode::CREATED, Json(armed)).into_response())
 }
 

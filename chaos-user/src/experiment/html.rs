@@ -1,6 +1,6 @@
 //! `report.html`: one self-contained page (inline CSS and SVG, no script, nothing loaded from
 //! elsewhere) that shows a drill's [`Report`]. The picture comes first: the verdict, then the
-//! timeline ([`chart`]); then the tables: expectations, faults, traffic, probes, recovery, abort,
+//! timeline (`chart`); then the tables: expectations, faults, traffic, probes, recovery, abort,
 //! leftovers, admission checks and phases. Every text from the report is escaped.
 
 mod chart;

@@ -580,7 +580,7 @@ impl Drill<'_> {
                 continue;
             }
             let name = f.name.clone();
-            match self.injector.inject(&self.faults[i].spec) {
+            match self.injector.arm(&self.faults[i].spec) {
                 Ok(armed) => {
                     let at = self.now();
                     self.slip_ms += at.saturating_sub(due);

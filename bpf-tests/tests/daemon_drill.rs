@@ -138,7 +138,7 @@ fn a_drill_posted_to_the_daemon_runs_and_reports() {
     assert_eq!(started["name"], "api-drill");
 
     // While it runs: its phase and events show, its report is not there yet.
-    let live = wait_for(&c, &id, Duration::from_secs(30), |s| has_event(s, "armed"));
+    let live = wait_for(&c, &id, Duration::from_secs(120), |s| has_event(s, "armed"));
     assert_eq!(live["state"], "running", "{live}");
     assert!(live["phase"].is_string(), "{live}");
     let early = c.get(&format!("/v1/experiments/{id}/report"));
@@ -147,7 +147,7 @@ fn a_drill_posted_to_the_daemon_runs_and_reports() {
     let faults = c.get("/v1/faults").json();
     assert_eq!(faults.as_array().map(Vec::len), Some(1), "{faults}");
 
-    let done = wait_for(&c, &id, Duration::from_secs(90), |s| s["state"] == "done");
+    let done = wait_for(&c, &id, Duration::from_secs(180), |s| s["state"] == "done");
     assert_eq!(done["verdict"], "passed", "{done}");
     assert_eq!(done["report"], format!("/v1/experiments/{id}/report"));
     assert!(has_event(&done, "recovered"), "{done}");
@@ -213,12 +213,12 @@ fn delete_aborts_a_running_drill_and_sigterm_aborts_them_all() {
     let r = c.post("/v1/experiments", &s.drill("0s", "60s", "60s"));
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    wait_for(&c, &id, Duration::from_secs(30), |s| has_event(s, "armed"));
+    wait_for(&c, &id, Duration::from_secs(120), |s| has_event(s, "armed"));
     let t = Instant::now();
     let r = c.delete(&format!("/v1/experiments/{id}"));
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.json()["abort_requested"], true);
-    let done = wait_for(&c, &id, Duration::from_secs(30), |s| s["state"] == "done");
+    let done = wait_for(&c, &id, Duration::from_secs(60), |s| s["state"] == "done");
     assert_eq!(done["verdict"], "aborted", "{done}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     let report = c.get(&format!("/v1/experiments/{id}/report")).json();
@@ -229,7 +229,7 @@ fn delete_aborts_a_running_drill_and_sigterm_aborts_them_all() {
     let r = c.post("/v1/experiments", &s.drill("0s", "60s", "60s"));
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    wait_for(&c, &id, Duration::from_secs(30), |s| has_event(s, "armed"));
+    wait_for(&c, &id, Duration::from_secs(120), |s| has_event(s, "armed"));
     d.stop();
     s.assert_clean();
 }

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod chaos;
 pub mod cmd;
 pub mod daemon;
+pub mod demo;
 pub mod drill;
 pub mod oracle;
 pub mod skip;

@@ -24,13 +24,7 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Result<Setup, String> {
-    bpf_tests::skip::require_netns()?;
-    bpf_tests::skip::require_loop()?;
-    let chaos = Chaos::from_env()?;
-    bpf_tests::chaos::tc_requirement(&chaos, "any")?;
-    let world = World::new().map_err(|e| format!("building the workload: {e}"))?;
-    let oracle = Oracle::new();
-    let before = oracle.snapshot();
+    let (chaos, world, oracle, before) = bpf_tests::demo::world()?;
     Ok(Setup {
         chaos,
         world,

@@ -79,6 +79,25 @@ pub struct ExperimentStatus {
     pub report: Option<String>,
 }
 
+impl ExperimentStatus {
+    /// A drill just started: running, nothing happened yet.
+    pub fn starting(id: String, name: String, started_unix_ms: u64) -> Self {
+        ExperimentStatus {
+            id,
+            name,
+            state: RunState::Running,
+            started_unix_ms,
+            phase: None,
+            abort_requested: false,
+            verdict: None,
+            reason: None,
+            events: Vec::new(),
+            last_second: None,
+            report: None,
+        }
+    }
+}
+
 /// One drill.
 struct Entry {
     stop: Arc<AtomicBool>,
@@ -164,19 +183,11 @@ impl Experiments {
         let id = format!("x-{}", &crate::store::new_fault_id()[2..]);
         let entry = Arc::new(Entry {
             stop: Arc::new(AtomicBool::new(false)),
-            status: Mutex::new(ExperimentStatus {
-                id: id.clone(),
-                name: spec.name.clone(),
-                state: RunState::Running,
-                started_unix_ms: crate::clock::unix_ms(),
-                phase: None,
-                abort_requested: false,
-                verdict: None,
-                reason: None,
-                events: Vec::new(),
-                last_second: None,
-                report: None,
-            }),
+            status: Mutex::new(ExperimentStatus::starting(
+                id.clone(),
+                spec.name.clone(),
+                crate::clock::unix_ms(),
+            )),
             report: Mutex::new(None),
         });
         let this = self.clone();
@@ -355,17 +366,8 @@ mod tests {
         Arc::new(Entry {
             stop: Arc::new(AtomicBool::new(false)),
             status: Mutex::new(ExperimentStatus {
-                id: "x-1".into(),
-                name: "n".into(),
                 state,
-                started_unix_ms: 0,
-                phase: None,
-                abort_requested: false,
-                verdict: None,
-                reason: None,
-                events: Vec::new(),
-                last_second: None,
-                report: None,
+                ..ExperimentStatus::starting("x-1".into(), "n".into(), 0)
             }),
             report: Mutex::new(None),
         })

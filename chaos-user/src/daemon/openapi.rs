@@ -352,19 +352,8 @@ mod tests {
             }),
             properties("ErrorBody")
         );
-        let drill = super::super::experiments::ExperimentStatus {
-            id: "x-1".into(),
-            name: "n".into(),
-            state: super::super::experiments::RunState::Running,
-            started_unix_ms: 0,
-            phase: None,
-            abort_requested: false,
-            verdict: None,
-            reason: None,
-            events: Vec::new(),
-            last_second: None,
-            report: None,
-        };
+        let drill =
+            super::super::experiments::ExperimentStatus::starting("x-1".into(), "n".into(), 0);
         assert_eq!(keys(&drill), properties("ExperimentStatus"));
     }
 

@@ -6,6 +6,7 @@
 //! | `GET /v1/faults` | [`Status`] list, as `chaos list --json` |
 //! | `GET /v1/faults/{id}` | [`Status`], as `chaos status ID --json` |
 //! | `DELETE /v1/faults/{id}` | [`Recovered`], as `chaos recover ID --json` |
+//! | `DELETE /v1/faults` | [`Recovered`], as `chaos recover --all --json` |
 //! | `GET /v1/probe` | the probe report and strategy table, as `chaos probe --json` |
 //! | `GET /v1/openapi.json` | the OpenAPI document |
 //! | `GET /healthz` | `{"status": "ok"}` |
@@ -112,7 +113,10 @@ async fn blocking<T: Send + 'static>(
 /// The router for `injector`; with a token, every route but `/healthz` requires it.
 pub fn router(injector: Arc<Injector>, token: Option<auth::Token>) -> Router {
     let r = Router::new()
-        .route("/v1/faults", get(list_faults).post(create_fault))
+        .route(
+            "/v1/faults",
+            get(list_faults).post(create_fault).delete(recover_all),
+        )
         .route("/v1/faults/{id}", get(get_fault).delete(delete_fault))
         .route("/v1/probe", get(probe))
         .route("/v1/openapi.json", get(openapi_doc))
@@ -203,6 +207,19 @@ pub async fn delete_fault(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let out = blocking(&injector, move |i| i.recover(&id)).await?;
+    Ok(Json(out).into_response())
+}
+
+/// Recover every fault and remove every trace of the injector, as `chaos recover --all`.
+#[utoipa::path(
+    delete, path = "/v1/faults", tag = "faults",
+    responses(
+        (status = 200, description = "As `chaos recover --all --json`", body = openapi::RecoveredDoc),
+        (status = 500, description = "Recovery failed", body = ErrorBody),
+    )
+)]
+pub async fn recover_all(State(injector): Shared) -> Result<Response, ApiError> {
+    let out = blocking(&injector, |i| i.recover_all()).await?;
     Ok(Json(out).into_response())
 }
 

@@ -35,6 +35,7 @@ use super::api;
         api::list_faults,
         api::get_fault,
         api::delete_fault,
+        api::recover_all,
         api::probe,
         api::healthz,
         api::metrics,

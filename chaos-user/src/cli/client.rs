@@ -205,17 +205,23 @@ impl Server {
 
     /// A failure to reach the daemon, with where it was looked for.
     fn transport_error(&self, e: ureq::Error) -> anyhow::Error {
-        let hint = match &e {
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
-                "; for a self-signed certificate give it with --ca-cert FILE"
-            }
-            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-                "; is `chaos serve` running there?"
-            }
-            ureq::Error::Protocol(_) if self.base.starts_with("http://") => {
-                "; if it serves TLS, use https://"
-            }
-            _ => "",
+        let text = e.to_string();
+        let tls = matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_))
+            || text.contains("certificate");
+        let hint = if text.contains("CaUsedAsEndEntity") {
+            "; its certificate says CA:TRUE, which rustls refuses for a server: make it with \
+             basicConstraints CA:FALSE (see docs/daemon.md)"
+        } else if tls {
+            "; for a self-signed certificate give it with --ca-cert FILE"
+        } else if matches!(e, ureq::Error::Protocol(_)) && self.base.starts_with("http://") {
+            "; if it serves TLS, use https://"
+        } else if matches!(
+            e,
+            ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound
+        ) {
+            "; is `chaos serve` running there?"
+        } else {
+            ""
         };
         anyhow!("cannot talk to the daemon at {}: {e}{hint}", self.shown)
     }

@@ -22,8 +22,8 @@ use bpf_tests::{
 };
 use serde_json::json;
 
-/// The pinned schemathesis requirement.
-const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemathesis-requirements.txt");
+/// The pinned schemathesis requirement (built in: the test binary may run far from the sources).
+const REQUIREMENTS: &str = include_str!("../schemathesis-requirements.txt");
 
 /// The venv: `$CARGO_TARGET_DIR/schemathesis-venv`, else `target/` of the workspace.
 fn venv() -> PathBuf {
@@ -38,8 +38,7 @@ fn venv() -> PathBuf {
 fn schemathesis() -> Result<PathBuf, String> {
     let venv = venv();
     let exe = venv.join("bin/schemathesis");
-    let pinned = std::fs::read_to_string(REQUIREMENTS).expect("reading the requirements");
-    let version = pinned
+    let version = REQUIREMENTS
         .lines()
         .find_map(|l| l.trim().strip_prefix("schemathesis=="))
         .expect("a pinned schemathesis version");
@@ -62,11 +61,11 @@ fn schemathesis() -> Result<PathBuf, String> {
     }
     println!("installing schemathesis {version} into {}", venv.display());
     let pip = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(REQUIREMENTS)
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("schemathesis=={version}"))
         .status()
         .expect("running pip");
-    assert!(pip.success(), "pip install -r {REQUIREMENTS} failed");
+    assert!(pip.success(), "pip install schemathesis=={version} failed");
     Ok(exe)
 }
 

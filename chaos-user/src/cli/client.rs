@@ -531,4 +531,104 @@ mod tests {
         let e = Server::new("http://h:1", &a).err().unwrap().to_string();
         assert!(e.contains("plain http"), "{e}");
     }
+
+    /// What the daemon sends, read back and printed again, is the same text: the serde remote
+    /// definitions lose nothing (`io` and `counters` included).
+    #[test]
+    fn answers_read_back_print_the_same() {
+        use chaos_user::{
+            spec::NetSpec,
+            store::FaultState,
+            strategy::{Attach, NetStrategy, Shaping},
+        };
+        let row = |op: Option<&str>, cgroup: Option<&str>| iostat::IoRow {
+            op: op.map(str::to_owned),
+            cgroup_id: cgroup.map(|_| 42),
+            cgroup: cgroup.map(str::to_owned),
+            ops: 7,
+            bytes: 4096,
+            errors: 1,
+            iops: 3.5,
+            bytes_per_s: 0.1 + 0.2,
+            mean_us: 12.25,
+            p50_us: 10.0,
+            p90_us: 20.0,
+            p99_us: 1e-7,
+            max_us: 99.0,
+            hist: Vec::new(),
+        };
+        let status = Status {
+            record: FaultRecord {
+                id: "f-0a1b2c3d".into(),
+                spec: FaultSpec::Net(NetSpec {
+                    percent: Some(30.0),
+                    interface: Some("veth0".into()),
+                    duration: Some("60s".into()),
+                    ..NetSpec::default()
+                }),
+                strategy: Strategy::Net(NetStrategy {
+                    attach: Attach::Tcx,
+                    shaping: Shaping::None,
+                    cgroup_ingress: false,
+                }),
+                state: FaultState::Armed,
+                created_unix_ms: 1,
+                deadline_unix_ms: 2,
+                deadline_boot_ns: 3,
+                net: None,
+                syscall: None,
+                block: None,
+            },
+            expired: false,
+            remaining_ms: 1234,
+            counters: Some(Counters {
+                seen: 1,
+                matched: 2,
+                acted: 3,
+            }),
+            io: vec![iostat::IoStats {
+                device: iostat::Device {
+                    major: 7,
+                    minor: 0,
+                    name: "loop0".into(),
+                },
+                interval_ms: 1000,
+                total: row(None, None),
+                by_op: vec![row(Some("read"), None)],
+                by_cgroup: vec![row(None, Some("/a"))],
+                rows: vec![row(Some("write"), Some("/a"))],
+                untracked: 5,
+            }],
+        };
+        let sent = serde_json::to_string(&status).unwrap();
+        let back: StatusW = serde_json::from_str(&sent).unwrap();
+        assert_eq!(serde_json::to_string(&back.0).unwrap(), sent);
+
+        #[derive(Deserialize)]
+        struct A(#[serde(with = "ArmedDef")] Armed);
+        let armed = Armed {
+            id: "f-1".into(),
+            strategy: status.record.strategy,
+            deadline_unix_ms: 9,
+        };
+        let sent = serde_json::to_string(&armed).unwrap();
+        let back: A = serde_json::from_str(&sent).unwrap();
+        assert_eq!(serde_json::to_string(&back.0).unwrap(), sent);
+
+        #[derive(Deserialize)]
+        struct R(#[serde(with = "RecoveredDef")] Recovered);
+        for rec in [
+            Recovered::default(),
+            Recovered {
+                faults: vec!["f-1".into()],
+                attachments: 2,
+                unreadable: vec!["x".into()],
+                swept: vec!["y".into()],
+            },
+        ] {
+            let sent = serde_json::to_string(&rec).unwrap();
+            let back: R = serde_json::from_str(&sent).unwrap();
+            assert_eq!(serde_json::to_string(&back.0).unwrap(), sent);
+        }
+    }
 }

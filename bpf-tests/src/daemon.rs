@@ -86,8 +86,12 @@ impl Daemon {
                 String::from_utf8_lossy(&out.stderr)
             ));
         };
-        let addr = match (at.strip_prefix("unix:"), at.strip_prefix("http://")) {
+        let tcp = at
+            .strip_prefix("http://")
+            .or_else(|| at.strip_prefix("https://"));
+        let addr = match (at.strip_prefix("unix:"), tcp) {
             (Some(p), _) => Addr::Unix(p.into()),
+            // An https listener's address too (the hand-written client speaks no TLS).
             (_, Some(a)) => Addr::Tcp(a.to_owned()),
             _ => panic!("unexpected address {at}"),
         };

@@ -29,6 +29,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "cpio",
     "kmod",
     "python3",
+    // the venv that bpf-tests/tests/daemon_schema.rs runs schemathesis from
+    "python3-venv",
     // objcopy, to strip debug info from binaries copied into the VM
     "binutils",
     // mkfs.ext4 for the block tests' loop devices
@@ -56,6 +58,7 @@ pub fn run(verbosity: Verbosity) -> Result<()> {
     apt_packages(verbosity)?;
     rust_toolchains(verbosity)?;
     bpf_linker(verbosity)?;
+    schemathesis(verbosity)?;
     if verbosity == Verbosity::Normal {
         println!("setup: everything is installed");
     }
@@ -215,6 +218,49 @@ fn bpf_linker(verbosity: Verbosity) -> Result<()> {
         bail!("bpf-linker installed but not found on PATH");
     }
     Ok(())
+}
+
+/// schemathesis (PyPI), pinned by `bpf-tests/schemathesis-requirements.txt`, in a venv under
+/// target/ where `bpf-tests/tests/daemon_schema.rs` looks for it (and installs it itself when
+/// missing, so this only moves the download to setup time).
+fn schemathesis(verbosity: Verbosity) -> Result<()> {
+    let root = cmd::workspace_root();
+    let requirements = root.join("bpf-tests/schemathesis-requirements.txt");
+    let pinned = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let version = pinned
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("schemathesis=="))
+        .context("no schemathesis==VERSION in the requirements")?;
+    let venv = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("schemathesis-venv");
+    let exe = venv.join("bin/schemathesis");
+    let have = Command::new(&exe)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version));
+    if have {
+        if verbosity == Verbosity::Normal {
+            println!("setup: schemathesis {version} installed");
+        }
+        return Ok(());
+    }
+    println!(
+        "setup: installing schemathesis {version} into {}",
+        venv.display()
+    );
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    cmd::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+    )
 }
 
 pub fn is_root() -> bool {

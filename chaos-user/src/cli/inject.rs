@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use super::client::Backend;
 use chaos_user::{
     FaultSpec, Injector,
     spec::{
@@ -16,6 +17,13 @@ use chaos_user::{
         Proto, SyscallAction, SyscallSpec,
     },
 };
+
+/// The flags `inject` uses once the spec is built.
+struct LocalArgs {
+    json: bool,
+    foreground: bool,
+    dry_run: bool,
+}
 
 /// Arguments of `chaos inject`.
 #[derive(clap::Args, Debug)]
@@ -641,13 +649,55 @@ fn read_spec(file: &str) -> anyhow::Result<FaultSpec> {
     Ok(chaos_user::spec::from_json(&text)?)
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, backend: Backend) -> anyhow::Result<ExitCode> {
     let spec = match args.family {
         Family::Net { action } => FaultSpec::Net(net_spec(action)),
         Family::Syscall { action } => FaultSpec::Syscall(action.into_spec()),
         Family::Io { action } => FaultSpec::Io(io_spec(action)),
         Family::Disk { action } => FaultSpec::Disk(disk_spec(action)),
         Family::Spec { file } => read_spec(&file)?,
+    };
+    let Backend::Daemon(daemon) = backend else {
+        return run_local(args.json, args.foreground, args.dry_run, spec);
+    };
+    if args.dry_run || args.foreground {
+        anyhow::bail!(
+            "--dry-run and --foreground run in-process only; drop --server (and CHAOS_SERVER) \
+             to use them"
+        );
+    }
+    let armed = daemon.inject(&spec)?;
+    print_armed(args.json, &spec, &armed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what `inject` armed.
+fn print_armed(json: bool, spec: &FaultSpec, armed: &chaos_user::Armed) -> anyhow::Result<()> {
+    if json {
+        super::print_json(armed)?;
+    } else {
+        println!(
+            "{}  {} armed with {}, ends {}",
+            armed.id,
+            spec.name(),
+            armed.strategy.describe(),
+            super::rfc3339(armed.deadline_unix_ms)
+        );
+    }
+    Ok(())
+}
+
+/// `inject` with this process's own injector.
+fn run_local(
+    json: bool,
+    foreground: bool,
+    dry_run: bool,
+    spec: FaultSpec,
+) -> anyhow::Result<ExitCode> {
+    let args = LocalArgs {
+        json,
+        foreground,
+        dry_run,
     };
     let injector = Injector::new()?;
     if args.dry_run {
@@ -666,17 +716,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let armed = injector.arm(&spec)?;
-    if args.json {
-        super::print_json(&armed)?;
-    } else {
-        println!(
-            "{}  {} armed with {}, ends {}",
-            armed.id,
-            spec.name(),
-            armed.strategy.describe(),
-            super::rfc3339(armed.deadline_unix_ms)
-        );
-    }
+    print_armed(args.json, &spec, &armed)?;
     if !args.foreground {
         return Ok(ExitCode::SUCCESS);
     }

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use chaos_user::{Injector, Status};
 
+use super::client::Backend;
+
 /// Arguments of `chaos list`.
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
@@ -49,8 +51,11 @@ fn line(s: &Status) -> String {
 const HEADER: &str =
     "id          fault           state    strategy                    seen   matched     acted";
 
-pub fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let statuses = injector()?.list()?;
+pub fn run_list(args: ListArgs, backend: Backend) -> anyhow::Result<ExitCode> {
+    let statuses = match backend {
+        Backend::Local => injector()?.list()?,
+        Backend::Daemon(d) => d.list()?,
+    };
     if args.json {
         super::print_json(&statuses)?;
     } else if statuses.is_empty() {
@@ -64,8 +69,11 @@ pub fn run_list(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let s = injector()?.status(&args.id)?;
+pub fn run_status(args: StatusArgs, backend: Backend) -> anyhow::Result<ExitCode> {
+    let s = match backend {
+        Backend::Local => injector()?.status(&args.id)?,
+        Backend::Daemon(d) => d.status(&args.id)?,
+    };
     if args.json {
         super::print_json(&s)?;
     } else {

@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod client;
 mod exec;
 mod inject;
 mod iostat;
@@ -19,6 +20,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "chaos", version, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    server: client::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,13 +63,30 @@ enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let served = matches!(
+        cli.command,
+        Command::Probe(_)
+            | Command::Inject(_)
+            | Command::List(_)
+            | Command::Status(_)
+            | Command::Recover(_)
+    );
+    if !served && cli.server.given() {
+        anyhow::bail!(
+            "--server, --token-file and --ca-cert are for inject, list, status, recover and \
+             probe; run other commands on the daemon's host"
+        );
+    }
+    // CHAOS_SERVER applies to the served commands only: a shell that sets it can still run
+    // `chaos serve` or `chaos run`.
+    let backend = || client::Backend::from_args(&cli.server);
     match cli.command {
-        Command::Probe(a) => probe::run(a),
-        Command::Inject(a) => inject::run(*a),
+        Command::Probe(a) => probe::run(a, backend()?),
+        Command::Inject(a) => inject::run(*a, backend()?),
         Command::Exec(a) => exec::run(*a),
-        Command::List(a) => list::run_list(a),
-        Command::Status(a) => list::run_status(a),
-        Command::Recover(a) => recover::run(a),
+        Command::List(a) => list::run_list(a, backend()?),
+        Command::Status(a) => list::run_status(a, backend()?),
+        Command::Recover(a) => recover::run(a, backend()?),
         Command::Run(a) => run::run(a),
         Command::Demo(a) => run::demo(a),
         Command::Iostat(a) => iostat::run(a),

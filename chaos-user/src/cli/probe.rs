@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use chaos_user::{privilege, probe, strategy};
 
+use super::client::Backend;
+
 /// Arguments of `chaos probe`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,14 +14,21 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    privilege::check(privilege::INJECT)?;
-    let report = probe::run();
-    // Fresh: also what the next commands reuse.
-    probe::store(
-        &chaos_user::store::Store::open_default()?.probe_cache(),
-        &report,
-    );
+pub fn run(args: Args, backend: Backend) -> anyhow::Result<ExitCode> {
+    let report = match backend {
+        Backend::Local => {
+            privilege::check(privilege::INJECT)?;
+            let report = probe::run();
+            // Fresh: also what the next commands reuse.
+            probe::store(
+                &chaos_user::store::Store::open_default()?.probe_cache(),
+                &report,
+            );
+            report
+        }
+        // The daemon's probe, made when it started; the table follows from it as in-process.
+        Backend::Daemon(d) => d.probe()?,
+    };
     let kinds = strategy::table(&report);
     if args.json {
         super::print_json(&serde_json::json!({ "probe": report, "faults": kinds }))?;

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use chaos_user::Injector;
 
+use super::client::Backend;
+
 /// Arguments of `chaos recover`.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["id", "all"])))]
@@ -18,12 +20,21 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let injector = Injector::without_probe()?;
-    let out = match (&args.id, args.all) {
-        (_, true) => injector.recover_all()?,
-        (Some(id), false) => injector.recover(id)?,
+pub fn run(args: Args, backend: Backend) -> anyhow::Result<ExitCode> {
+    let id = match (&args.id, args.all) {
+        (_, true) => None,
+        (Some(id), false) => Some(id.as_str()),
         (None, false) => unreachable!("clap requires an id or --all"),
+    };
+    let out = match backend {
+        Backend::Local => {
+            let injector = Injector::without_probe()?;
+            match id {
+                None => injector.recover_all()?,
+                Some(id) => injector.recover(id)?,
+            }
+        }
+        Backend::Daemon(d) => d.recover(id)?,
     };
     for u in &out.unreadable {
         eprintln!("warning: removed an unreadable state file: {u}");

@@ -4,7 +4,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use chaos_user::{
     Injector,
-    daemon::{self, Listen, auth::Token},
+    daemon::{self, Listen, auth::Token, tls::TlsFiles},
 };
 
 /// Arguments of `chaos serve`.
@@ -24,6 +24,12 @@ pub struct Args {
     /// /v1/experiments/ID/report either way).
     #[arg(long, value_name = "DIR")]
     report_dir: Option<std::path::PathBuf>,
+    /// Serve TLS on --listen with this PEM certificate (chain, the server's first).
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"])]
+    tls_cert: Option<String>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_cert"])]
+    tls_key: Option<String>,
     /// Recover every fault (and every trace) left by earlier runs before serving.
     #[arg(long)]
     recover_on_start: bool,
@@ -39,7 +45,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "--listen needs a bearer token: give --token-file FILE or set CHAOS_TOKEN"
                 ),
             };
-            Listen::Tcp { addr, token }
+            let tls = match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                }),
+                (None, None) => None,
+                _ => anyhow::bail!("TLS needs both --tls-cert FILE and --tls-key FILE"),
+            };
+            Listen::Tcp { addr, token, tls }
         }
         None => Listen::Unix(args.socket.into()),
     };

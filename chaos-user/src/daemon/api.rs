@@ -12,6 +12,7 @@
 //! | `GET /v1/experiments/{id}/report` | the report (`chaos.report/v1`), 409 while it runs |
 //! | `GET /v1/experiments/{id}/report.html` | the report's page |
 //! | `DELETE /v1/experiments/{id}` | aborts a running drill, forgets a finished one |
+//! | `DELETE /v1/faults` | [`Recovered`], as `chaos recover --all --json` |
 //! | `GET /v1/probe` | the probe report and strategy table, as `chaos probe --json` |
 //! | `GET /v1/openapi.json` | the OpenAPI document |
 //! | `GET /healthz` | `{"status": "ok"}` |
@@ -149,7 +150,10 @@ pub fn router(
         )
         .with_state(experiments);
     let r = Router::new()
-        .route("/v1/faults", get(list_faults).post(create_fault))
+        .route(
+            "/v1/faults",
+            get(list_faults).post(create_fault).delete(recover_all),
+        )
         .route("/v1/faults/{id}", get(get_fault).delete(delete_fault))
         .route("/v1/probe", get(probe))
         .route("/v1/openapi.json", get(openapi_doc))
@@ -451,6 +455,19 @@ fn no_drill(id: &str) -> ApiError {
         StatusCode::NOT_FOUND,
         format!("no drill with id {id}; GET /v1/experiments lists them"),
     )
+}
+
+/// Recover every fault and remove every trace of the injector, as `chaos recover --all`.
+#[utoipa::path(
+    delete, path = "/v1/faults", tag = "faults",
+    responses(
+        (status = 200, description = "As `chaos recover --all --json`", body = openapi::RecoveredDoc),
+        (status = 500, description = "Recovery failed", body = ErrorBody),
+    )
+)]
+pub async fn recover_all(State(injector): Shared) -> Result<Response, ApiError> {
+    let out = blocking(&injector, |i| i.recover_all()).await?;
+    Ok(Json(out).into_response())
 }
 
 /// What the kernel allows, and which strategy serves each fault kind (the daemon's probe, made

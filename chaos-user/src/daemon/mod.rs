@@ -6,19 +6,22 @@
 //! `chaos inject spec`, and the answers are what `chaos inject/list/status/recover --json` print.
 //!
 //! It listens on a unix socket (mode 0600, only root talks to it) by default, or on TCP with a
-//! bearer token ([`auth`]). See [`api`] for the routes and [`openapi`] for the document.
+//! bearer token ([`auth`]), in TLS when given a certificate ([`tls`]). See [`api`] for the routes
+//! and [`openapi`] for the document.
 
 pub mod api;
 pub mod auth;
 pub mod experiments;
 pub mod metrics;
 pub mod openapi;
+pub mod tls;
 
 use std::{
     future::Future,
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use crate::{
@@ -43,6 +46,8 @@ pub enum Listen {
         addr: String,
         /// The bearer token.
         token: auth::Token,
+        /// Serve TLS with this certificate and key; plain HTTP when `None`.
+        tls: Option<tls::TlsFiles>,
     },
 }
 
@@ -50,20 +55,27 @@ pub enum Listen {
 pub enum Bound {
     /// A unix socket, removed when this is dropped.
     Unix(tokio::net::UnixListener, SocketFile),
-    /// A TCP listener and the token its requests must carry.
-    Tcp(tokio::net::TcpListener, auth::Token),
+    /// A TCP listener, the token its requests must carry, and its TLS configuration if any.
+    Tcp(
+        tokio::net::TcpListener,
+        auth::Token,
+        Option<Arc<rustls::ServerConfig>>,
+    ),
 }
 
 impl Bound {
     /// Where it listens, as a URL-like string (`unix:/run/chaos/chaos.sock`,
-    /// `http://127.0.0.1:8080`).
+    /// `http://127.0.0.1:8080`, `https://127.0.0.1:8443`).
     pub fn describe(&self) -> String {
         match self {
             Bound::Unix(_, f) => format!("unix:{}", f.path.display()),
-            Bound::Tcp(l, _) => match l.local_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => "tcp".to_owned(),
-            },
+            Bound::Tcp(l, _, tls) => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                match l.local_addr() {
+                    Ok(a) => format!("{scheme}://{a}"),
+                    Err(_) => scheme.to_owned(),
+                }
+            }
         }
     }
 }
@@ -85,16 +97,18 @@ impl Drop for SocketFile {
 /// Binds `listen`. Must be called inside a tokio runtime.
 ///
 /// A unix socket path where another daemon answers is refused; a socket file nobody listens on
-/// (a crashed daemon's) is replaced; any other file there is refused.
+/// (a crashed daemon's) is replaced; any other file there is refused. TLS files are read and
+/// checked before the port is bound.
 pub fn bind(listen: Listen) -> Result<Bound> {
     match listen {
         Listen::Unix(path) => bind_unix(&path),
-        Listen::Tcp { addr, token } => {
+        Listen::Tcp { addr, token, tls } => {
+            let tls = tls.as_ref().map(tls::server_config).transpose()?;
             let l = std::net::TcpListener::bind(&addr).ctx(|| format!("listening on {addr}"))?;
             l.set_nonblocking(true)
                 .ctx(|| format!("listening on {addr}"))?;
             let l = tokio::net::TcpListener::from_std(l).ctx(|| format!("listening on {addr}"))?;
-            Ok(Bound::Tcp(l, token))
+            Ok(Bound::Tcp(l, token, tls))
         }
     }
 }
@@ -164,15 +178,37 @@ pub async fn serve(
             drop(file);
             r
         }
-        Bound::Tcp(l, token) => {
+        Bound::Tcp(l, token, None) => {
             let app = api::router(injector, experiments.clone(), Some(token));
             axum::serve(l, app).with_graceful_shutdown(shutdown).await
+        }
+        Bound::Tcp(l, token, Some(config)) => {
+            let app = api::router(injector, experiments.clone(), Some(token));
+            let handle = axum_server::Handle::new();
+            let on_signal = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                on_signal.graceful_shutdown(Some(GRACE));
+            });
+            let std_listener = l.into_std().ctx(|| "serving the API")?;
+            axum_server::from_tcp_rustls(
+                std_listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(config),
+            )
+            .ctx(|| "serving the API")?
+            .handle(handle)
+            .http1_only()
+            .serve(app.into_make_service())
+            .await
         }
     };
     let drills = experiments.clone();
     let _ = tokio::task::spawn_blocking(move || drills.shutdown()).await;
     r.ctx(|| "serving the API")
 }
+
+/// How long requests in flight may take to finish once a TLS daemon is told to stop.
+const GRACE: Duration = Duration::from_secs(30);
 
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn signalled() {

@@ -41,6 +41,7 @@ use super::api;
         api::delete_experiment,
         api::experiment_report,
         api::experiment_report_html,
+        api::recover_all,
         api::probe,
         api::healthz,
         api::metrics,

@@ -269,7 +269,11 @@ fn a_scenario_runs_on_a_real_workload_and_leaves_nothing() {
         .unwrap_or(Value::Null);
     assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
     assert_eq!(report["verdict"], "passed", "{report}");
-    assert_eq!(report["name"], SCENARIO);
+    assert_eq!(report["experiment"]["name"], SCENARIO);
+    assert_eq!(
+        report["experiment"]["source"],
+        format!("catalog:{SCENARIO}")
+    );
     let cut = &report["faults"][0];
     assert_eq!(cut["status"], "recovered", "{cut}");
     let acted = cut["counters"]["acted"].as_u64().unwrap_or(0);

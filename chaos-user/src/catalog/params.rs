@@ -274,10 +274,8 @@ pub fn bind(
                 field: format!("set.{}", p.name),
                 problem,
                 fix: format!(
-                    "give {} ({}), e.g. {}",
-                    p.ty.expected(),
-                    p.description,
-                    p.example
+                    "give {}, e.g. --set {}={}",
+                    p.description, p.name, p.example
                 ),
             }),
         }

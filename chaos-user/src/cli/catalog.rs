@@ -98,6 +98,24 @@ fn wrap(text: &str, indent: &str) -> String {
     out
 }
 
+/// The indented body of top-level field `key` in scenario `id`'s file, as written.
+fn file_section(id: &str, key: &str) -> Option<&'static str> {
+    let (_, text) = catalog::FILES.iter().find(|(f, _)| *f == id)?;
+    let head = format!("{key}:\n");
+    let start = if text.starts_with(&head) {
+        head.len()
+    } else {
+        text.find(&format!("\n{head}"))? + 1 + head.len()
+    };
+    let body = &text[start..];
+    let end = body
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| body[i..].chars().next().is_some_and(|c| !c.is_whitespace()))
+        .unwrap_or(body.len());
+    Some(&body[..end])
+}
+
 /// The scenario, readable: the risk, the parameters, the drill as YAML, the advice, and the
 /// command that runs it.
 fn show(s: &Scenario) -> anyhow::Result<String> {
@@ -137,12 +155,19 @@ fn show(s: &Scenario) -> anyhow::Result<String> {
             out.push_str(w.get(3..).unwrap_or("\n"));
         }
     }
-    let drill = serde_norway::to_string(&s.experiment).context("writing the drill out as YAML")?;
     out.push_str("\nThe drill (docs/experiments.md; ${NAME} is a parameter)\n");
-    for line in drill.lines() {
-        out.push_str("  ");
-        out.push_str(line);
-        out.push('\n');
+    match file_section(&s.id, "experiment") {
+        // As the file writes it, in its order.
+        Some(text) => out.push_str(text),
+        None => {
+            let drill =
+                serde_norway::to_string(&s.experiment).context("writing the drill out as YAML")?;
+            for line in drill.lines() {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
     }
     let sets: Vec<String> = s
         .parameters

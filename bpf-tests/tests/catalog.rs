@@ -3,7 +3,7 @@
 //! parameters missing or unknown refused with exit 2 naming them and nothing run, and the same
 //! through the daemon (`GET /v1/catalog`, `POST /v1/catalog/{id}/run`).
 //!
-//! The scenario is `generic-dependency-timeout`: a service (a shell loop in the demo's cgroup
+//! The scenarios run are `generic-dependency-timeout` and `generic-connect-refused`: a service (a shell loop in the demo's cgroup
 //! connecting to the demo's echo server every 200 ms, its "dependency") loses its packets to
 //! the dependency, while its own endpoint (a listener of this test on loopback) must stay up.
 
@@ -243,50 +243,73 @@ fn a_scenario_with_parameters_missing_or_wrong_is_refused_and_nothing_runs() {
     assert_eq!(chaos.list().expect("chaos list"), json!([]));
 }
 
+impl Setup {
+    /// `chaos run --scenario id` with `params`; the drill must pass with every expectation, its
+    /// fault must have acted, and nothing may be left. Returns the packets or calls acted on.
+    fn run_scenario(&self, id: &str, params: &[(&str, String)]) -> u64 {
+        let report_dir = self.dir.0.join(format!("report-{id}"));
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--scenario".into(),
+            id.into(),
+            "--json".into(),
+            "--report-dir".into(),
+            report_dir.display().to_string(),
+        ];
+        for (k, v) in params {
+            args.extend(["--set".into(), format!("{k}={v}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let start = Instant::now();
+        let out = self.chaos.output(&args);
+        let took = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let report: Value = std::fs::read(report_dir.join("report.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
+        assert_eq!(report["verdict"], "passed", "{report}");
+        assert_eq!(report["experiment"]["name"], id);
+        assert_eq!(report["experiment"]["source"], format!("catalog:{id}"));
+        let fault = &report["faults"][0];
+        assert_eq!(fault["status"], "recovered", "{fault}");
+        let acted = fault["counters"]["acted"].as_u64().unwrap_or(0);
+        assert!(acted >= 1, "{fault}");
+        let expectations = report["expectations"].as_array().expect("expectations");
+        assert!(expectations.len() >= 2, "{report}");
+        for e in expectations {
+            assert_eq!(e["verdict"], "pass", "{e}");
+        }
+        assert_eq!(report["recovery"]["verdict"], "pass", "{report}");
+        println!(
+            "scenario {id}: passed in {took:?}, {} expectations, acted on {acted}, recovered in {} ms",
+            expectations.len(),
+            report["recovery"]["time_to_recover_ms"]
+        );
+        self.assert_clean();
+        acted
+    }
+}
+
 #[test]
 fn a_scenario_runs_on_a_real_workload_and_leaves_nothing() {
     let s = skip_on_err!(setup("catalog-run"));
-    let report_dir = s.dir.0.join("report");
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--scenario".into(),
-        SCENARIO.into(),
-        "--json".into(),
-        "--report-dir".into(),
-        report_dir.display().to_string(),
-    ];
-    for (k, v) in s.params() {
-        args.extend(["--set".into(), format!("{k}={v}")]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let start = Instant::now();
-    let out = s.chaos.output(&args);
-    let took = start.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = std::fs::read(report_dir.join("report.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
-    assert_eq!(report["verdict"], "passed", "{report}");
-    assert_eq!(report["experiment"]["name"], SCENARIO);
-    assert_eq!(
-        report["experiment"]["source"],
-        format!("catalog:{SCENARIO}")
+    s.run_scenario(SCENARIO, &s.params());
+}
+
+/// A second family: the service's connect() calls refused (a syscall fault on its cgroup).
+#[test]
+fn the_connect_refused_scenario_runs_and_leaves_nothing() {
+    let s = skip_on_err!(setup("catalog-refused"));
+    s.run_scenario(
+        "generic-connect-refused",
+        &[
+            ("cgroup", s.world.cgroup.clone()),
+            ("health_addr", s.endpoint.addr.clone()),
+            ("window", "5s".to_owned()),
+        ],
     );
-    let cut = &report["faults"][0];
-    assert_eq!(cut["status"], "recovered", "{cut}");
-    let acted = cut["counters"]["acted"].as_u64().unwrap_or(0);
-    assert!(acted >= 1, "{cut}");
-    for e in report["expectations"].as_array().expect("expectations") {
-        assert_eq!(e["verdict"], "pass", "{e}");
-    }
-    assert_eq!(report["recovery"]["verdict"], "pass", "{report}");
-    println!(
-        "scenario {SCENARIO}: passed in {took:?}, {acted} packets to the dependency dropped, recovered in {} ms",
-        report["recovery"]["time_to_recover_ms"]
-    );
-    s.assert_clean();
 }
 
 #[test]

@@ -60,6 +60,7 @@
 
 pub mod backend;
 pub mod btf;
+pub mod catalog;
 pub mod clock;
 pub mod daemon;
 pub mod demo;

@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod catalog;
 mod client;
 mod exec;
 mod inject;
@@ -43,8 +44,12 @@ enum Command {
     Recover(recover::Args),
     /// Measure one device's block I/O per interval, by cgroup and operation.
     Iostat(iostat::Args),
-    /// Run a drill from its file: admission, traffic, faults, measurements, recovery, report.
+    /// Run a drill from its file or the catalog (--scenario): admission, traffic, faults,
+    /// measurements, recovery, report.
     Run(run::Args),
+    /// The risk catalog: known risks of databases, caches, queues and any service, each a
+    /// drill ready for `chaos run --scenario ID`.
+    Catalog(catalog::Args),
     /// Run the built-in drill: every fault family this kernel can make on a workload chaos
     /// builds, measured, recovered and reported.
     Demo(run::DemoArgs),
@@ -89,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recover(a) => recover::run(a, backend()?),
         Command::Run(a) => run::run(a),
         Command::Demo(a) => run::demo(a),
+        Command::Catalog(a) => catalog::run(a),
         Command::Iostat(a) => iostat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::KeepDelays => {

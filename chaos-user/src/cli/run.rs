@@ -1,7 +1,8 @@
-//! `chaos run SPEC` and `chaos demo`: a drill from its file, or the built-in one, with live
-//! progress and a report.
+//! `chaos run SPEC`, `chaos run --scenario ID --set NAME=VALUE...` and `chaos demo`: a drill from
+//! its file, from the risk catalog, or the built-in one, with live progress and a report.
 
 use std::{
+    collections::BTreeMap,
     io::IsTerminal,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -11,7 +12,7 @@ use std::{
 
 use anyhow::Context;
 use chaos_user::{
-    Injector,
+    Injector, catalog,
     experiment::{
         self,
         progress::{Event, JsonLines, Progress, Terminal},
@@ -25,7 +26,15 @@ use chaos_user::{
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The experiment: a YAML (.yaml, .yml), JSON (.json) or TOML (.toml) file.
-    spec: PathBuf,
+    #[arg(required_unless_present = "scenario", conflicts_with = "scenario")]
+    spec: Option<PathBuf>,
+    /// Run a scenario of the risk catalog instead (`chaos catalog list`).
+    #[arg(long, value_name = "ID")]
+    scenario: Option<String>,
+    /// A parameter of the scenario, `NAME=VALUE` (repeatable; `chaos catalog show ID` lists
+    /// them).
+    #[arg(long = "set", value_name = "NAME=VALUE", requires = "scenario")]
+    set: Vec<String>,
     #[command(flatten)]
     out: Output,
 }
@@ -86,13 +95,22 @@ fn worker_exe() -> anyhow::Result<PathBuf> {
 
 /// `chaos run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec = match experiment::from_path(&args.spec) {
-        Ok(s) => s,
-        Err(errors) => return Ok(refuse_spec(&args.spec, &errors)),
-    };
-    let schedule = match spec.validate() {
-        Ok(s) => s,
-        Err(errors) => return Ok(refuse_spec(&args.spec, &errors)),
+    let (spec, schedule, source) = match (&args.spec, &args.scenario) {
+        (Some(path), _) => {
+            let spec = match experiment::from_path(path) {
+                Ok(s) => s,
+                Err(errors) => return Ok(refuse_spec(path, &errors)),
+            };
+            match spec.validate() {
+                Ok(schedule) => (spec, schedule, path.display().to_string()),
+                Err(errors) => return Ok(refuse_spec(path, &errors)),
+            }
+        }
+        (None, Some(id)) => match scenario_drill(id, &args.set) {
+            Ok((spec, schedule)) => (spec, schedule, format!("catalog:{id}")),
+            Err(code) => return Ok(code),
+        },
+        (None, None) => anyhow::bail!("give an experiment file or --scenario ID"),
     };
     let injector = Injector::new()?;
     let stop = stop_on_signals()?;
@@ -101,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &spec,
         &injector,
         Options {
-            source: Some(args.spec.display().to_string()),
+            source: Some(source),
             worker_exe: worker_exe()?,
             stop,
             progress,
@@ -119,6 +137,54 @@ fn refuse_spec(path: &Path, errors: &experiment::SpecErrors) -> ExitCode {
         eprintln!("  {e}");
     }
     ExitCode::from(2)
+}
+
+/// The drill of catalog scenario `id` with the `--set` pairs filled in; an unknown scenario, a
+/// malformed pair, or parameters missing, unknown or of the wrong type are refused, every
+/// problem on its own line and the scenario's parameters listed: exit code 2, nothing runs.
+fn scenario_drill(
+    id: &str,
+    pairs: &[String],
+) -> Result<(experiment::ExperimentSpec, experiment::Schedule), ExitCode> {
+    let scenario = match catalog::get(id) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chaos run: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let mut set = BTreeMap::new();
+    let mut bad = Vec::new();
+    for pair in pairs {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                if set.insert(k.to_owned(), v.to_owned()).is_some() {
+                    bad.push(format!(
+                        "--set {k} is given twice; give each parameter once"
+                    ));
+                }
+            }
+            _ => bad.push(format!("--set `{pair}` is not NAME=VALUE")),
+        }
+    }
+    let result = if bad.is_empty() {
+        scenario
+            .experiment(&set)
+            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())
+    } else {
+        Err(bad)
+    };
+    result.map_err(|problems| {
+        eprintln!("chaos run: scenario {id} cannot run with these parameters:");
+        for p in problems {
+            eprintln!("  {p}");
+        }
+        eprintln!("its parameters (chaos catalog show {id}):");
+        for p in &scenario.parameters {
+            eprintln!("  {}", p.describe());
+        }
+        ExitCode::from(2)
+    })
 }
 
 /// Arguments of `chaos demo`.

@@ -13,6 +13,9 @@
 //! | `GET /v1/experiments/{id}/report.html` | the report's page |
 //! | `DELETE /v1/experiments/{id}` | aborts a running drill, forgets a finished one |
 //! | `DELETE /v1/faults` | [`Recovered`], as `chaos recover --all --json` |
+//! | `GET /v1/catalog` | the risk catalog's scenarios (`?domain=`), as `chaos catalog list --json` |
+//! | `GET /v1/catalog/{id}` | one scenario, as `chaos catalog show ID --json` |
+//! | `POST /v1/catalog/{id}/run` | 202 [`ExperimentStatus`]: `{"set": {...}}` filled in, started as a drill |
 //! | `GET /v1/probe` | the probe report and strategy table, as `chaos probe --json` |
 //! | `GET /v1/openapi.json` | the OpenAPI document |
 //! | `GET /healthz` | `{"status": "ok"}` |
@@ -144,6 +147,12 @@ pub fn router(
             get(get_experiment).delete(delete_experiment),
         )
         .route("/v1/experiments/{id}/report", get(experiment_report))
+        .route("/v1/catalog", get(list_catalog))
+        .route("/v1/catalog/{id}", get(get_catalog_scenario))
+        .route(
+            "/v1/catalog/{id}/run",
+            axum::routing::post(run_catalog_scenario),
+        )
         .route(
             "/v1/experiments/{id}/report.html",
             get(experiment_report_html),
@@ -286,6 +295,14 @@ pub async fn create_experiment(
     } else {
         experiment::from_json(text)
     };
+    start_drill(&experiments, parsed).await
+}
+
+/// Starts `parsed` (or refuses its errors) and answers as `POST /v1/experiments` does.
+async fn start_drill(
+    experiments: &Arc<Experiments>,
+    parsed: Result<experiment::ExperimentSpec, experiment::SpecErrors>,
+) -> Result<Response, ApiError> {
     let started = match parsed {
         Ok(spec) => {
             let exps = experiments.clone();
@@ -468,6 +485,99 @@ fn no_drill(id: &str) -> ApiError {
 pub async fn recover_all(State(injector): Shared) -> Result<Response, ApiError> {
     let out = blocking(&injector, |i| i.recover_all()).await?;
     Ok(Json(out).into_response())
+}
+
+/// The risk catalog's scenarios, in full (as `chaos catalog list --json`).
+#[utoipa::path(
+    get, path = "/v1/catalog", tag = "catalog",
+    params(("domain" = Option<String>, Query, description = "Only this domain: oceanbase, mysql, postgresql, redis, queue, generic")),
+    responses(
+        (status = 200, description = "The scenarios", body = [openapi::ScenarioDoc]),
+        (status = 400, description = "Unknown domain; the message lists them", body = ErrorBody),
+    )
+)]
+pub async fn list_catalog(
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let mut domain = None;
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("domain", d)) => domain = Some(d.parse::<crate::catalog::Domain>()?),
+            _ => {
+                return Err(ApiError::from(Error::InvalidField {
+                    field: "query".into(),
+                    problem: format!("unknown query parameter `{pair}`"),
+                    fix: "give only ?domain=D".into(),
+                }));
+            }
+        }
+    }
+    Ok(Json(crate::catalog::list(domain)).into_response())
+}
+
+/// One scenario of the risk catalog (as `chaos catalog show ID --json`).
+#[utoipa::path(
+    get, path = "/v1/catalog/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "Scenario id")),
+    responses(
+        (status = 200, description = "The scenario", body = openapi::ScenarioDoc),
+        (status = 404, description = "No such scenario; the message lists them", body = ErrorBody),
+    )
+)]
+pub async fn get_catalog_scenario(Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(crate::catalog::get(&id)?).into_response())
+}
+
+/// `POST /v1/catalog/{id}/run`'s body.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRun {
+    /// The scenario's parameters, by name, values as strings; those with a default may be
+    /// left out.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
+/// Run a scenario of the risk catalog: its parameters filled in from `set`, validated and
+/// started as a drill, as `chaos run --scenario ID --set ...` does.
+#[utoipa::path(
+    post, path = "/v1/catalog/{id}/run", tag = "catalog",
+    params(("id" = String, Path, description = "Scenario id")),
+    request_body(content = CatalogRun, description = "The parameters, e.g. {\"set\": {\"pid\": \"4242\"}}; an empty body gives none", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Validated and started; follow it at /v1/experiments/{id}", body = openapi::ExperimentStatusDoc),
+        (status = 400, description = "A parameter is missing, unknown or of the wrong type (`field` is `set.NAME`, `errors` lists every one), or the body is not {\"set\": {...}}", body = ErrorBody),
+        (status = 404, description = "No such scenario; the message lists them", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 429, description = "Too many drills are running", body = ErrorBody),
+        (status = 503, description = "The daemon is stopping", body = ErrorBody),
+    )
+)]
+pub async fn run_catalog_scenario(
+    State(experiments): State<Arc<Experiments>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let scenario = crate::catalog::get(&id)?;
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let run: CatalogRun = if body.iter().all(u8::is_ascii_whitespace) {
+        CatalogRun::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::from(Error::InvalidField {
+                field: "set".into(),
+                problem: format!("the body is not a parameters object ({e})"),
+                fix: "send {\"set\": {\"NAME\": \"VALUE\", ...}}, every value a string".into(),
+            })
+        })?
+    };
+    let parsed = scenario.fill(&run.set).and_then(experiment::from_value);
+    start_drill(&experiments, parsed).await
 }
 
 /// What the kernel allows, and which strategy serves each fault kind (the daemon's probe, made

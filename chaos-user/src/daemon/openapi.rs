@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations, committed
 //! as `docs/openapi.json` (a unit test fails when it is stale) and served at
-//! `GET /v1/openapi.json`.
+//! `GET /v1/openapi.json`. The catalog's scenarios ([`ScenarioDoc`]) are described by hand too.
 //!
 //! The answers are the library's own types ([`crate::Armed`], [`crate::Status`]...), which do
 //! not derive `ToSchema` (that would spread utoipa over the spec, store and strategy modules).
@@ -42,6 +42,9 @@ use super::api;
         api::experiment_report,
         api::experiment_report_html,
         api::recover_all,
+        api::list_catalog,
+        api::get_catalog_scenario,
+        api::run_catalog_scenario,
         api::probe,
         api::healthz,
         api::metrics,
@@ -256,6 +259,61 @@ pub struct ExperimentStatusDoc {
     report: Option<String>,
 }
 
+/// A parameter of a catalog scenario ([`crate::catalog::Parameter`]).
+#[derive(utoipa::ToSchema)]
+#[schema(as = ScenarioParameter)]
+#[expect(
+    dead_code,
+    reason = "a schema only: the answers are crate::catalog::Parameter"
+)]
+pub struct ParameterDoc {
+    /// Its name: `${name}` in the drill, a key of `set`.
+    name: String,
+    /// What it holds: pid, cgroup, path, device, port, address, ip, interface, duration,
+    /// size, percent, count, url, text.
+    #[schema(rename = "type")]
+    ty: String,
+    /// What to give.
+    description: String,
+    /// A value that fits.
+    example: String,
+    /// The value when none is given; without one it is required.
+    default: Option<String>,
+}
+
+/// A scenario of the risk catalog ([`crate::catalog::Scenario`]).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Scenario)]
+#[expect(
+    dead_code,
+    reason = "a schema only: the answers are crate::catalog::Scenario"
+)]
+pub struct ScenarioDoc {
+    /// Its id.
+    id: String,
+    /// oceanbase, mysql, postgresql, redis, queue or generic.
+    domain: String,
+    /// One line.
+    title: String,
+    /// low, medium, high or critical.
+    severity: String,
+    /// The risk, in plain words.
+    risk: String,
+    /// What to fill in.
+    parameters: Vec<ParameterDoc>,
+    /// The drill, an ExperimentSpec with `${name}` placeholders.
+    #[schema(value_type = Object)]
+    experiment: serde_json::Value,
+    /// What a resilient system does.
+    expected: String,
+    /// How to see it in production.
+    detect: Vec<String>,
+    /// Prevention advice.
+    prevention: Vec<String>,
+    /// What to do when it happens.
+    emergency: Vec<String>,
+}
+
 /// `chaos probe --json`.
 #[derive(utoipa::ToSchema)]
 #[schema(as = Probe)]
@@ -356,6 +414,17 @@ mod tests {
         let drill =
             super::super::experiments::ExperimentStatus::starting("x-1".into(), "n".into(), 0);
         assert_eq!(keys(&drill), properties("ExperimentStatus"));
+        let scenario = crate::catalog::all()
+            .iter()
+            .find(|s| s.parameters.iter().any(|p| p.default.is_some()))
+            .expect("a scenario with a default");
+        assert_eq!(keys(scenario), properties("Scenario"));
+        let param = scenario
+            .parameters
+            .iter()
+            .find(|p| p.default.is_some())
+            .unwrap();
+        assert_eq!(keys(param), properties("ScenarioParameter"));
     }
 
     #[test]
@@ -368,6 +437,9 @@ mod tests {
             "/v1/experiments/{id}",
             "/v1/experiments/{id}/report",
             "/v1/experiments/{id}/report.html",
+            "/v1/catalog",
+            "/v1/catalog/{id}",
+            "/v1/catalog/{id}/run",
             "/v1/probe",
             "/healthz",
             "/metrics",

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /v1/faults` | 201 [`Armed`], as `chaos inject --json` |
 //! | `GET /v1/faults` | [`Status`] list, as `chaos list --json` |
-//! | `GET /v1/faults/{id}` | [`Status`], as `chaos status ID --json` |
+//! | `GET /v1/faults/{id}` | [`Status`], as `chaos status ID --json` (state `recovered` once recovered, while this daemon runs) |
 //! | `DELETE /v1/faults/{id}` | [`Recovered`], as `chaos recover ID --json` |
 //! | `GET /v1/probe` | the probe report and strategy table, as `chaos probe --json` |
 //! | `GET /v1/openapi.json` | the OpenAPI document |

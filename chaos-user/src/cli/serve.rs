@@ -62,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let injector = Arc::new(injector);
+    let store = injector.store().clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -69,10 +70,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let bound = daemon::bind(listen)?;
         // One line on stdout, for whoever started the daemon (the port when given port 0).
         println!("listening on {}", bound.describe());
-        daemon::serve(injector.clone(), bound, daemon::signalled()).await
+        daemon::serve(injector, bound, daemon::signalled()).await
     })?;
     // The history of the faults this daemon armed or recovered goes with it (with the store,
     // when nothing is armed any more).
-    injector.store().release(&Owner::current())?;
+    store.release(&Owner::current())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -194,6 +194,10 @@ mod tests {
             net: None,
             syscall: None,
             block: None,
+            owner: None,
+            recovered_unix_ms: None,
+            recovered_by: None,
+            final_counters: None,
         }
     }
 

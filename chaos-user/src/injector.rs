@@ -211,6 +211,10 @@ impl Injector {
             net: None,
             syscall: None,
             block: None,
+            owner: Some(crate::store::Owner::current()),
+            recovered_unix_ms: None,
+            recovered_by: None,
+            final_counters: None,
         };
         // Recorded before the kernel is touched: a crash from here on leaves a record that
         // `recover --all` undoes. The deadline is provisional until the rule goes live.
@@ -385,15 +389,37 @@ impl Injector {
             .collect()
     }
 
-    /// One fault.
+    /// One fault: armed, or recovered while the store keeps its history (then with the counters
+    /// it had when it was recovered).
     pub fn status(&self, id: &str) -> Result<Status> {
-        let r = self.store.fault(id)?;
+        let r = self.store.fault_any(id)?;
+        if r.state == FaultState::Recovered {
+            return Ok(Status {
+                expired: true,
+                remaining_ms: 0,
+                counters: r.final_counters,
+                io: Vec::new(),
+                record: r,
+            });
+        }
         self.status_of(r)
     }
 
     fn status_of(&self, record: FaultRecord) -> Result<Status> {
         let now = boot_ns();
-        let counters = match (&record.net, &record.syscall, &record.block) {
+        let counters = self.counters_of(&record)?;
+        Ok(Status {
+            expired: now >= record.deadline_boot_ns,
+            remaining_ms: record.deadline_boot_ns.saturating_sub(now) / 1_000_000,
+            counters,
+            io: crate::iostat::fault_stats(&self.store, &record.id)?,
+            record,
+        })
+    }
+
+    /// The counters of a live fault's rule, where it has one.
+    fn counters_of(&self, record: &FaultRecord) -> Result<Option<Counters>> {
+        Ok(match (&record.net, &record.syscall, &record.block) {
             (Some(n), _, _) => Some(net::counters(n.slot)?.into()),
             (_, _, Some(BlockArmed::Bio(b))) => Some(io::counters(b.slot)?),
             (_, Some(s), _) => {
@@ -405,13 +431,6 @@ impl Injector {
                 })
             }
             _ => None,
-        };
-        Ok(Status {
-            expired: now >= record.deadline_boot_ns,
-            remaining_ms: record.deadline_boot_ns.saturating_sub(now) / 1_000_000,
-            counters,
-            io: crate::iostat::fault_stats(&self.store, &record.id)?,
-            record,
         })
     }
 
@@ -487,7 +506,29 @@ impl Injector {
         Ok(out)
     }
 
+    /// Recovers the faults of daemons that are gone (a `chaos serve` killed before it could
+    /// recover what it armed: nobody else will), and those past their deadline. Faults armed
+    /// from the command line, a library or a running daemon stay.
+    pub fn recover_orphans(&self) -> Result<Recovered> {
+        let _lock = self.store.lock()?;
+        let mut out = Recovered::default();
+        for record in self.store.faults()? {
+            if record
+                .owner
+                .is_some_and(|o| o.kind == crate::store::OwnerKind::Daemon && !o.is_alive())
+            {
+                out.faults.extend(self.recover_locked(&record)?.faults);
+            }
+        }
+        let reaped = self.reap_expired_locked()?;
+        out.faults.extend(reaped.faults);
+        out.attachments += reaped.attachments;
+        Ok(out)
+    }
+
     fn recover_locked(&self, record: &FaultRecord) -> Result<Recovered> {
+        // Kept with the record: what the fault did, for whoever asks after it is gone.
+        let counters = self.counters_of(record).ok().flatten();
         if let Some(n) = &record.net {
             let others = self.store.faults()?;
             let remaining: Vec<_> = others
@@ -518,7 +559,7 @@ impl Injector {
                 .collect();
             disarm_block(b, &remaining, &other_throttles(&others, &record.id))?;
         }
-        self.store.remove_fault(&record.id)?;
+        self.store.mark_recovered(&record.id, counters)?;
         Ok(Recovered {
             faults: vec![record.id.clone()],
             ..Recovered::default()

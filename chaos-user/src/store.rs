@@ -1,17 +1,38 @@
-//! The state store: what is armed, written before anything touches the kernel and removed only
-//! once it is undone, so that `chaos recover --all` can clean up after any crash.
+//! The state store: what is armed, written before anything touches the kernel and marked
+//! recovered once it is undone, so that `chaos recover --all` can clean up after any crash.
 //!
-//! One JSON file per fault, per attachment and per I/O measurement watch under the state
-//! directory (`/run/chaos`, or `$CHAOS_STATE_DIR`), written atomically (temp file + rename); an
-//! exclusive `flock` on `.lock` serialises every `chaos` process that changes state.
+//! One SQLite database, `chaos.db`, in the state directory (`/run/chaos`, or
+//! `$CHAOS_STATE_DIR`): a table per kind of record (faults, attachments, I/O measurement
+//! watches), each row the record as JSON beside the columns it is looked up by. The database
+//! uses a rollback journal (`journal_mode=DELETE`) with `synchronous=FULL`: a write is on disk
+//! when it returns, and a writer killed mid-transaction leaves a hot journal that the next
+//! reader rolls back, so a record is either wholly there or not at all. The schema is versioned
+//! (`PRAGMA user_version`); a database of an unknown version, or one that is not SQLite, is
+//! refused, and `recover --all` moves it aside (see [`Store::purge_unreadable`]).
+//!
+//! An exclusive `flock` on `.lock` still serialises every `chaos` process that changes state:
+//! arming is many steps (a record, maps, attachments, the record again) that must not
+//! interleave with another process's, which a transaction per step does not give.
+//!
+//! A recovered fault is kept as a row in state `recovered` (when, by whom, its last counters)
+//! rather than deleted, so that the daemon can still answer for it. That history lives only as
+//! long as someone may ask: when nothing is armed any more, [`Store::remove_if_empty`] removes
+//! the database and the directory (a clean machine shows no trace of the injector) unless a
+//! running daemon armed or recovered one of the rows; such a daemon drops its history when it
+//! exits ([`Store::release`]). History is also cut to the latest [`HISTORY_KEPT`] faults.
 
 use std::{
     fs::{self, File},
-    io::Write as _,
     path::{Path, PathBuf},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
 };
 
 use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -24,6 +45,18 @@ use crate::{
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/run/chaos";
 
+/// The database's file name in the state directory.
+pub const DB_FILE: &str = "chaos.db";
+
+/// The schema this version writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How many recovered faults the store keeps at most (the oldest go first).
+pub const HISTORY_KEPT: usize = 1000;
+
+/// How long a connection waits for another process's write before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Where a fault is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,6 +65,91 @@ pub enum FaultState {
     Arming,
     /// Fully armed.
     Armed,
+    /// Recovered: kept for the record, acts no more.
+    Recovered,
+}
+
+impl FaultState {
+    fn as_str(self) -> &'static str {
+        match self {
+            FaultState::Arming => "arming",
+            FaultState::Armed => "armed",
+            FaultState::Recovered => "recovered",
+        }
+    }
+}
+
+/// What kind of program armed a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerKind {
+    /// A library user of [`crate::Injector`] (the default).
+    Library,
+    /// The `chaos` command line.
+    Cli,
+    /// `chaos serve`.
+    Daemon,
+}
+
+/// Who armed (or recovered) a fault: a kind of program and its process, named by pid and start
+/// time so that a reused pid is not taken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The kind of program.
+    pub kind: OwnerKind,
+    /// Its process id.
+    pub pid: u32,
+    /// Its start time, in clock ticks after boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+}
+
+/// This process's [`OwnerKind`], as [`Owner::set_process_kind`] set it.
+static PROCESS_KIND: AtomicU8 = AtomicU8::new(0);
+
+impl Owner {
+    /// Declares what kind of program this process is (the CLI and `chaos serve` do, at start);
+    /// faults it arms from then on are recorded as this kind's.
+    pub fn set_process_kind(kind: OwnerKind) {
+        PROCESS_KIND.store(kind as u8, Ordering::Relaxed);
+    }
+
+    /// This process.
+    pub fn current() -> Owner {
+        static START: OnceLock<u64> = OnceLock::new();
+        let kind = match PROCESS_KIND.load(Ordering::Relaxed) {
+            1 => OwnerKind::Cli,
+            2 => OwnerKind::Daemon,
+            _ => OwnerKind::Library,
+        };
+        let pid = std::process::id();
+        Owner {
+            kind,
+            pid,
+            start_ticks: *START.get_or_init(|| process_start(pid).unwrap_or(0)),
+        }
+    }
+
+    /// Whether its process still runs (a zombie does not).
+    pub fn is_alive(&self) -> bool {
+        process_start(self.pid) == Some(self.start_ticks)
+    }
+
+    /// Whether it is a `chaos serve` that still runs.
+    pub fn is_live_daemon(&self) -> bool {
+        self.kind == OwnerKind::Daemon && self.is_alive()
+    }
+}
+
+/// A running (not zombie) process's start time in clock ticks after boot.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the last
+    // `)`, at field 3 (state).
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// An armed (or arming) fault.
@@ -43,7 +161,7 @@ pub struct FaultRecord {
     pub spec: FaultSpec,
     /// How it is made.
     pub strategy: Strategy,
-    /// Arming or armed.
+    /// Arming, armed or recovered.
     pub state: FaultState,
     /// Wall-clock time it was armed, ms since the epoch.
     pub created_unix_ms: u64,
@@ -61,6 +179,26 @@ pub struct FaultRecord {
     /// anything (while `Arming`), so recovery can undo a half-made fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<BlockArmed>,
+    /// Who armed it (absent from records of versions that did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// When it was recovered, ms since the epoch (state `recovered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_unix_ms: Option<u64>,
+    /// Who recovered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_by: Option<Owner>,
+    /// Its counters as they were just before it was recovered, where it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_counters: Option<crate::injector::Counters>,
+}
+
+impl FaultRecord {
+    /// Whether a running daemon armed or recovered it (and so may be asked about it).
+    fn held_by_live_daemon(&self) -> bool {
+        self.owner.is_some_and(|o| o.is_live_daemon())
+            || self.recovered_by.is_some_and(|o| o.is_live_daemon())
+    }
 }
 
 /// A block I/O or disk fault's state: what recovery undoes.
@@ -222,7 +360,7 @@ pub enum AttachLink {
     },
 }
 
-/// The state directory.
+/// The state directory and its database.
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
@@ -232,6 +370,22 @@ pub struct Store {
 pub struct StoreLock {
     _lock: Flock<File>,
 }
+
+/// The tables, each keyed by its record's id, with the record as JSON.
+const TABLES: [&str; 3] = ["faults", "attachments", "watches"];
+
+const SCHEMA: &str = "
+    CREATE TABLE faults (
+        id TEXT PRIMARY KEY NOT NULL,
+        state TEXT NOT NULL,
+        created_unix_ms INTEGER NOT NULL,
+        recovered_unix_ms INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX faults_by_state ON faults (state, created_unix_ms);
+    CREATE TABLE attachments (id INTEGER PRIMARY KEY NOT NULL, record TEXT NOT NULL);
+    CREATE TABLE watches (id TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL);
+";
 
 impl Store {
     /// The store at `$CHAOS_STATE_DIR` or [`DEFAULT_STATE_DIR`].
@@ -248,8 +402,8 @@ impl Store {
         self.dir.with_extension("probe.json")
     }
 
-    /// The store at `dir`. Directories are made when first written, and removed again by
-    /// [`Store::remove_if_empty`].
+    /// The store at `dir`. The directory and database are made when first written, and
+    /// removed again by [`Store::remove_if_empty`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
         Ok(Store { dir: dir.into() })
     }
@@ -257,6 +411,11 @@ impl Store {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join(DB_FILE)
     }
 
     /// Takes the exclusive lock.
@@ -291,174 +450,397 @@ impl Store {
         }
     }
 
-    /// Every fault record.
-    pub fn faults(&self) -> Result<Vec<FaultRecord>> {
-        let mut v: Vec<FaultRecord> = self.read_all("faults")?;
-        v.sort_by(|a, b| {
-            a.created_unix_ms
-                .cmp(&b.created_unix_ms)
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(v)
+    fn db_err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Store {
+            path: self.db_path(),
+            problem: e.to_string(),
+        }
     }
 
-    /// One fault record.
+    /// A connection to the database; `None` when there is none (nothing recorded) and `create`
+    /// is false. Each call opens its own: the database may be removed between two calls
+    /// (the last fault recovered), and a kept connection would go on with the removed file.
+    fn connect(&self, create: bool) -> Result<Option<Connection>> {
+        let path = self.db_path();
+        if create {
+            fs::create_dir_all(&self.dir)
+                .ctx(|| format!("creating state directory {}", self.dir.display()))?;
+        } else if !path.exists() {
+            return Ok(None);
+        }
+        // Read-write even to read: a reader rolls back what a killed writer left in the journal.
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = match Connection::open_with_flags(&path, flags) {
+            Ok(c) => c,
+            // Removed since we looked.
+            Err(_) if !create && !path.exists() => return Ok(None),
+            Err(e) => return Err(self.db_err(e)),
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.db_err(e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.db_err(e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+            .map_err(|e| self.db_err(e))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(self.db_err(format!("journal mode {mode} instead of delete")));
+        }
+        match self.version(&conn)? {
+            SCHEMA_VERSION => Ok(Some(conn)),
+            // Just made (by us, or by a writer that has not yet committed its schema).
+            0 if !create => Ok(None),
+            0 => {
+                conn.execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| self.db_err(e))?;
+                let made = match self.version(&conn)? {
+                    0 => conn
+                        .execute_batch(SCHEMA)
+                        .and_then(|()| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
+                        .and_then(|()| conn.execute_batch("COMMIT"))
+                        .map_err(|e| self.db_err(e)),
+                    SCHEMA_VERSION => conn.execute_batch("COMMIT").map_err(|e| self.db_err(e)),
+                    v => Err(self.foreign(v)),
+                };
+                if made.is_err() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                made.map(|()| Some(conn))
+            }
+            v => Err(self.foreign(v)),
+        }
+    }
+
+    fn version(&self, conn: &Connection) -> Result<i64> {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.db_err(e))
+    }
+
+    fn foreign(&self, version: i64) -> Error {
+        self.db_err(format!(
+            "schema version {version}, where this chaos reads {SCHEMA_VERSION}: written by \
+             another version (chaos recover --all moves it aside)"
+        ))
+    }
+
+    /// The `record` column of the rows of `sql` (which selects `id, record`), decoded.
+    fn query<T: DeserializeOwned>(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<T>> {
+        let Some(conn) = self.connect(false)? else {
+            return Ok(Vec::new());
+        };
+        let rows = self.rows(&conn, sql, args)?;
+        rows.into_iter()
+            .map(|(id, json)| {
+                serde_json::from_str(&json).map_err(|e| self.db_err(format!("record {id}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The `(id, record)` rows of `sql`, as text.
+    fn rows(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<(String, String)>> {
+        let mut stmt = conn.prepare(sql).map_err(|e| self.db_err(e))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                let id: rusqlite::types::Value = r.get(0)?;
+                let id = match id {
+                    rusqlite::types::Value::Integer(n) => n.to_string(),
+                    rusqlite::types::Value::Text(s) => s,
+                    other => format!("{other:?}"),
+                };
+                let record = match r.get::<_, rusqlite::types::Value>(1)? {
+                    rusqlite::types::Value::Text(s) => s,
+                    other => format!("{other:?}"),
+                };
+                Ok((id, record))
+            })
+            .map_err(|e| self.db_err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.db_err(e))
+    }
+
+    fn execute(&self, sql: &str, args: impl rusqlite::Params) -> Result<()> {
+        let conn = self.connect(true)?.expect("made when asked to create");
+        conn.execute(sql, args).map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Deletes by id; nothing to do without a database.
+    fn delete(&self, table: &str, id: &dyn rusqlite::ToSql) -> Result<()> {
+        let Some(conn) = self.connect(false)? else {
+            return Ok(());
+        };
+        conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])
+            .map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// Every live (arming or armed) fault record, oldest first.
+    pub fn faults(&self) -> Result<Vec<FaultRecord>> {
+        self.query(
+            "SELECT id, record FROM faults WHERE state != 'recovered' \
+             ORDER BY created_unix_ms, id",
+            [],
+        )
+    }
+
+    /// Recovered faults still kept, in the order they were recovered.
+    pub fn history(&self) -> Result<Vec<FaultRecord>> {
+        self.query(
+            "SELECT id, record FROM faults WHERE state = 'recovered' \
+             ORDER BY recovered_unix_ms, id",
+            [],
+        )
+    }
+
+    /// One live fault record.
     pub fn fault(&self, id: &str) -> Result<FaultRecord> {
-        if id.is_empty() || id.contains('/') || id.starts_with('.') {
-            return Err(Error::NotFound(id.to_owned()));
-        }
-        let path = self.dir.join("faults").join(format!("{id}.json"));
-        if !path.exists() {
-            return Err(Error::NotFound(id.to_owned()));
-        }
-        read_json(&path)
+        self.fault_any(id).and_then(|r| match r.state {
+            FaultState::Recovered => Err(Error::NotFound(id.to_owned())),
+            _ => Ok(r),
+        })
+    }
+
+    /// One fault record, live or recovered (while its history is kept).
+    pub fn fault_any(&self, id: &str) -> Result<FaultRecord> {
+        self.query("SELECT id, record FROM faults WHERE id = ?1", [id])?
+            .pop()
+            .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
     /// Writes (creates or replaces) a fault record.
     pub fn put_fault(&self, record: &FaultRecord) -> Result<()> {
-        self.write("faults", &record.id, record)
+        self.execute(
+            "INSERT OR REPLACE INTO faults (id, state, created_unix_ms, recovered_unix_ms, record) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                record.id,
+                record.state.as_str(),
+                record.created_unix_ms as i64,
+                record.recovered_unix_ms.map(|t| t as i64),
+                serde_json::to_string(record).expect("state serialises"),
+            ],
+        )
     }
 
-    /// Removes a fault record.
+    /// Marks a live fault recovered (by this process, now, with its last `counters`), and
+    /// forgets the oldest recovered faults past [`HISTORY_KEPT`].
+    pub fn mark_recovered(
+        &self,
+        id: &str,
+        counters: Option<crate::injector::Counters>,
+    ) -> Result<()> {
+        let mut record = self.fault(id)?;
+        record.state = FaultState::Recovered;
+        record.recovered_unix_ms = Some(crate::clock::unix_ms());
+        record.recovered_by = Some(Owner::current());
+        record.final_counters = counters;
+        self.put_fault(&record)?;
+        self.execute(
+            "DELETE FROM faults WHERE state = 'recovered' AND id NOT IN \
+             (SELECT id FROM faults WHERE state = 'recovered' \
+              ORDER BY recovered_unix_ms DESC LIMIT ?1)",
+            [HISTORY_KEPT as i64],
+        )
+    }
+
+    /// Removes a fault record (one whose arming failed: nothing of it is left to remember).
     pub fn remove_fault(&self, id: &str) -> Result<()> {
-        self.remove("faults", id)
+        self.delete("faults", &id)
     }
 
     /// Every attachment.
     pub fn attachments(&self) -> Result<Vec<Attachment>> {
-        let mut v: Vec<Attachment> = self.read_all("attachments")?;
-        v.sort_by_key(|a| a.id);
-        Ok(v)
+        self.query("SELECT id, record FROM attachments ORDER BY id", [])
     }
 
     /// Writes an attachment.
     pub fn put_attachment(&self, a: &Attachment) -> Result<()> {
-        self.write("attachments", &a.id.to_string(), a)
+        self.execute(
+            "INSERT OR REPLACE INTO attachments (id, record) VALUES (?1, ?2)",
+            params![a.id, serde_json::to_string(a).expect("state serialises")],
+        )
     }
 
     /// Removes an attachment.
     pub fn remove_attachment(&self, id: u32) -> Result<()> {
-        self.remove("attachments", &id.to_string())
+        self.delete("attachments", &id)
     }
 
     /// Every block I/O measurement watch.
     pub fn watches(&self) -> Result<Vec<crate::iostat::WatchRecord>> {
-        self.read_all("watches")
+        self.query("SELECT id, record FROM watches ORDER BY id", [])
     }
 
     /// Writes a watch.
     pub fn put_watch(&self, w: &crate::iostat::WatchRecord) -> Result<()> {
-        self.write("watches", &w.id, w)
+        self.execute(
+            "INSERT OR REPLACE INTO watches (id, record) VALUES (?1, ?2)",
+            params![w.id, serde_json::to_string(w).expect("state serialises")],
+        )
     }
 
     /// Removes a watch.
     pub fn remove_watch(&self, id: &str) -> Result<()> {
-        self.remove("watches", id)
+        self.delete("watches", &id)
     }
 
-    fn read_all<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
-        let dir = self.dir.join(sub);
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            r => r.ctx(|| format!("reading {}", dir.display()))?,
-        };
-        for entry in entries {
-            let path = entry.ctx(|| format!("reading {}", dir.display()))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                out.push(read_json(&path)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Removes state files that cannot be read (written by another version, or damaged), and
-    /// returns what each held and why it was unreadable; and removes temporary files of writes
-    /// that were cut short. `recover --all` calls it first, so that
-    /// one bad file cannot stop the recovery of everything else.
+    /// Makes the store readable again whatever was left in it, and says what was given up:
+    /// a database that is not one, or of another schema version, is moved aside (beside the
+    /// state directory, as `<dir>.damaged-<ms>.db`); rows that cannot be read (damaged, or
+    /// written by another version) are deleted, each reported with what it held; state files of
+    /// versions before the database are read into it (or reported). `recover --all` calls it
+    /// first, with the lock held, so that nothing unreadable stops the recovery of everything
+    /// else; what the lost records named is found by its sweep of the kernel's state.
     pub fn purge_unreadable(&self) -> Result<Vec<String>> {
         let mut purged = Vec::new();
-        for (sub, check) in [
-            (
-                "faults",
-                (|p| read_json::<FaultRecord>(p).map(drop)) as fn(&Path) -> Result<()>,
-            ),
-            ("attachments", |p| read_json::<Attachment>(p).map(drop)),
-            ("watches", |p| {
-                read_json::<crate::iostat::WatchRecord>(p).map(drop)
-            }),
-        ] {
-            let dir = self.dir.join(sub);
+        let checked = self.connect(false).and_then(|conn| match conn {
+            Some(conn) => {
+                let check: String = conn
+                    .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                    .map_err(|e| self.db_err(e))?;
+                if check != "ok" {
+                    return Err(self.db_err(format!("damaged: {check}")));
+                }
+                Ok(Some(conn))
+            }
+            None => Ok(None),
+        });
+        match checked {
+            Ok(Some(conn)) => {
+                for table in TABLES {
+                    let rows = self.rows(&conn, &format!("SELECT id, record FROM {table}"), [])?;
+                    for (id, json) in rows {
+                        let read = match table {
+                            "faults" => serde_json::from_str::<FaultRecord>(&json).map(drop),
+                            "attachments" => serde_json::from_str::<Attachment>(&json).map(drop),
+                            _ => {
+                                serde_json::from_str::<crate::iostat::WatchRecord>(&json).map(drop)
+                            }
+                        };
+                        if let Err(e) = read {
+                            conn.execute(
+                                &format!("DELETE FROM {table} WHERE CAST(id AS TEXT) = ?1"),
+                                [&id],
+                            )
+                            .map_err(|e| self.db_err(e))?;
+                            purged.push(format!(
+                                "{}: {table} row {id}: {e}; it held: {json}",
+                                self.db_path().display()
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let aside = self
+                    .dir
+                    .with_extension(format!("damaged-{}.db", crate::clock::unix_ms()));
+                let db = self.db_path();
+                fs::rename(&db, &aside)
+                    .ctx(|| format!("moving {} aside to {}", db.display(), aside.display()))?;
+                // Its journal goes with it: it belongs to that file.
+                let journal = journal_of(&db);
+                if journal.exists() {
+                    let _ = fs::rename(&journal, journal_of(&aside));
+                }
+                purged.push(format!("{e}; moved to {}", aside.display()));
+            }
+        }
+        purged.extend(self.import_legacy()?);
+        Ok(purged)
+    }
+
+    /// Reads the one-JSON-file-per-record state of versions before the database into it, and
+    /// removes the files; returns what could not be read.
+    fn import_legacy(&self) -> Result<Vec<String>> {
+        let mut unreadable = Vec::new();
+        for table in TABLES {
+            let dir = self.dir.join(table);
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
             for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-                // A write cut short (the writer killed between writing and renaming): every
-                // write holds the lock, so under it a temporary file is stale. The record it
-                // would have replaced is still in place.
-                if path.extension().is_some_and(|e| e == "tmp") {
-                    fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
-                    continue;
-                }
-                if path.extension().is_some_and(|e| e == "json")
-                    && let Err(e) = check(&path)
-                {
+                if path.extension().is_some_and(|e| e == "json") {
                     let text = fs::read_to_string(&path).unwrap_or_default();
-                    fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
-                    purged.push(format!(
-                        "{e}; it held: {}",
-                        text.split_whitespace().collect::<Vec<_>>().join(" ")
-                    ));
+                    let put = match table {
+                        "faults" => read_json(&path, &text).and_then(|r| self.put_fault(&r)),
+                        "attachments" => {
+                            read_json(&path, &text).and_then(|a| self.put_attachment(&a))
+                        }
+                        _ => read_json(&path, &text).and_then(|w| self.put_watch(&w)),
+                    };
+                    if let Err(e) = put {
+                        unreadable.push(format!(
+                            "{e}; it held: {}",
+                            text.split_whitespace().collect::<Vec<_>>().join(" ")
+                        ));
+                    }
                 }
+                // Temporary files of writes cut short go too: the record they would have
+                // replaced is still there.
+                fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
             }
+            let _ = fs::remove_dir(&dir);
         }
-        Ok(purged)
+        Ok(unreadable)
     }
 
-    fn write<T: Serialize>(&self, sub: &str, name: &str, value: &T) -> Result<()> {
-        let sub = self.dir.join(sub);
-        fs::create_dir_all(&sub).ctx(|| format!("creating state directory {}", sub.display()))?;
-        let path = sub.join(format!("{name}.json"));
-        let tmp = sub.join(format!(".{name}.tmp"));
-        let json = serde_json::to_vec_pretty(value).expect("state serialises");
-        let mut f = File::create(&tmp).ctx(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&json)
-            .and_then(|()| f.sync_all())
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).ctx(|| format!("renaming {} into place", tmp.display()))
-    }
-
-    fn remove(&self, sub: &str, name: &str) -> Result<()> {
-        let path = self.dir.join(sub).join(format!("{name}.json"));
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("removing {}", path.display()), e))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Removes the state directory if it holds nothing but the lock, so a clean machine shows no
-    /// trace of the injector. Call with the lock held.
+    /// Removes the database and the state directory if nothing is armed, attached or watched
+    /// and no running daemon keeps history in it, so a clean machine shows no trace of the
+    /// injector. Call with the lock held. Returns whether they are gone.
     pub fn remove_if_empty(&self) -> Result<bool> {
         if !self.faults()?.is_empty()
             || !self.attachments()?.is_empty()
             || !self.watches()?.is_empty()
+            || self.history()?.iter().any(FaultRecord::held_by_live_daemon)
         {
             return Ok(false);
         }
-        for sub in ["faults", "attachments", "watches"] {
-            let _ = fs::remove_dir(self.dir.join(sub));
+        let db = self.db_path();
+        for f in [db.clone(), journal_of(&db)] {
+            match fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(format!("removing {}", f.display()), e));
+                }
+                _ => {}
+            }
         }
         let _ = fs::remove_file(self.dir.join(".lock"));
         let _ = fs::remove_dir(&self.dir);
         Ok(true)
     }
+
+    /// For a daemon that exits: forgets the recovered faults `owner` armed or recovered (nobody
+    /// is left to ask about them), then removes the store if nothing else is in it.
+    pub fn release(&self, owner: &Owner) -> Result<()> {
+        let _lock = self.lock()?;
+        for r in self.history()? {
+            if r.owner.as_ref() == Some(owner) || r.recovered_by.as_ref() == Some(owner) {
+                self.remove_fault(&r.id)?;
+            }
+        }
+        self.remove_if_empty().map(drop)
+    }
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Store {
+/// The rollback journal SQLite keeps beside `db` during a write.
+fn journal_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-journal");
+    name.into()
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Store {
         path: path.to_owned(),
         problem: e.to_string(),
     })
@@ -520,44 +902,312 @@ mod tests {
             }),
             syscall: None,
             block: None,
+            owner: Some(Owner::current()),
+            recovered_unix_ms: None,
+            recovered_by: None,
+            final_counters: None,
+        }
+    }
+
+    /// A fresh, absent directory for one test.
+    fn test_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("chaos-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn attachment(id: u32) -> Attachment {
+        Attachment {
+            id,
+            hook: Hook::SysEnter,
+            link: AttachLink::Link {
+                pin: format!("/sys/fs/bpf/chaos/link-{id}").into(),
+            },
         }
     }
 
     #[test]
     fn round_trip_and_cleanup() {
-        let dir = std::env::temp_dir().join(format!("chaos-store-test-{}", std::process::id()));
+        let dir = test_dir("round-trip");
         let store = Store::open(&dir).unwrap();
+        // Reading makes nothing.
+        assert!(store.faults().unwrap().is_empty());
+        assert!(matches!(store.fault("f-1"), Err(Error::NotFound(_))));
+        assert!(!dir.exists(), "a read leaves no trace");
         let _lock = store.lock().unwrap();
-        store.put_fault(&record("f-1")).unwrap();
-        assert_eq!(store.fault("f-1").unwrap().net.unwrap().slot, 4);
+        let mut r = record("f-1");
+        store.put_fault(&r).unwrap();
+        let back = store.fault("f-1").unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&r).unwrap()
+        );
+        assert_eq!(back.owner, Some(Owner::current()));
+        r.state = FaultState::Armed;
+        store.put_fault(&r).unwrap();
+        assert_eq!(store.fault("f-1").unwrap().state, FaultState::Armed);
+        assert_eq!(store.faults().unwrap().len(), 1, "replaced, not added");
         assert!(matches!(store.fault("f-2"), Err(Error::NotFound(_))));
         assert!(matches!(store.fault("../x"), Err(Error::NotFound(_))));
+        store.put_attachment(&attachment(7)).unwrap();
+        store.put_attachment(&attachment(3)).unwrap();
+        let ids: Vec<u32> = store.attachments().unwrap().iter().map(|a| a.id).collect();
+        assert_eq!(ids, [3, 7]);
         assert!(!store.remove_if_empty().unwrap());
+        store.remove_attachment(3).unwrap();
+        store.remove_attachment(7).unwrap();
         store.remove_fault("f-1").unwrap();
         assert!(store.remove_if_empty().unwrap());
         assert!(!dir.exists());
     }
 
+    /// A recovered fault stays, marked, out of the live list; a library's history does not keep
+    /// the store, a running daemon's does until it releases it.
     #[test]
-    fn a_write_cut_short_is_purged() {
-        let dir = std::env::temp_dir().join(format!("chaos-store-tmp-{}", std::process::id()));
+    fn recovered_faults_are_marked() {
+        let dir = test_dir("marked");
         let store = Store::open(&dir).unwrap();
         let _lock = store.lock().unwrap();
         store.put_fault(&record("f-1")).unwrap();
-        // As left by a writer killed between writing and renaming.
-        std::fs::write(dir.join("faults/.f-1.tmp"), b"{\"id\": \"f-").unwrap();
-        assert!(store.purge_unreadable().unwrap().is_empty());
-        assert!(!dir.join("faults/.f-1.tmp").exists());
+        let counters = crate::injector::Counters {
+            seen: 10,
+            matched: 5,
+            acted: 2,
+        };
+        store.mark_recovered("f-1", Some(counters)).unwrap();
+        assert!(store.faults().unwrap().is_empty());
+        assert!(matches!(store.fault("f-1"), Err(Error::NotFound(_))));
+        assert!(matches!(
+            store.mark_recovered("f-1", None),
+            Err(Error::NotFound(_))
+        ));
+        let r = store.fault_any("f-1").unwrap();
+        assert_eq!(r.state, FaultState::Recovered);
+        assert!(r.recovered_unix_ms.unwrap() > 1_600_000_000_000);
+        assert_eq!(r.recovered_by, Some(Owner::current()));
+        assert_eq!(r.final_counters, Some(counters));
+        assert_eq!(store.history().unwrap().len(), 1);
+        assert!(store.remove_if_empty().unwrap(), "nobody asks about it");
+        assert!(!dir.exists());
+
+        // Armed by a daemon that runs (this process, as a daemon).
+        let daemon = Owner {
+            kind: OwnerKind::Daemon,
+            ..Owner::current()
+        };
+        let _lock = store.lock().unwrap();
+        let mut r = record("f-2");
+        r.owner = Some(daemon);
+        store.put_fault(&r).unwrap();
+        store.mark_recovered("f-2", None).unwrap();
+        assert!(!store.remove_if_empty().unwrap(), "its daemon may be asked");
+        assert_eq!(store.fault_any("f-2").unwrap().state, FaultState::Recovered);
+        drop(_lock);
+        store.release(&daemon).unwrap();
+        assert!(!dir.exists(), "released by the daemon that exits");
+
+        // A dead daemon's history keeps nothing.
+        let _lock = store.lock().unwrap();
+        r.owner = Some(Owner {
+            start_ticks: daemon.start_ticks + 1,
+            ..daemon
+        });
+        store.put_fault(&r).unwrap();
+        store.mark_recovered("f-2", None).unwrap();
+        assert!(store.remove_if_empty().unwrap());
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let dir = test_dir("bounded");
+        let store = Store::open(&dir).unwrap();
+        let _lock = store.lock().unwrap();
+        let conn = store.connect(true).unwrap().unwrap();
+        // Older recovered faults, written directly (marking 1000 one by one is slow).
+        conn.execute_batch("BEGIN").unwrap();
+        for i in 0..HISTORY_KEPT {
+            let mut r = record(&format!("f-old{i}"));
+            r.state = FaultState::Recovered;
+            r.recovered_unix_ms = Some(i as u64 + 1);
+            conn.execute(
+                "INSERT INTO faults VALUES (?1, 'recovered', 1, ?2, ?3)",
+                params![r.id, i as i64 + 1, serde_json::to_string(&r).unwrap()],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        store.put_fault(&record("f-new")).unwrap();
+        store.mark_recovered("f-new", None).unwrap();
+        let history = store.history().unwrap();
+        assert_eq!(history.len(), HISTORY_KEPT);
+        assert!(history.iter().all(|r| r.id != "f-old0"), "the oldest went");
+        assert_eq!(history.last().unwrap().id, "f-new");
+        assert!(store.remove_if_empty().unwrap());
+    }
+
+    /// The files as a writer killed in the middle of a transaction leaves them (copied while it
+    /// is open): the next reader sees what was committed before it, nothing of the rest.
+    #[test]
+    fn a_transaction_cut_short_is_rolled_back() {
+        let dir = test_dir("killed");
+        let crashed = test_dir("killed-image");
+        let store = Store::open(&dir).unwrap();
+        store.put_fault(&record("f-1")).unwrap();
+        let writer = store.connect(true).unwrap().unwrap();
+        // A small page cache: the transaction's pages spill into the database file before the
+        // commit, the originals being in the journal.
+        writer.pragma_update(None, "cache_size", 2).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        writer.execute("DELETE FROM faults", []).unwrap();
+        for i in 0..200 {
+            let mut r = record(&format!("f-x{i}"));
+            r.id = format!("f-x{i}-{}", "y".repeat(2000));
+            writer
+                .execute(
+                    "INSERT INTO faults VALUES (?1, 'armed', 1, NULL, ?2)",
+                    params![r.id, serde_json::to_string(&r).unwrap()],
+                )
+                .unwrap();
+        }
+        let db = store.db_path();
+        assert!(
+            journal_of(&db).exists(),
+            "a write in progress has its journal"
+        );
+        fs::create_dir_all(&crashed).unwrap();
+        fs::copy(&db, crashed.join(DB_FILE)).unwrap();
+        fs::copy(journal_of(&db), journal_of(&crashed.join(DB_FILE))).unwrap();
+        drop(writer);
+
+        let image = Store::open(&crashed).unwrap();
+        assert!(image.purge_unreadable().unwrap().is_empty());
+        let ids: Vec<String> = image.faults().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["f-1"], "the cut transaction is rolled back");
+        assert!(!journal_of(&crashed.join(DB_FILE)).exists());
+        fs::remove_dir_all(&crashed).unwrap();
+        assert_eq!(store.faults().unwrap().len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file that is not a database, or one of another schema version, stops reads but not
+    /// `purge_unreadable`, which moves it aside.
+    #[test]
+    fn a_damaged_or_foreign_database_is_moved_aside() {
+        for (name, damage) in [
+            (
+                "garbage",
+                (|db: &Path| fs::write(db, vec![0x5a; 8192]).unwrap()) as fn(&Path),
+            ),
+            ("foreign", |db: &Path| {
+                let c = Connection::open(db).unwrap();
+                c.pragma_update(None, "user_version", 99).unwrap();
+            }),
+        ] {
+            let dir = test_dir(name);
+            let store = Store::open(&dir).unwrap();
+            let _lock = store.lock().unwrap();
+            store.put_fault(&record("f-1")).unwrap();
+            fs::remove_file(store.db_path()).unwrap();
+            damage(&store.db_path());
+            let e = store.faults().unwrap_err();
+            assert!(matches!(e, Error::Store { .. }), "{name}: {e}");
+            assert!(
+                store.put_fault(&record("f-2")).is_err(),
+                "{name}: not written over"
+            );
+            let purged = store.purge_unreadable().unwrap();
+            assert_eq!(purged.len(), 1, "{name}: {purged:?}");
+            let aside = PathBuf::from(purged[0].rsplit("moved to ").next().unwrap());
+            assert!(aside.exists(), "{name}: {purged:?}");
+            assert!(aside.starts_with(dir.parent().unwrap()) && !aside.starts_with(&dir));
+            fs::remove_file(&aside).unwrap();
+            assert!(store.faults().unwrap().is_empty());
+            assert!(store.remove_if_empty().unwrap());
+        }
+    }
+
+    #[test]
+    fn unreadable_rows_are_purged() {
+        let dir = test_dir("rows");
+        let store = Store::open(&dir).unwrap();
+        let _lock = store.lock().unwrap();
+        store.put_fault(&record("f-1")).unwrap();
+        store.put_attachment(&attachment(1)).unwrap();
+        let conn = store.connect(true).unwrap().unwrap();
+        conn.execute(
+            "INSERT INTO faults VALUES ('f-bad', 'armed', 2, NULL, '{\"id\": \"f-bad\"}')",
+            [],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO attachments VALUES (2, x'00ff')", [])
+            .unwrap();
+        assert!(store.faults().is_err());
+        let purged = store.purge_unreadable().unwrap();
+        assert_eq!(purged.len(), 2, "{purged:?}");
+        assert!(purged[0].contains("f-bad"), "{purged:?}");
+        assert_eq!(store.faults().unwrap()[0].id, "f-1");
+        assert_eq!(store.attachments().unwrap().len(), 1);
+        store.remove_fault("f-1").unwrap();
+        store.remove_attachment(1).unwrap();
+        assert!(store.remove_if_empty().unwrap());
+    }
+
+    /// The one-file-per-record state of earlier versions is read into the database.
+    #[test]
+    fn legacy_files_are_imported() {
+        let dir = test_dir("legacy");
+        let store = Store::open(&dir).unwrap();
+        let _lock = store.lock().unwrap();
+        fs::create_dir_all(dir.join("faults")).unwrap();
+        fs::write(
+            dir.join("faults/f-1.json"),
+            serde_json::to_vec(&record("f-1")).unwrap(),
+        )
+        .unwrap();
+        fs::write(dir.join("faults/f-2.json"), b"{\"id\": \"f-").unwrap();
+        fs::write(dir.join("faults/.f-3.tmp"), b"{").unwrap();
+        let purged = store.purge_unreadable().unwrap();
+        assert_eq!(purged.len(), 1, "{purged:?}");
+        assert!(purged[0].contains("f-2.json"), "{purged:?}");
+        assert!(!dir.join("faults").exists());
         assert_eq!(store.fault("f-1").unwrap().id, "f-1");
         store.remove_fault("f-1").unwrap();
         assert!(store.remove_if_empty().unwrap());
+    }
+
+    #[test]
+    fn owners_are_alive_while_their_process_runs() {
+        let me = Owner::current();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.start_ticks > 0 && me.is_alive());
+        assert!(
+            !Owner {
+                start_ticks: me.start_ticks + 1,
+                ..me
+            }
+            .is_alive(),
+            "a reused pid is not the owner"
+        );
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start(pid);
+        // A zombie is dead.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let owner = Owner {
+            kind: OwnerKind::Daemon,
+            pid,
+            start_ticks: start.unwrap_or(0),
+        };
+        assert!(!owner.is_live_daemon());
+        child.wait().unwrap();
+        assert!(!owner.is_alive());
     }
 
     /// A caller blocked on the lock while its holder removed the store (the last fault
     /// recovered) ends up holding the lock of the current file, which excludes the next caller.
     #[test]
     fn a_lock_on_a_removed_file_is_retaken() {
-        let dir = std::env::temp_dir().join(format!("chaos-store-lock-{}", std::process::id()));
+        let dir = test_dir("lock");
         let store = Store::open(&dir).unwrap();
         let first = store.lock().unwrap();
         let (locked, wait) = std::sync::mpsc::channel();

@@ -680,6 +680,10 @@ mod tests {
             net: None,
             syscall: None,
             block: Some(BlockArmed::Throttle(t)),
+            owner: None,
+            recovered_unix_ms: None,
+            recovered_by: None,
+            final_counters: None,
         }
     }
 

@@ -68,6 +68,8 @@ enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Faults armed from here are the command line's (`chaos serve` says it is a daemon).
+    chaos_user::store::Owner::set_process_kind(chaos_user::store::OwnerKind::Cli);
     let served = matches!(
         cli.command,
         Command::Probe(_)

@@ -5,6 +5,7 @@ use std::{process::ExitCode, sync::Arc};
 use chaos_user::{
     Injector,
     daemon::{self, Listen, auth::Token, tls::TlsFiles},
+    store::{Owner, OwnerKind},
 };
 
 /// Arguments of `chaos serve`.
@@ -30,7 +31,9 @@ pub struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_cert"])]
     tls_key: Option<String>,
-    /// Recover every fault (and every trace) left by earlier runs before serving.
+    /// Recover every fault (and every trace) left by earlier runs before serving, also those
+    /// armed from the command line or by another daemon. Without it, only the faults of
+    /// daemons that are gone (killed before they could recover them) and expired ones are.
     #[arg(long)]
     recover_on_start: bool,
 }
@@ -57,21 +60,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => Listen::Unix(args.socket.into()),
     };
+    // Faults armed through the API are this daemon's: the next daemon recovers them if this
+    // one dies without doing so.
+    Owner::set_process_kind(OwnerKind::Daemon);
     let injector = Injector::new()?;
-    if args.recover_on_start {
-        let out = injector.recover_all()?;
-        eprintln!(
-            "recovered {} fault(s) left by earlier runs{}",
-            out.faults.len(),
-            if out.faults.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", out.faults.join(", "))
-            }
-        );
+    let out = if args.recover_on_start {
+        injector.recover_all()?
     } else {
-        // Faults past their deadline no longer act; remove what is left of them.
-        injector.reap_expired()?;
+        injector.recover_orphans()?
+    };
+    for u in &out.unreadable {
+        eprintln!("warning: removed unreadable state: {u}");
+    }
+    if !out.faults.is_empty() {
+        eprintln!(
+            "recovered {} fault(s) left by earlier runs ({})",
+            out.faults.len(),
+            out.faults.join(", ")
+        );
     }
     let injector = Arc::new(injector);
     // The traffic workers of drills are this binary (`chaos __traffic-worker`).
@@ -82,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         worker_exe,
         args.report_dir,
     ));
+    let store = injector.store().clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -91,5 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("listening on {}", bound.describe());
         daemon::serve(injector, experiments, bound, daemon::signalled()).await
     })?;
+    // The history of the faults this daemon armed or recovered goes with it (with the store,
+    // when nothing is armed any more).
+    store.release(&Owner::current())?;
     Ok(ExitCode::SUCCESS)
 }

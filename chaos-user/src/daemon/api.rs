@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /v1/faults` | 201 [`Armed`], as `chaos inject --json` |
 //! | `GET /v1/faults` | [`Status`] list, as `chaos list --json` |
-//! | `GET /v1/faults/{id}` | [`Status`], as `chaos status ID --json` |
+//! | `GET /v1/faults/{id}` | [`Status`], as `chaos status ID --json` (state `recovered` once recovered, while this daemon runs) |
 //! | `DELETE /v1/faults/{id}` | [`Recovered`], as `chaos recover ID --json` |
 //! | `POST /v1/experiments` | 202 [`ExperimentStatus`]: the drill is validated and started |
 //! | `GET /v1/experiments` | every drill, without events |

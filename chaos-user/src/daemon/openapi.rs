@@ -161,7 +161,7 @@ pub struct StatusDoc {
     spec: FaultSpecDoc,
     /// How it is made.
     strategy: String,
-    /// `arming` or `armed`.
+    /// `arming`, `armed` or `recovered`.
     state: String,
     /// When it was armed, ms since the epoch.
     created_unix_ms: u64,

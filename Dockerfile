@@ -32,8 +32,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cargo build --release --locked --package chaos-user --bin chaos \
  && install -D -m 0755 target/release/chaos /out/chaos
 
-# Runtime: the binary (it carries its eBPF object) and iproute2, whose `tc` the qdisc fallbacks
-# (netem, ifb) drive on kernels where a fault cannot be made in eBPF.
+# Runtime: the binary (it carries its eBPF object) and iproute2: `ip`, which every network fault
+# runs, and the `tc` of the qdisc fallbacks (netem, ifb) and of the sweep.
 FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iproute2 \

@@ -9,7 +9,11 @@
 //! as the pod numbers it hits that process and not a process of the same name outside the pod; a
 //! fault by command name stays inside the pod.
 //!
-//! Skipped where runc is missing (the VM images do not carry it).
+//! Where runc is missing (the VM images), the pod is made with busybox's `unshare` and
+//! `nsenter` instead: the app is pid 1 of a new pid namespace in the pod's network namespace, and
+//! the daemon joins that pid namespace with a mount namespace of its own, in which it mounts the
+//! pod's /proc, a private bpffs and a tmpfs over /run/netns (the host's namespace names), and
+//! keeps its store in the test's directory.
 
 use std::{
     io::{BufRead, BufReader},
@@ -98,11 +102,35 @@ fn bounding_caps() -> Vec<&'static str> {
         .collect()
 }
 
-/// `Ok` when runc is installed.
-fn require_runc() -> Result<(), String> {
-    match Command::new("runc").arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err("runc is not installed (apt-get install runc)".into()),
+/// busybox, whose `unshare` and `nsenter` make the pod where runc is missing.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Whether runc is installed (and not set aside by `CHAOS_SIDECAR_UNSHARE=1`, which tests the
+/// busybox pod on a machine that has runc).
+fn have_runc() -> bool {
+    std::env::var_os("CHAOS_SIDECAR_UNSHARE").is_none_or(|v| v != "1")
+        && Command::new("runc")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// `Ok` when runc, or busybox with `unshare` and `nsenter`, can make a pod.
+fn require_pod_maker() -> Result<(), String> {
+    if have_runc() {
+        return Ok(());
+    }
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("neither runc nor {BUSYBOX}: {e}"))?;
+    let list = String::from_utf8_lossy(&list.stdout);
+    match ["unshare", "nsenter"]
+        .iter()
+        .find(|a| !list.lines().any(|l| l == **a))
+    {
+        Some(a) => Err(format!("no runc, and busybox has no {a}")),
+        None => Ok(()),
     }
 }
 
@@ -151,7 +179,10 @@ fn make_rootfs(root: &Path, chaos: &Path) {
         symlink("busybox", root.join("bin").join(applet)).expect("applet link");
     }
     write_script(&root.join("bin/podwork"));
-    std::fs::copy(chaos, root.join("chaos")).expect("copying chaos");
+    // A hard link where it can (the debug binary is large), else a copy.
+    if std::fs::hard_link(chaos, root.join("chaos")).is_err() {
+        std::fs::copy(chaos, root.join("chaos")).expect("copying chaos");
+    }
     copy_libs(root, chaos);
     for tool in ["ip", "tc"] {
         let path = which(tool)
@@ -180,8 +211,14 @@ struct Container {
 /// container (`chaos serve` on a socket in a shared directory), and a client for the daemon.
 /// Drop stops the daemon, deletes both containers and the cgroups runc made.
 struct Pod {
-    /// The bundles, the rootfs and the shared socket directory.
+    /// The bundles, the rootfs, the logs.
     dir: TempDir,
+    /// The socket's directory, shared by the pod and the host (removed on drop).
+    api: PathBuf,
+    /// Host pid of the pod's pid 1.
+    init_pid: u32,
+    /// Without runc: `unshare` (the app) and `nsenter` (the daemon).
+    plain: Vec<ChildProcess>,
     /// The cgroup parent of both containers (`/chaos-sidecar-<pid>-<name>` in each hierarchy).
     cgroup_parent: String,
     app: Option<Container>,
@@ -254,15 +291,16 @@ fn oci_config(
 }
 
 impl Pod {
-    /// Starts the pod in network namespace `ns`; `name` keeps pods of different tests apart.
+    /// Starts the pod in network namespace `ns`, with runc if it is installed; `name` keeps
+    /// pods of different tests apart.
     fn start(chaos: &Chaos, ns: &NetNs, name: &str) -> Pod {
         let dir = TempDir::new(&format!("sidecar-{name}"));
-        let root = dir.0.join("rootfs");
-        make_rootfs(&root, chaos.bin());
-        let api = dir.0.join("api");
-        std::fs::create_dir_all(&api).expect("mkdir api");
         let tag = format!("{}-{name}", std::process::id());
-        let cgroup_parent = format!("/chaos-sidecar-{tag}");
+        // Not under /run: the unshare pod's daemon would not see it under its /run/netns tmpfs
+        // either way, but keep both pods alike.
+        let api = std::env::temp_dir().join(format!("chaos-sidecar-{tag}"));
+        let _ = std::fs::remove_dir_all(&api);
+        std::fs::create_dir_all(&api).expect("mkdir api");
         let log = dir.0.join("sidecar.log");
         let mut pod = Pod {
             client: Client {
@@ -270,11 +308,98 @@ impl Pod {
                 token: None,
             },
             dir,
-            cgroup_parent,
+            api,
+            init_pid: 0,
+            plain: Vec::new(),
+            cgroup_parent: format!("/chaos-sidecar-{tag}"),
             app: None,
             sidecar: None,
             log,
         };
+        let stdout = if have_runc() {
+            pod.start_runc(chaos, ns)
+        } else {
+            pod.start_unshare(chaos, ns)
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        assert!(
+            line.starts_with("listening on unix:"),
+            "the sidecar did not start: {line:?}\n{}",
+            pod.log()
+        );
+        pod
+    }
+
+    /// The pod made with busybox: `unshare` makes the app pid 1 of a new pid namespace;
+    /// `nsenter` puts the daemon in it, and `unshare` gives it a mount namespace of its own.
+    fn start_unshare(&mut self, chaos: &Chaos, ns: &NetNs) -> std::process::ChildStdout {
+        let script = self.dir.0.join("podwork");
+        write_script(&script);
+        let mut app = Command::new(BUSYBOX);
+        app.args(["unshare", "-p", "-f", "--mount-proc", BUSYBOX, "sh", "-c"])
+            .arg(format!(
+                "{s} & {s} & while :; do wait; {BUSYBOX} sleep 1; done",
+                s = script.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let app = ChildProcess::builder(app)
+            .netns(ns)
+            .spawn()
+            .expect("spawning unshare");
+        let unshare = app.pid();
+        self.plain.push(app);
+        let children = format!("/proc/{unshare}/task/{unshare}/children");
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                std::fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty())
+            }),
+            "unshare started no pid 1"
+        );
+        self.init_pid = std::fs::read_to_string(&children)
+            .expect("children")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("pid 1 of the pod");
+        let state = self.dir.0.join("state");
+        let serve = format!(
+            "{BUSYBOX} mount -t proc proc /proc && {BUSYBOX} mount -t bpf bpf /sys/fs/bpf && \
+             {BUSYBOX} mount -t tmpfs tmpfs /run/netns; \
+             CHAOS_STATE_DIR={state} exec {chaos} serve --socket {sock}",
+            state = state.display(),
+            chaos = chaos.bin().display(),
+            sock = self.api.join("chaos.sock").display(),
+        );
+        let mut sidecar = Command::new(BUSYBOX);
+        sidecar
+            .args(["nsenter", "-t", &self.init_pid.to_string(), "-p", "--"])
+            .args([BUSYBOX, "unshare", "-m", "--propagation", "private"])
+            .args([BUSYBOX, "sh", "-c", &serve])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&self.log).expect("log file"));
+        let mut sidecar = ChildProcess::builder(sidecar)
+            .netns(ns)
+            .spawn()
+            .expect("spawning nsenter");
+        let stdout = sidecar.child_mut().stdout.take().expect("stdout");
+        self.plain.push(sidecar);
+        stdout
+    }
+
+    /// The pod made with runc: an app container owning the pod's pid namespace, a privileged
+    /// chaos container joining it.
+    fn start_runc(&mut self, chaos: &Chaos, ns: &NetNs) -> std::process::ChildStdout {
+        let pod = self;
+        make_rootfs(&pod.dir.0.join("rootfs"), chaos.bin());
+        let api = pod.api.clone();
         let netns = ns.path().display().to_string();
         // The app: pid 1 of the pod (it reaps), two work loops.
         let app = oci_config(
@@ -293,6 +418,7 @@ impl Pod {
         );
         pod.app = Some(pod.run_container("app", &app, Stdio::null()));
         let app_pid = pod.container_pid("app");
+        pod.init_pid = app_pid;
         let sidecar = oci_config(
             &["/chaos", "serve", "--socket", "/run/chaos-api/chaos.sock"],
             json!([
@@ -310,19 +436,7 @@ impl Pod {
         let mut c = pod.run_container("chaos", &sidecar, Stdio::piped());
         let stdout = c.runc.child_mut().stdout.take().expect("stdout");
         pod.sidecar = Some(c);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        assert!(
-            line.starts_with("listening on unix:/run/chaos-api/chaos.sock"),
-            "the sidecar did not start: {line:?}\n{}",
-            pod.log()
-        );
-        pod
+        stdout
     }
 
     /// Writes the bundle `name` and starts it with `runc run` in the foreground.
@@ -393,7 +507,7 @@ impl Pod {
 
     /// The host pid and pod pid of every live `podwork` in the pod.
     fn podworks(&self) -> Vec<(u32, u32)> {
-        let pod_ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.container_pid("app")))
+        let pod_ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.init_pid))
             .expect("pod pid namespace");
         podworks()
             .into_iter()
@@ -424,6 +538,39 @@ impl Drop for Pod {
                 .status();
             drop(runc);
         }
+        // Without runc: the daemon first (SIGTERM to the processes of the pod but its pid 1),
+        // then the pod's pid 1, whose death kills what is left in its namespace.
+        if !self.plain.is_empty() {
+            let pod_ns = std::fs::read_link(format!("/proc/{}/ns/pid", self.init_pid)).ok();
+            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if pid as u32 != self.init_pid
+                    && pod_ns.is_some()
+                    && std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok() == pod_ns
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
+            if let Some(sidecar) = self.plain.get_mut(1) {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(5)
+                    && matches!(sidecar.try_wait(), Ok(None))
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init_pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            self.plain.clear();
+        }
+        let _ = std::fs::remove_dir_all(&self.api);
         // runc removes the containers' cgroups, not their parent.
         if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
             for e in entries.flatten() {
@@ -520,7 +667,7 @@ fn disarm(pod: &Pod, id: &str) {
 /// The binary, root and runc, or the reason to skip.
 fn setup() -> Result<Chaos, String> {
     require_root()?;
-    require_runc()?;
+    require_pod_maker()?;
     Chaos::from_env()
 }
 

@@ -36,9 +36,11 @@ use bpf_tests::{
 use serde_json::{Value, json};
 
 /// The work loop of the app: a shell script, so its `comm` is the script's name; each turn opens
-/// /dev/null (an `openat`).
-const PODWORK: &str =
-    "#!/bin/busybox sh\nwhile :; do echo x >/dev/null; /bin/busybox usleep 20000; done\n";
+/// /dev/null (an `openat`), and notes a failed open on fd 3 (the file given as `$1`, if any: a
+/// write, so it cannot fail the same way).
+const PODWORK: &str = "#!/bin/busybox sh\n\
+    if [ -n \"$1\" ]; then exec 3>>\"$1\"; else exec 3>/dev/null; fi\n\
+    while :; do echo x 2>/dev/null >/dev/null || echo failed >&3; /bin/busybox usleep 20000; done\n";
 
 /// Every capability runc 1.1 knows, by number.
 const ALL_CAPS: &[&str] = &[
@@ -800,4 +802,45 @@ fn io_fault_on_a_whole_device_is_refused_in_the_pod() {
     assert_eq!(r.status, 400, "a whole device from the pod: {}", r.body);
     assert_eq!(r.json()["field"], "device", "{}", r.body);
     assert!(r.body.contains("container"), "{}", r.body);
+}
+
+#[test]
+fn errno_by_name_stays_inside_the_pod() {
+    let chaos = skip_on_err!(setup());
+    let world = TwoHosts::new().expect("pod world");
+    let pod = Pod::start(&chaos, &world.a.ns, "errno");
+    let host_dir = TempDir::new("sidecar-host-errno");
+    write_script(&host_dir.0.join("podwork"));
+    let failed = host_dir.0.join("failed");
+    let mut cmd = Command::new(host_dir.0.join("podwork"));
+    cmd.arg(&failed);
+    let mut outsider = ChildProcess::spawn(cmd).expect("starting the outside podwork");
+    assert!(wait_for(Duration::from_secs(10), || pod.podworks().len() == 2));
+
+    let r = pod.client.post(
+        "/v1/faults",
+        &json!({"kind": "syscall", "action": "fail", "syscall": ["openat"], "errno": "EACCES",
+                "comm": "podwork", "duration": "30s"}),
+    );
+    skip_unless!(if r.status == 422 {
+        Err(format!("this kernel cannot fail openat: {}", r.body))
+    } else {
+        Ok(())
+    });
+    assert_eq!(r.status, 201, "arming: {}\n{}", r.body, pod.log());
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    std::thread::sleep(Duration::from_secs(1));
+    let status = pod.client.get(&format!("/v1/faults/{id}")).json();
+    disarm(&pod, &id);
+    println!("EACCES on openat by name from the pod: {status}");
+    let acted = status["counters"]["acted"].as_u64().unwrap_or(0);
+    assert!(acted >= 10, "the pod's opens failed: {status}");
+    assert_eq!(pod.podworks().len(), 2, "the pod's processes live on");
+    assert!(matches!(outsider.try_wait(), Ok(None)));
+    let outside = std::fs::read_to_string(&failed).unwrap_or_default();
+    assert_eq!(
+        outside.lines().count(),
+        0,
+        "the podwork outside the pod saw failed opens"
+    );
 }

@@ -357,19 +357,30 @@ impl Pod {
             .expect("spawning unshare");
         let unshare = app.pid();
         self.plain.push(app);
-        let children = format!("/proc/{unshare}/task/{unshare}/children");
+        // Its child is the pod's pid 1 (found by PPid: not every kernel has
+        // /proc/PID/task/TID/children).
+        let child_of = |parent: u32| {
+            std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let ppid: u32 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("PPid:"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                (ppid == parent).then_some(pid)
+            })
+        };
+        let mut init = None;
         assert!(
             wait_for(Duration::from_secs(10), || {
-                std::fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty())
+                init = child_of(unshare);
+                init.is_some()
             }),
             "unshare started no pid 1"
         );
-        self.init_pid = std::fs::read_to_string(&children)
-            .expect("children")
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("pid 1 of the pod");
+        self.init_pid = init.expect("pid 1 of the pod");
         let state = self.dir.0.join("state");
         let serve = format!(
             "{BUSYBOX} mount -t proc proc /proc && {BUSYBOX} mount -t bpf bpf /sys/fs/bpf && \
@@ -566,10 +577,13 @@ impl Drop for Pod {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.init_pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            // Never pid 0 (which would be this process group).
+            if self.init_pid > 1 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.init_pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             self.plain.clear();
         }
         let _ = std::fs::remove_dir_all(&self.api);

@@ -32,11 +32,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cargo build --release --locked --package chaos-user --bin chaos \
  && install -D -m 0755 target/release/chaos /out/chaos
 
-# Runtime: the binary (it carries its eBPF object) and iproute2: `ip`, which every network fault
-# runs, and the `tc` of the qdisc fallbacks (netem, ifb) and of the sweep.
+# Runtime: the binary (it carries its eBPF object), the libraries it links beyond libc (libelf
+# and zlib, for libbpf: see `ldd chaos`), and iproute2: `ip`, which every network fault runs,
+# and the `tc` of the qdisc fallbacks (netem, ifb) and of the sweep.
 FROM debian:12-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 \
+ && apt-get install -y --no-install-recommends iproute2 libelf1 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/chaos /usr/local/bin/chaos
 # The API socket goes in a directory the pod shares with its other containers (an emptyDir).

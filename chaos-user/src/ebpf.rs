@@ -43,14 +43,52 @@ pub fn load(globals: &[(&str, u32)]) -> Result<Ebpf> {
         std::fs::create_dir_all(dir).ctx(|| format!("creating {dir}"))?;
     }
     check_pinned_maps()?;
+    let pidns = pid_namespace()?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(MAP_PIN_DIR);
-    for (name, value) in globals {
+    for (name, value) in globals.iter().chain(&pidns) {
         loader.override_global(name, value, true);
     }
     loader
         .load(EBPF_OBJECT)
         .map_err(|e| Error::bpf("loading the chaos eBPF object", e))
+}
+
+/// Inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed by the kernel).
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// Whether this process runs in a pid namespace other than the machine's (a container, a pod).
+pub fn in_child_pid_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() != INIT_PID_NS_INO)
+}
+
+/// The globals naming this process's pid namespace to the syscall programs: zeros in the
+/// machine's initial namespace (ids as the kernel's own), its device and inode otherwise (in a
+/// pod: rules use the pod's ids and reach only the pod's processes).
+pub fn pid_namespace() -> Result<[(&'static str, u32); 2]> {
+    use std::os::unix::fs::MetadataExt;
+
+    use chaos_common::syscall::{PIDNS_DEV_GLOBAL, PIDNS_INO_GLOBAL};
+
+    let path = "/proc/self/ns/pid";
+    let meta = std::fs::metadata(path).ctx(|| format!("reading {path}"))?;
+    let (dev, ino) = if meta.ino() == INIT_PID_NS_INO {
+        (0, 0)
+    } else {
+        // The helper compares with the kernel's own encoding: major << 20 | minor.
+        let dev = (libc::major(meta.dev()) << 20) | libc::minor(meta.dev());
+        let fit = |v: u64| {
+            u32::try_from(v).map_err(|_| {
+                Error::io(
+                    format!("{path}: namespace id {v} does not fit 32 bits"),
+                    std::io::ErrorKind::Unsupported.into(),
+                )
+            })
+        };
+        (fit(u64::from(dev))?, fit(meta.ino())?)
+    };
+    Ok([(PIDNS_DEV_GLOBAL, dev), (PIDNS_INO_GLOBAL, ino)])
 }
 
 /// Refuses to reuse pinned maps whose shape differs from this build's (another chaos version's

@@ -94,6 +94,13 @@ pub mod kind {
 /// `sched_process_fork` record (from the tracepoint's format file).
 pub const FORK_CHILD_PID_OFFSET_GLOBAL: &str = "CHAOS_FORK_CHILD_PID_OFFSET";
 
+/// Names of the globals set at load time to the device (as the kernel encodes it) and inode of
+/// the controller's pid namespace when it is not the initial one: rules then name processes as
+/// that namespace does and reach no process outside it. Both 0 in the initial namespace.
+pub const PIDNS_DEV_GLOBAL: &str = "CHAOS_PIDNS_DEV";
+/// See [`PIDNS_DEV_GLOBAL`].
+pub const PIDNS_INO_GLOBAL: &str = "CHAOS_PIDNS_INO";
+
 /// The raw tracepoint program on `sys_enter` (signals, followed children).
 pub const PROG_SYS_ENTER: &str = "chaos_sys_enter";
 /// The kprobe program on `__x64_sys_*` entry points (errors, with `bpf_override_return`).

@@ -8,9 +8,7 @@
 //! and probability; it acts until its `CLOCK_BOOTTIME` deadline.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_override_return,
-    },
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_override_return},
     macros::{kprobe, map},
     maps::{Array, PerCpuArray},
     programs::ProbeContext,
@@ -82,7 +80,9 @@ pub fn chaos_bio_fail(ctx: ProbeContext) -> u32 {
     let bytes: u32 = read(bio, off(&CHAOS_OFF_BIO_SIZE));
     // Sectors [sector, end): an empty bio (a flush) covers its first sector.
     let end = sector + u64::from(bytes.div_ceil(512)).max(1);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // Rules name processes as the controller's pid namespace does; a task outside it is 0,
+    // which no rule by process matches.
+    let tgid = crate::syscall::current_tgid().unwrap_or(0);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut slot = 0;

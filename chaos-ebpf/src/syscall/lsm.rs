@@ -4,15 +4,13 @@
 //! and the rules are keyed by syscall number as everywhere else.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs,
-    },
+    helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
     macros::lsm,
     programs::LsmContext,
 };
 use chaos_common::syscall::via;
 
-use super::{CHAOS_SYS_RULES, PT_REGS_ORIG_AX, judge, path};
+use super::{CHAOS_SYS_RULES, PT_REGS_ORIG_AX, current_tgid, judge, path};
 
 /// The number of the syscall the current task is in (`u64::MAX` if unreadable).
 fn current_nr() -> u64 {
@@ -43,7 +41,9 @@ fn verdict(ctx: &LsmContext, nargs: usize, dentry: impl FnOnce() -> *const u8) -
     if previous != 0 {
         return neg_errno(previous.wrapping_neg());
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(tgid) = current_tgid() else {
+        return 0;
+    };
     judge(current_nr() as u32, via::LSM, tgid, true, dentry)
         .and_then(|slot| CHAOS_SYS_RULES.get(slot))
         .map_or(0, |rule| neg_errno(rule.errno))

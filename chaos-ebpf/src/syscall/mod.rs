@@ -11,6 +11,9 @@
 //!
 //! A call costs one array lookup when no rule is armed on its number. Path filters are in
 //! `path`.
+//!
+//! Process ids are those of the controller's pid namespace (`current_tgid`): a controller in a
+//! pod names its targets as the pod sees them, and no rule of it judges a task outside the pod.
 
 mod lsm;
 mod path;
@@ -22,10 +25,12 @@ use core::{
 
 use crate::bits::lowest_bit;
 use aya_ebpf::{
+    bindings::bpf_pidns_info,
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_loop, bpf_override_return,
-        bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval, bpf_sysctl_get_name,
+        bpf_get_ns_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_boot_ns, bpf_loop,
+        bpf_override_return, bpf_probe_read_kernel, bpf_send_signal, bpf_set_retval,
+        bpf_sysctl_get_name,
     },
     macros::{
         cgroup_sock_addr, cgroup_sockopt, cgroup_sysctl, kprobe, map, raw_tracepoint, tracepoint,
@@ -95,6 +100,43 @@ static CHAOS_SYS_CGRP: HashMap<u64, u64> = HashMap::pinned(1024, 0);
 #[unsafe(no_mangle)]
 static CHAOS_FORK_CHILD_PID_OFFSET: u32 = 0;
 
+/// The pid namespace of the controller (device and inode of its `/proc/self/ns/pid`, the
+/// device as the kernel encodes it), set by the loader when it is not the machine's initial
+/// one; 0 otherwise.
+#[unsafe(no_mangle)]
+static CHAOS_PIDNS_DEV: u32 = 0;
+#[unsafe(no_mangle)]
+static CHAOS_PIDNS_INO: u32 = 0;
+
+/// The caller's process id as the controller's pid namespace numbers it: the rules' process
+/// ids are the controller's. `None` for a task outside that namespace, which no rule may touch
+/// (a controller in a pod reaches only the pod). The branch is decided by read-only data the
+/// verifier knows, so programs of types without the namespace helper (cgroup hooks before 6.10)
+/// still load for a controller in the initial namespace.
+pub(crate) fn current_tgid() -> Option<u32> {
+    // SAFETY: volatile so the loader-set values are used.
+    let (dev, ino) = unsafe {
+        (
+            core::ptr::read_volatile(&CHAOS_PIDNS_DEV),
+            core::ptr::read_volatile(&CHAOS_PIDNS_INO),
+        )
+    };
+    if ino == 0 {
+        return Some((bpf_get_current_pid_tgid() >> 32) as u32);
+    }
+    let mut ns = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: helper writing `size_of::<bpf_pidns_info>()` bytes to `ns`.
+    let rc = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            u64::from(dev),
+            u64::from(ino),
+            &mut ns,
+            core::mem::size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    (rc == 0).then_some(ns.tgid)
+}
+
 /// The call being judged, one per CPU (`bpf_loop` callbacks only get a stack pointer).
 #[map(name = "CHAOS_SYS_CALL")]
 static CHAOS_SYS_CALL: PerCpuArray<Call> = PerCpuArray::with_max_entries(1, 0);
@@ -131,19 +173,26 @@ const PT_REGS_DI: usize = 14 * 8;
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr: u64 = ctx.arg(1);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // Only while some rule follows children (an inlined array read, not a hash lookup on every
     // syscall of the machine).
     let following = CHAOS_SYS_FOLLOW.get(0).is_some_and(|f| *f != 0);
+    if !following && CHAOS_SYS_HOOK.get(nr as u32).is_none_or(|s| *s == 0) {
+        return 0;
+    }
+    // New tasks are noted by their id in the initial namespace (all the fork record has).
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (host_tgid, host_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let Some(tgid) = current_tgid() else {
+        return 0;
+    };
     // SAFETY: plain u32 key.
-    if following && let Some(bits) = unsafe { CHAOS_SYS_NEW.get(tid) }.copied() {
+    if following && let Some(bits) = unsafe { CHAOS_SYS_NEW.get(host_tid) }.copied() {
         // A followed parent's new task, at its first syscall: a process of its own if its tgid
         // is its tid; a thread of an already targeted process otherwise.
-        if tgid == tid {
+        if host_tgid == host_tid {
             let _ = CHAOS_SYS_KIDS.insert(tgid, bits, 0);
         }
-        let _ = CHAOS_SYS_NEW.remove(tid);
+        let _ = CHAOS_SYS_NEW.remove(host_tid);
     }
     if let Some(acting) = judge(nr as u32, via::TRACEPOINT, tgid, true, core::ptr::null)
         && let Some(rule) = CHAOS_SYS_RULES.get(acting)
@@ -178,7 +227,9 @@ pub fn chaos_sys_kprobe(ctx: ProbeContext) -> u32 {
             .unwrap_or(u64::MAX)
     };
     let nr = user_reg(PT_REGS_ORIG_AX);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(tgid) = current_tgid() else {
+        return 0;
+    };
     // Path rules on this program are armed only on calls whose first argument is a descriptor.
     let dentry = || path::fd_dentry(user_reg(PT_REGS_DI));
     if let Some(acting) = judge(nr as u32, via::KPROBE, tgid, true, dentry)
@@ -196,7 +247,9 @@ pub fn chaos_sys_kprobe(ctx: ProbeContext) -> u32 {
 /// Notes the children of followed processes.
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn chaos_sys_fork(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(tgid) = current_tgid() else {
+        return 0;
+    };
     // SAFETY: plain u32 keys.
     let bits = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) }
         | unsafe { CHAOS_SYS_KIDS.get(tgid).copied().unwrap_or(0) };
@@ -227,7 +280,9 @@ fn current_comm() -> [u8; 16] {
 /// Errors from the cgroup socket hooks (connect, bind, UDP sendmsg, get/setsockopt): 0 refuses
 /// the call with the errno set by `bpf_set_retval`, 1 lets it run.
 fn sock_addr(nr: u32) -> i32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(tgid) = current_tgid() else {
+        return 1;
+    };
     // cgroup hooks do not get `bpf_get_current_comm`; rules by name are not armed here.
     match judge(nr, via::CGROUP, tgid, false, core::ptr::null)
         .and_then(|slot| CHAOS_SYS_RULES.get(slot))
@@ -344,7 +399,9 @@ pub fn chaos_sys_sysctl(ctx: SysctlContext) -> i32 {
             0,
         );
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(tgid) = current_tgid() else {
+        return 1;
+    };
     match judge(nr, via::SYSCTL, tgid, false, core::ptr::null).and_then(|s| CHAOS_SYS_RULES.get(s))
     {
         Some(rule) => {

@@ -591,6 +591,20 @@ fn fail_plan(s: &IoSpec) -> Result<IoEffect> {
     if let Some(dev) = &device
         && s.pid.is_none()
         && s.cgroup.is_none()
+        && crate::ebpf::in_child_pid_namespace()
+    {
+        return Err(Error::invalid(
+            "device",
+            format!(
+                "chaos runs in a container: failing all I/O of {} would reach processes outside it",
+                dev.name
+            ),
+            "give --pid or --cgroup (a process or cgroup of this container)",
+        ));
+    }
+    if let Some(dev) = &device
+        && s.pid.is_none()
+        && s.cgroup.is_none()
         && !s.force
         && let Some(what) = hosts_system(dev)
     {

@@ -43,7 +43,7 @@ pub struct Injector {
 }
 
 /// A fault just armed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Armed {
     /// Its id.
     pub id: String,
@@ -53,8 +53,8 @@ pub struct Armed {
     pub deadline_unix_ms: u64,
 }
 
-/// A fault's state and counters.
-#[derive(Clone, Debug, Serialize)]
+/// A fault's state and counters. Read back from the daemon's answers by `chaos --server`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Status {
     /// The record.
     #[serde(flatten)]
@@ -64,10 +64,10 @@ pub struct Status {
     /// Time left before the deadline.
     pub remaining_ms: u64,
     /// Network counters, for network faults.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
     /// Block I/O measured on the devices the fault watches, since the watch began.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub io: Vec<crate::iostat::IoStats>,
 }
 
@@ -122,7 +122,7 @@ fn other_throttles<'a>(faults: &'a [FaultRecord], id: &str) -> Vec<&'a throttle:
 }
 
 /// What `recover` removed.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Recovered {
     /// Fault ids recovered.
     pub faults: Vec<String>,
@@ -130,10 +130,10 @@ pub struct Recovered {
     pub attachments: usize,
     /// State files that could not be read and were removed, with what they held. What they
     /// named is found by the sweep.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
     /// Traces no record named, found in the kernel's own state and removed (`recover --all`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub swept: Vec<String>,
 }
 

@@ -592,7 +592,7 @@ fn delta(before: Option<&IoCounters>, after: &IoCounters) -> IoCounters {
 }
 
 /// Block I/O of one device over an interval: totals, by operation, by cgroup, and by both.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct IoStats {
     /// The device.
     pub device: Device,
@@ -608,7 +608,7 @@ pub struct IoStats {
     pub rows: Vec<IoRow>,
     /// Requests of the interval counted in none of the rows (no free in-flight slot near
     /// theirs, or no free row slot: practically never).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub untracked: u64,
 }
 
@@ -618,16 +618,16 @@ fn is_zero(n: &u64) -> bool {
 
 /// Requests completed in an interval, and their latency (see the module documentation: from the
 /// block layer's start time of each, or its issue, to its completion).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IoRow {
     /// The operation, for rows by operation.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<String>,
     /// The cgroup id (the directory's inode; 0: unknown), for rows by cgroup.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
     /// The cgroup's path in its hierarchy (`/` the root), when found.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
     /// Requests completed.
     pub ops: u64,

@@ -20,11 +20,8 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
-use chaos_user::{
-    Armed, Counters, FaultSpec, Recovered, Status, iostat, probe, store::FaultRecord,
-    strategy::Strategy,
-};
-use serde::{Deserialize, Deserializer};
+use chaos_user::{Armed, FaultSpec, Recovered, Status, probe};
+use serde::Deserialize;
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
 };
@@ -228,35 +225,30 @@ impl Server {
 
     /// `POST /v1/faults`.
     pub fn inject(&self, spec: &FaultSpec) -> anyhow::Result<Armed> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "ArmedDef")] Armed);
         let text = self.call("POST", "/v1/faults", Some(&serde_json::to_string(spec)?))?;
-        Ok(self.parse::<W>(&text)?.0)
+        self.parse(&text)
     }
 
     /// `GET /v1/faults`.
     pub fn list(&self) -> anyhow::Result<Vec<Status>> {
         let text = self.call("GET", "/v1/faults", None)?;
-        let list: Vec<StatusW> = self.parse(&text)?;
-        Ok(list.into_iter().map(|w| w.0).collect())
+        self.parse(&text)
     }
 
     /// `GET /v1/faults/{id}`.
     pub fn status(&self, id: &str) -> anyhow::Result<Status> {
         let text = self.call("GET", &format!("/v1/faults/{}", path_segment(id)), None)?;
-        Ok(self.parse::<StatusW>(&text)?.0)
+        self.parse(&text)
     }
 
     /// `DELETE /v1/faults/{id}`, or `DELETE /v1/faults` for every fault.
     pub fn recover(&self, id: Option<&str>) -> anyhow::Result<Recovered> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "RecoveredDef")] Recovered);
         let path = match id {
             Some(id) => format!("/v1/faults/{}", path_segment(id)),
             None => "/v1/faults".to_owned(),
         };
         let text = self.call("DELETE", &path, None)?;
-        Ok(self.parse::<W>(&text)?.0)
+        self.parse(&text)
     }
 
     /// `GET /v1/probe`: the daemon's probe report (the strategy table follows from it).
@@ -323,98 +315,6 @@ fn read_ca(path: &str) -> anyhow::Result<Vec<ureq::tls::Certificate<'static>>> {
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
-}
-
-// The daemon's answers, read back into the library's types. These serde "remote" definitions
-// construct the real types field by field, so a field added there and not here fails to compile.
-
-/// A [`Status`] read back.
-#[derive(Deserialize)]
-struct StatusW(#[serde(with = "StatusDef")] Status);
-
-#[derive(Deserialize)]
-#[serde(remote = "Armed")]
-struct ArmedDef {
-    id: String,
-    strategy: Strategy,
-    deadline_unix_ms: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(remote = "Status")]
-struct StatusDef {
-    #[serde(flatten)]
-    record: FaultRecord,
-    expired: bool,
-    remaining_ms: u64,
-    #[serde(default)]
-    counters: Option<Counters>,
-    #[serde(default, deserialize_with = "io_stats")]
-    io: Vec<iostat::IoStats>,
-}
-
-#[derive(Deserialize)]
-#[serde(remote = "Recovered")]
-struct RecoveredDef {
-    faults: Vec<String>,
-    attachments: usize,
-    #[serde(default)]
-    unreadable: Vec<String>,
-    #[serde(default)]
-    swept: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(remote = "iostat::IoStats")]
-struct IoStatsDef {
-    device: iostat::Device,
-    interval_ms: u64,
-    #[serde(with = "IoRowDef")]
-    total: iostat::IoRow,
-    #[serde(deserialize_with = "io_rows")]
-    by_op: Vec<iostat::IoRow>,
-    #[serde(deserialize_with = "io_rows")]
-    by_cgroup: Vec<iostat::IoRow>,
-    #[serde(deserialize_with = "io_rows")]
-    rows: Vec<iostat::IoRow>,
-    #[serde(default)]
-    untracked: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(remote = "iostat::IoRow")]
-struct IoRowDef {
-    #[serde(default)]
-    op: Option<String>,
-    #[serde(default)]
-    cgroup_id: Option<u64>,
-    #[serde(default)]
-    cgroup: Option<String>,
-    ops: u64,
-    bytes: u64,
-    errors: u64,
-    iops: f64,
-    bytes_per_s: f64,
-    mean_us: f64,
-    p50_us: f64,
-    p90_us: f64,
-    p99_us: f64,
-    max_us: f64,
-    /// Not sent (`#[serde(skip)]` on the library's side).
-    #[serde(skip)]
-    hist: Vec<u64>,
-}
-
-fn io_stats<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<iostat::IoStats>, D::Error> {
-    #[derive(Deserialize)]
-    struct W(#[serde(with = "IoStatsDef")] iostat::IoStats);
-    Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
-}
-
-fn io_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<iostat::IoRow>, D::Error> {
-    #[derive(Deserialize)]
-    struct W(#[serde(with = "IoRowDef")] iostat::IoRow);
-    Ok(Vec::<W>::deserialize(d)?.into_iter().map(|w| w.0).collect())
 }
 
 /// Connects every request to the unix socket at its path, whatever the URL's host.
@@ -502,6 +402,8 @@ impl Transport for UnixTransport {
 
 #[cfg(test)]
 mod tests {
+    use chaos_user::{Counters, iostat, store::FaultRecord, strategy::Strategy};
+
     use super::*;
 
     #[test]
@@ -605,22 +507,18 @@ mod tests {
             }],
         };
         let sent = serde_json::to_string(&status).unwrap();
-        let back: StatusW = serde_json::from_str(&sent).unwrap();
-        assert_eq!(serde_json::to_string(&back.0).unwrap(), sent);
+        let back: Status = serde_json::from_str(&sent).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), sent);
 
-        #[derive(Deserialize)]
-        struct A(#[serde(with = "ArmedDef")] Armed);
         let armed = Armed {
             id: "f-1".into(),
             strategy: status.record.strategy,
             deadline_unix_ms: 9,
         };
         let sent = serde_json::to_string(&armed).unwrap();
-        let back: A = serde_json::from_str(&sent).unwrap();
-        assert_eq!(serde_json::to_string(&back.0).unwrap(), sent);
+        let back: Armed = serde_json::from_str(&sent).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), sent);
 
-        #[derive(Deserialize)]
-        struct R(#[serde(with = "RecoveredDef")] Recovered);
         for rec in [
             Recovered::default(),
             Recovered {
@@ -631,8 +529,8 @@ mod tests {
             },
         ] {
             let sent = serde_json::to_string(&rec).unwrap();
-            let back: R = serde_json::from_str(&sent).unwrap();
-            assert_eq!(serde_json::to_string(&back.0).unwrap(), sent);
+            let back: Recovered = serde_json::from_str(&sent).unwrap();
+            assert_eq!(serde_json::to_string(&back).unwrap(), sent);
         }
     }
 }

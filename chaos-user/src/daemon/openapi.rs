@@ -187,6 +187,16 @@ pub struct StatusDoc {
     /// The block backend's record.
     #[schema(value_type = Option<Object>)]
     block: Option<serde_json::Value>,
+    /// Who armed it: `{"kind": "cli"|"daemon"|"library", "pid", "start_ticks"}`.
+    #[schema(value_type = Option<Object>)]
+    owner: Option<serde_json::Value>,
+    /// When it was recovered, ms since the epoch (state `recovered`).
+    recovered_unix_ms: Option<u64>,
+    /// Who recovered it, as `owner`.
+    #[schema(value_type = Option<Object>)]
+    recovered_by: Option<serde_json::Value>,
+    /// Its counters just before it was recovered.
+    final_counters: Option<CountersDoc>,
 }
 
 /// `POST /v1/experiments`'s body: an experiment, as `chaos run` reads it.

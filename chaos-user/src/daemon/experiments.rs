@@ -70,7 +70,7 @@ pub struct ExperimentStatus {
     pub verdict: Option<String>,
     /// Once done, unless passed: the first cause.
     pub reason: Option<String>,
-    /// What happened so far, oldest first (the last [`MAX_EVENTS`]).
+    /// What happened so far, oldest first (the last 1000).
     pub events: Vec<Event>,
     /// The last second's figures.
     pub last_second: Option<Tick>,

@@ -36,6 +36,11 @@ fn neg_errno(errno: i32) -> i32 {
 
 /// The hook's verdict: the previous BPF LSM program's refusal (argument `nargs`) stands;
 /// otherwise `-errno` of the acting rule, or 0. `dentry` gives the file a path filter checks.
+///
+/// Inlined: the verifier lets an LSM program read its context only at a constant offset from
+/// the context pointer in the program's own frame; in a called function LLVM adds the offset to
+/// the pointer first ("dereference of modified ctx ptr", refused by 6.1 and 6.12).
+#[inline(always)]
 fn verdict(ctx: &LsmContext, nargs: usize, dentry: impl FnOnce() -> *const u8) -> i32 {
     let previous: i32 = ctx.arg(nargs);
     if previous != 0 {
@@ -49,7 +54,8 @@ fn verdict(ctx: &LsmContext, nargs: usize, dentry: impl FnOnce() -> *const u8) -
         .map_or(0, |rule| neg_errno(rule.errno))
 }
 
-/// The dentry of the hook's `struct file *` argument `n`.
+/// The dentry of the hook's `struct file *` argument `n` (inlined, as [`verdict`]).
+#[inline(always)]
 fn file_arg(ctx: &LsmContext, n: usize) -> *const u8 {
     path::file_dentry(ctx.arg(n))
 }

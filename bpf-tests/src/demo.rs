@@ -18,3 +18,20 @@ pub fn world() -> Result<(Chaos, World, Oracle, Snapshot), String> {
     let before = oracle.snapshot();
     Ok((chaos, world, oracle, before))
 }
+
+/// Nothing of chaos left after a drill: no fault listed, no chaos process, no kernel object the
+/// oracle finds that was not there `before`, no drill lock directory.
+pub fn assert_clean(chaos: &Chaos, oracle: &Oracle, before: &Snapshot) {
+    let list = chaos.list().expect("chaos list");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "faults left: {list}"
+    );
+    assert_eq!(chaos.processes(), Vec::<u32>::new(), "chaos processes left");
+    oracle.assert_clean(before);
+    assert!(
+        !std::path::Path::new("/run/chaos/drills").exists(),
+        "the drills' lock directory is left"
+    );
+}

@@ -130,22 +130,7 @@ impl Setup {
 
     /// Nothing of chaos left: no fault, no chaos process, no kernel object, no drill lock.
     fn assert_clean(&self) {
-        let list = self.chaos.list().expect("chaos list");
-        assert_eq!(
-            list.as_array().map(Vec::len),
-            Some(0),
-            "faults left: {list}"
-        );
-        assert_eq!(
-            self.chaos.processes(),
-            Vec::<u32>::new(),
-            "chaos processes left"
-        );
-        self.oracle.assert_clean(&self.before);
-        assert!(
-            !std::path::Path::new("/run/chaos/drills").exists(),
-            "the drills' lock directory is left"
-        );
+        bpf_tests::demo::assert_clean(&self.chaos, &self.oracle, &self.before);
     }
 }
 

@@ -137,18 +137,7 @@ impl Setup {
 
     /// Nothing of chaos left: no fault, no process, no kernel object, no traffic cgroup.
     fn assert_clean(&self) {
-        let list = self.chaos.list().expect("chaos list");
-        assert_eq!(
-            list.as_array().map(Vec::len),
-            Some(0),
-            "faults left: {list}"
-        );
-        assert_eq!(
-            self.chaos.processes(),
-            Vec::<u32>::new(),
-            "chaos processes left"
-        );
-        self.oracle.assert_clean(&self.before);
+        bpf_tests::demo::assert_clean(&self.chaos, &self.oracle, &self.before);
         let leftovers: Vec<_> = std::fs::read_dir(self.world.data_dir())
             .expect("data dir")
             .flatten()
@@ -156,10 +145,6 @@ impl Setup {
             .filter(|n| n.starts_with("chaos"))
             .collect();
         assert!(leftovers.is_empty(), "files left: {leftovers:?}");
-        assert!(
-            !std::path::Path::new("/run/chaos/drills").exists(),
-            "the drills' lock directory is left"
-        );
     }
 }
 

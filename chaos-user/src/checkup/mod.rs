@@ -682,7 +682,11 @@ pub fn run(plan: Plan, injector: &Injector, opts: Options) -> Result<CheckupRepo
         .map_err(|e| Error::invalid("scenario", one_line(&e.to_string()), "fix the scenario"))?;
         let rel = format!("drills/{:02}-{}", i + 1, s.id);
         experiment::write_report(&opts.report_dir.join(&rel), &report)?;
-        let outcome = score::classify(&report);
+        let outcome = if score::not_exercised(&report) {
+            None
+        } else {
+            score::classify(&report)
+        };
         let evidence = Evidence::from_report(&report);
         (opts.on_event)(&Event::Finding {
             scenario: s.id.clone(),
@@ -698,6 +702,7 @@ pub fn run(plan: Plan, injector: &Injector, opts: Options) -> Result<CheckupRepo
         let Some(outcome) = outcome else {
             let why = match report.verdict {
                 Verdict::Refused => "refused at admission",
+                Verdict::Failed => "not exercised: its faults acted on nothing",
                 _ => "stopped",
             };
             skipped.push(skip(

@@ -90,6 +90,26 @@ pub fn classify(r: &Report) -> Option<Outcome> {
     }
 }
 
+/// Whether the drill never exercised its risk: it failed only because its faults acted on
+/// nothing (the service made no call, packet or I/O the fault selects), so it says nothing
+/// about the service. Such a drill is listed as skipped, not scored.
+pub fn not_exercised(r: &Report) -> bool {
+    let failed: Vec<_> = r
+        .expectations
+        .iter()
+        .filter(|e| e.verdict == Judgement::Fail)
+        .collect();
+    r.verdict == Verdict::Failed
+        && r.recovery.verdict != RecoveryVerdict::Fail
+        && !failed.is_empty()
+        && failed
+            .iter()
+            .all(|e| matches!(e.subject, Subject::Fault(_)) && e.metric == "acted")
+        && r.faults
+            .iter()
+            .all(|f| f.counters.is_none_or(|c| c.acted == 0))
+}
+
 /// The score of `(severity, outcome)` pairs, 0-100; `None` when there are none.
 pub fn score(findings: impl IntoIterator<Item = (Severity, Outcome)>) -> Option<u32> {
     let (mut total, mut lost) = (0.0, 0.0);

@@ -702,7 +702,7 @@ pub fn run(plan: Plan, injector: &Injector, opts: Options) -> Result<CheckupRepo
         let Some(outcome) = outcome else {
             let why = match report.verdict {
                 Verdict::Refused => "refused at admission",
-                Verdict::Failed => "not exercised: its faults acted on nothing",
+                Verdict::Failed => "not exercised (its faults acted on nothing)",
                 _ => "stopped",
             };
             skipped.push(skip(

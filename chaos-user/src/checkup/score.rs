@@ -90,24 +90,17 @@ pub fn classify(r: &Report) -> Option<Outcome> {
     }
 }
 
-/// Whether the drill never exercised its risk: it failed only because its faults acted on
-/// nothing (the service made no call, packet or I/O the fault selects), so it says nothing
-/// about the service. Such a drill is listed as skipped, not scored.
+/// Whether the drill never exercised its risk: it failed, yet every fault counts what it acts
+/// on and acted on nothing (the service made no call, packet or I/O the faults select), so
+/// whatever failed was not the faults' doing and says nothing about this risk. Such a drill is
+/// listed as skipped, not scored. A failed recovery is always scored.
 pub fn not_exercised(r: &Report) -> bool {
-    let failed: Vec<_> = r
-        .expectations
-        .iter()
-        .filter(|e| e.verdict == Judgement::Fail)
-        .collect();
     r.verdict == Verdict::Failed
         && r.recovery.verdict != RecoveryVerdict::Fail
-        && !failed.is_empty()
-        && failed
-            .iter()
-            .all(|e| matches!(e.subject, Subject::Fault(_)) && e.metric == "acted")
+        && !r.faults.is_empty()
         && r.faults
             .iter()
-            .all(|f| f.counters.is_none_or(|c| c.acted == 0))
+            .all(|f| f.counters.is_some_and(|c| c.acted == 0))
 }
 
 /// The score of `(severity, outcome)` pairs, 0-100; `None` when there are none.

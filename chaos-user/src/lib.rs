@@ -61,6 +61,7 @@
 pub mod backend;
 pub mod btf;
 pub mod catalog;
+pub mod checkup;
 pub mod clock;
 pub mod daemon;
 pub mod demo;

@@ -37,6 +37,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "e2fsprogs",
     // headless browser that checks the experiment report page (bpf-tests/tests/report_page.rs)
     "chromium",
+    // a real Redis for `chaos checkup --profile redis` (bpf-tests/tests/checkup.rs)
+    "redis-server",
+    "redis-tools",
 ];
 
 /// rustup components needed on each toolchain: fmt and clippy on the default (stable) one, and

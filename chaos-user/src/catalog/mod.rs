@@ -48,6 +48,7 @@ pub const FILES: &[(&str, &str)] = files![
     "postgresql-connections-refused",
     "postgresql-replication-partition",
     "redis-aof-fsync-eio",
+    "redis-aof-disk-full",
     "redis-slow-disk-appendfsync-always",
     "redis-client-network-delay",
     "queue-broker-disk-full",

@@ -1,6 +1,7 @@
 //! Subcommands, one file each.
 
 mod catalog;
+mod checkup;
 mod client;
 mod exec;
 mod inject;
@@ -50,6 +51,9 @@ enum Command {
     /// The risk catalog: known risks of databases, caches, queues and any service, each a
     /// drill ready for `chaos run --scenario ID`.
     Catalog(catalog::Args),
+    /// Try the catalog's risks for a kind of system on a live service, one drill at a time,
+    /// and score its health 0-100 with findings and advice.
+    Checkup(Box<checkup::Args>),
     /// Run the built-in drill: every fault family this kernel can make on a workload chaos
     /// builds, measured, recovered and reported.
     Demo(run::DemoArgs),
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Demo(a) => run::demo(a),
         Command::Catalog(a) => catalog::run(a),
+        Command::Checkup(a) => checkup::run(*a),
         Command::Iostat(a) => iostat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::KeepDelays => {

@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, mounts::CgroupMounts};
+use crate::Error;
 
 /// What the checkup is pointed at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,16 +117,8 @@ fn cgroup_of(pid: u32) -> Option<String> {
 
 /// The lowest live pid in cgroup `cg` (v2 first, then each v1 hierarchy).
 fn first_pid(cg: &str) -> Option<u32> {
-    let m = CgroupMounts::read().ok()?;
-    m.v2.into_iter()
-        .chain(m.v1.into_values())
-        .map(|root| {
-            if Path::new(cg).starts_with(&root) {
-                Path::new(cg).to_path_buf()
-            } else {
-                root.join(cg.trim_start_matches('/'))
-            }
-        })
+    crate::experiment::target::cgroup_dirs(cg)
+        .into_iter()
         .find_map(|dir| {
             std::fs::read_to_string(dir.join("cgroup.procs"))
                 .ok()?

@@ -3,6 +3,7 @@
 //! the skipped scenarios, and a link to each drill's own page. Every text is escaped.
 
 use super::{CheckupReport, Finding, Outcome};
+use crate::experiment::html::markup::esc;
 
 /// The summary `chaos checkup` prints: the score, the findings worst first, the skipped ones.
 pub fn summary(r: &CheckupReport) -> String {
@@ -50,21 +51,6 @@ pub fn summary(r: &CheckupReport) -> String {
         }
     }
     out.iter().map(|l| format!("{}\n", l.trim_end())).collect()
-}
-
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn list(items: &[String]) -> String {

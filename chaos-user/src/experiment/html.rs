@@ -4,7 +4,7 @@
 //! leftovers, admission checks and phases. Every text from the report is escaped.
 
 mod chart;
-mod markup;
+pub(crate) mod markup;
 mod svg;
 
 use self::{

@@ -250,7 +250,7 @@ fn pids_named(comm: &str) -> Vec<u32> {
 }
 
 /// The cgroup directories `cg` names: in the v2 hierarchy and in each v1 one.
-fn cgroup_dirs(cg: &str) -> Vec<std::path::PathBuf> {
+pub(crate) fn cgroup_dirs(cg: &str) -> Vec<std::path::PathBuf> {
     let Ok(m) = CgroupMounts::read() else {
         return Vec::new();
     };

@@ -169,8 +169,10 @@ fn assert_aborted(r: &Ran, rule: &str) {
     assert_eq!(r.report["abort"]["rule"], rule);
     assert_eq!(fault(&r.report, "cut")["ended_by"], "abort");
     assert_eq!(r.report["recovery"]["verdict"], "skipped");
+    // Well short of the 30 s fault phase after a 2 s baseline (admission and the baseline take
+    // a few seconds, more under TCG on a busy host).
     assert!(
-        r.took < Duration::from_secs(20),
+        r.took < Duration::from_secs(30),
         "the drill ran {:?}",
         r.took
     );
@@ -206,8 +208,10 @@ fn a_drill_whose_fault_bites_passes() {
     assert_eq!(cut["ended_by"], "deadline");
     assert!(cut["counters"]["acted"].as_u64() > Some(0), "{cut}");
     let on = cut["ended_ms"].as_u64().unwrap() - cut["armed_ms"].as_u64().unwrap();
+    // Its deadline is set when arming starts: slow arming (TCG on a busy host) shortens the
+    // time it is seen on, never lengthens it.
     assert!(
-        (2900..=3300).contains(&on),
+        (2500..=3300).contains(&on),
         "the fault was on {on} ms, not 3 s"
     );
     for path in ["expect[0].fails", "expect[1].error_rate", "expect[2].acted"] {

@@ -309,14 +309,7 @@ fn a_redis_checkup_finds_the_aof_fsync_risk_and_leaves_nothing_behind() {
     assert_eq!(redis_cli(port, &["SET", "checkup:after", "1"]), "OK");
 
     // Nothing of chaos is left.
-    let list = chaos.list().expect("chaos list");
-    assert_eq!(
-        list.as_array().map(Vec::len),
-        Some(0),
-        "faults left: {list}"
-    );
-    assert_eq!(chaos.processes(), Vec::<u32>::new(), "chaos processes left");
-    oracle.assert_clean(&before);
+    bpf_tests::demo::assert_clean(&chaos, &oracle, &before);
     drop(redis);
     drop(twin);
     drop(cg);

@@ -224,10 +224,11 @@ fn a_drill_whose_fault_bites_passes() {
     assert_eq!(rep["recovery"]["verdict"], "pass");
     assert!(rep["recovery"]["time_to_recover_ms"].as_u64() < Some(10_000));
     assert!(cut["time_to_detect_ms"].as_u64() <= Some(2000), "{cut}");
-    // The traffic was measured every second, the probe every 250 ms.
+    // The traffic was measured every second, the probe every 250 ms (50/s asked; a busy TCG
+    // host starts the workers late, so the baseline's second one may be short).
     let echo = &rep["traffic"][0];
     assert!(
-        echo["baseline"]["throughput"].as_f64() > Some(40.0),
+        echo["baseline"]["throughput"].as_f64() > Some(30.0),
         "{echo}"
     );
     assert!(echo["series"].as_array().map(Vec::len) >= Some(8));

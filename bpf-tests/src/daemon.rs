@@ -68,14 +68,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning chaos serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let line = first_line(child.stdout.take().expect("stdout"));
         let Some(at) = line.trim().strip_prefix("listening on ") else {
             let _ = child.kill();
             let out = child.wait_with_output().expect("waiting for chaos serve");
@@ -266,4 +259,16 @@ pub fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
+}
+
+/// The first line a daemon prints (its "listening on" line), waiting at most 60 s; empty if
+/// none came.
+pub fn first_line(out: impl Read + Send + 'static) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default()
 }

@@ -16,12 +16,10 @@
 //! keeps its store in the test's directory.
 
 use std::{
-    io::{BufRead, BufReader},
     net::UdpSocket,
     os::unix::fs::{PermissionsExt, symlink},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -323,13 +321,7 @@ impl Pod {
         } else {
             pod.start_unshare(chaos, ns)
         };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let line = bpf_tests::daemon::first_line(stdout);
         assert!(
             line.starts_with("listening on unix:"),
             "the sidecar did not start: {line:?}\n{}",

@@ -9,6 +9,7 @@
 
 mod bits;
 mod block;
+mod discover;
 mod net;
 mod syscall;
 

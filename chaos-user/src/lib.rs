@@ -65,6 +65,7 @@ pub mod checkup;
 pub mod clock;
 pub mod daemon;
 pub mod demo;
+pub mod discover;
 pub mod ebpf;
 pub mod error;
 pub mod exec;

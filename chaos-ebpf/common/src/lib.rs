@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod block;
+pub mod discover;
 pub mod net;
 pub mod syscall;
 

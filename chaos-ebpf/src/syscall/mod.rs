@@ -108,6 +108,13 @@ static CHAOS_PIDNS_DEV: u32 = 0;
 #[unsafe(no_mangle)]
 static CHAOS_PIDNS_INO: u32 = 0;
 
+/// The offset of `child_pid` in the `sched_process_fork` record (0 when the loader did not set
+/// it).
+pub(crate) fn fork_child_pid_offset() -> usize {
+    // SAFETY: volatile so the loader-set value is used.
+    unsafe { core::ptr::read_volatile(&CHAOS_FORK_CHILD_PID_OFFSET) as usize }
+}
+
 /// The caller's process id as the controller's pid namespace numbers it: the rules' process
 /// ids are the controller's. `None` for a task outside that namespace, which no rule may touch
 /// (a controller in a pod reaches only the pod). The branch is decided by read-only data the
@@ -261,8 +268,7 @@ pub fn chaos_sys_fork(ctx: TracePointContext) -> u32 {
     if follow == 0 {
         return 0;
     }
-    // SAFETY: volatile so the loader-set value is used.
-    let offset = unsafe { core::ptr::read_volatile(&CHAOS_FORK_CHILD_PID_OFFSET) } as usize;
+    let offset = fork_child_pid_offset();
     // SAFETY: reading a field of the tracepoint record at the offset its format file gives.
     if offset != 0
         && let Ok(child) = unsafe { ctx.read_at::<i32>(offset) }

@@ -540,7 +540,7 @@ pub fn counters(slot: u32) -> Result<SysCounters> {
 
 /// Offset of `child_pid` in the `sched_process_fork` record, from its format file (the record's
 /// layout changed between kernels).
-fn fork_child_pid_offset() -> Result<u32> {
+pub(crate) fn fork_child_pid_offset() -> Result<u32> {
     let dir = crate::mounts::ensure_tracefs()?;
     let path = dir.join("events/sched/sched_process_fork/format");
     let text = std::fs::read_to_string(&path)

@@ -108,7 +108,7 @@ pub fn probe_address(probe: &str) -> Result<(String, String, u16), Error> {
 }
 
 /// The cgroup v2 of `pid`, relative to the hierarchy's root; `None` for the root cgroup.
-fn cgroup_of(pid: u32) -> Option<String> {
+pub(crate) fn cgroup_of(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
     let rel = path.trim().trim_start_matches('/');

@@ -3,6 +3,7 @@
 mod catalog;
 mod checkup;
 mod client;
+mod discover;
 mod exec;
 mod inject;
 mod iostat;
@@ -54,6 +55,9 @@ enum Command {
     /// Try the catalog's risks for a kind of system on a live service, one drill at a time,
     /// and score its health 0-100 with findings and advice.
     Checkup(Box<checkup::Args>),
+    /// Watch a live service with eBPF (files it writes and syncs, devices, ports, clients,
+    /// peers, DNS) and propose the catalog scenarios that apply, filled in.
+    Discover(discover::Args),
     /// Run the built-in drill: every fault family this kernel can make on a workload chaos
     /// builds, measured, recovered and reported.
     Demo(run::DemoArgs),
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => run::demo(a),
         Command::Catalog(a) => catalog::run(a),
         Command::Checkup(a) => checkup::run(*a),
+        Command::Discover(a) => discover::run(a),
         Command::Iostat(a) => iostat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::KeepDelays => {

@@ -6,7 +6,7 @@
 //!   (an event for the first of each), connect, bind and DNS datagrams sent, descriptors closed;
 //!   the arguments of opens kept for the exit.
 //! - `chaos_disc_exit` (raw tracepoint `sys_exit`): a successful open sent with its descriptor
-//!   and path.
+//!   and path, a descriptor copy with both descriptors.
 //! - `chaos_disc_fork` (tracepoint `sched/sched_process_fork`): the children of watched
 //!   processes noted; their first syscall tells a process from a thread.
 //!
@@ -54,7 +54,8 @@ static CHAOS_DISC_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 #[map(name = "CHAOS_DISC_LOST")]
 static CHAOS_DISC_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The arguments of an open, from entry to exit.
+/// The arguments of an open (or of a descriptor copy: `flags` [`DUP_MARK`], `dirfd` the
+/// descriptor copied), from entry to exit.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct PendingOpen {
@@ -70,18 +71,28 @@ mod nr {
     pub const CLOSE: u64 = 3;
     pub const PWRITE64: u64 = 18;
     pub const WRITEV: u64 = 20;
+    pub const DUP: u64 = 32;
+    pub const DUP2: u64 = 33;
     pub const CONNECT: u64 = 42;
     pub const SENDTO: u64 = 44;
     pub const BIND: u64 = 49;
+    pub const FCNTL: u64 = 72;
     pub const FSYNC: u64 = 74;
     pub const FDATASYNC: u64 = 75;
     pub const CREAT: u64 = 85;
     pub const OPENAT: u64 = 257;
     pub const SYNC_FILE_RANGE: u64 = 277;
+    pub const DUP3: u64 = 292;
     pub const PWRITEV: u64 = 296;
     pub const PWRITEV2: u64 = 328;
     pub const OPENAT2: u64 = 437;
 }
+
+/// fcntl commands that copy a descriptor: `F_DUPFD`, `F_DUPFD_CLOEXEC`.
+const F_DUPFD: u64 = 0;
+const F_DUPFD_CLOEXEC: u64 = 1030;
+/// `PendingOpen::flags` of a descriptor copy (no open has all bits set).
+const DUP_MARK: u32 = u32::MAX;
 
 /// `AT_FDCWD`: a path relative to the working directory.
 const AT_FDCWD: i32 = -100;
@@ -270,6 +281,17 @@ pub fn chaos_disc_enter(ctx: RawTracePointContext) -> i32 {
             let tid = bpf_get_current_pid_tgid() as u32;
             let _ = CHAOS_DISC_OPENS.insert(tid, pending, 0);
         }
+        nr::DUP | nr::DUP2 | nr::DUP3 | nr::FCNTL => {
+            if nr != nr::FCNTL || matches!(arg(1), F_DUPFD | F_DUPFD_CLOEXEC) {
+                let copy = PendingOpen {
+                    path: 0,
+                    flags: DUP_MARK,
+                    dirfd: arg(0) as i32,
+                };
+                let tid = bpf_get_current_pid_tgid() as u32;
+                let _ = CHAOS_DISC_OPENS.insert(tid, copy, 0);
+            }
+        }
         nr::CONNECT | nr::BIND => {
             let (fd, addr) = (arg(0), arg(1));
             let k = if nr == nr::CONNECT {
@@ -309,15 +331,24 @@ pub fn chaos_disc_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let nr = reg(regs, REG_ORIG_AX);
     let ret: i64 = ctx.arg(1);
-    if !matches!(nr, nr::OPEN | nr::CREAT | nr::OPENAT | nr::OPENAT2) || ret < 0 {
+    let opened = matches!(nr, nr::OPEN | nr::CREAT | nr::OPENAT | nr::OPENAT2);
+    let copied = matches!(nr, nr::DUP | nr::DUP2 | nr::DUP3 | nr::FCNTL);
+    if !(opened || copied) || ret < 0 {
         return 0;
     }
     let Some(tgid) = current_tgid() else {
         return 0;
     };
-    // A descriptor number reused without a close seen (dup2, close_range): its old file's
-    // counts go first.
+    // A descriptor number reused without a close seen (dup2 over an open one, close_range):
+    // its old file's counts go first.
     done(tgid, ret as u32);
+    if copied {
+        send(kind::DUP, tgid, |e| {
+            e.fd = ret as i32;
+            e.dirfd = open.dirfd;
+        });
+        return 0;
+    }
     send(kind::OPEN, tgid, |e| {
         e.fd = ret as i32;
         e.flags = open.flags;

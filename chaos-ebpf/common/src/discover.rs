@@ -47,6 +47,9 @@ pub mod kind {
     pub const DNS: u32 = 7;
     /// A new process (`tgid`) of a watched parent, at its first syscall.
     pub const NEW_PROCESS: u32 = 8;
+    /// `fd` made a copy of `dirfd` (dup, dup2, dup3, fcntl F_DUPFD): a shell's `>> file`
+    /// opens the file and moves it to descriptor 1.
+    pub const DUP: u32 = 9;
 }
 
 /// Key of [`DISC_FDS_MAP`].

@@ -156,6 +156,10 @@ impl Tracker {
                     self.add_counts(path, e.writes, e.syncs);
                 }
             }
+            kind::DUP => {
+                let file = self.file_of(e.tgid, e.dirfd, resolve);
+                self.fds.insert((e.tgid, e.fd), file);
+            }
             kind::CONNECT => {
                 if let Some(a) = event_addr(e) {
                     if a.port() == 53 {
@@ -300,6 +304,22 @@ mod tests {
         let d = &t.files[Path::new("/pg/data/pg_wal")];
         assert!(d.directory);
         assert_eq!((d.opens_for_write, d.syncs), (0, 1));
+    }
+
+    #[test]
+    fn a_shell_redirection_writes_through_a_copy() {
+        // `sh -c 'echo x >> out'`: open on 3, dup2(3, 1), close(3), write(1), exit.
+        let world = Table::default();
+        let mut t = Tracker::default();
+        t.event(&open(9, 3, "/spool/out", 0o1 | 0o100 | 0o2000), &world);
+        let mut dup = ev(kind::DUP, 9, 1);
+        dup.dirfd = 3;
+        t.event(&dup, &world);
+        t.event(&ev(kind::WRITE, 9, 1), &world);
+        // The process exits without closing: the count is read from the kernel's table.
+        t.open_counts(9, 1, 1, 0, &world);
+        let out = &t.files[Path::new("/spool/out")];
+        assert_eq!((out.opens_for_write, out.writes), (1, 1));
     }
 
     #[test]

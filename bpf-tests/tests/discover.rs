@@ -1,0 +1,261 @@
+//! `chaos discover` on a service the test starts: this test binary run again as a small service
+//! (`service_main`, in a cgroup of the test's own) that appends to a log and fsyncs it, starts a
+//! child process that writes a file of its own, keeps a listening socket that the test connects
+//! to, connects to a dependency the test listens for, and sends DNS queries to 127.0.0.1:53.
+//! Everything stays on loopback; the binary is in the VMs too, so the programs are checked on
+//! every kernel.
+//!
+//! The discovery must find each of those with its counts, fill the catalog's parameters from
+//! them (the log directory, the dependency, the resolver, the health address, the cgroup), make
+//! the generic scenarios ready to run, and leave nothing of chaos behind.
+
+use std::{
+    io::Write,
+    net::{TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use bpf_tests::{ChildProcess, Oracle, TestCgroup, chaos::Chaos, daemon::TempDir, skip_on_err};
+use serde_json::Value;
+
+/// Set (to the service's directory) when this binary runs as the service.
+const SERVICE_DIR: &str = "CHAOS_DISCOVER_SERVICE_DIR";
+/// The injector's state directory, which a discovery must not leave behind.
+const STATE_DIR: &str = "/run/chaos";
+/// The dependency's port, for the service.
+const DEPENDENCY_PORT: &str = "CHAOS_DISCOVER_DEPENDENCY_PORT";
+
+/// The service the discovery watches, when the test below runs this binary again with
+/// [`SERVICE_DIR`] set; it runs until killed.
+#[test]
+#[ignore = "the service the discovery test starts (it runs until killed)"]
+fn service_main() {
+    let dir = PathBuf::from(std::env::var(SERVICE_DIR).expect("run by the discover test"));
+    let dependency: u16 = std::env::var(DEPENDENCY_PORT)
+        .expect("the dependency's port")
+        .parse()
+        .expect("a port");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("the service's socket");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    std::fs::create_dir_all(dir.join("logs")).expect("logs/");
+    std::fs::create_dir_all(dir.join("spool")).expect("spool/");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("logs/app.log"))
+        .expect("logs/app.log");
+    let dns = UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    // Ready: the test reads the port once the file is whole.
+    std::fs::write(dir.join("port.tmp"), port.to_string()).expect("port file");
+    std::fs::rename(dir.join("port.tmp"), dir.join("port")).expect("port file");
+    let child_out = dir.join("spool/child.out");
+    for tick in 0u64.. {
+        writeln!(log, "tick {tick}").expect("appending to the log");
+        log.sync_all().expect("fsync of the log");
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", dependency)) {
+            let _ = s.write_all(b"ping\n");
+        }
+        // A DNS query (its header only) to a resolver nobody runs: it is the sending that counts.
+        let _ = dns.send_to(&[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0], "127.0.0.1:53");
+        if tick % 5 == 0 {
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("echo {tick} >> {}", child_out.display()))
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// This binary, run as the service in `cg`; its listening port.
+fn start_service(dir: &Path, dependency: u16, cg: &TestCgroup) -> (ChildProcess, u16) {
+    let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
+    cmd.args(["--ignored", "--exact", "service_main", "--nocapture"])
+        .env(SERVICE_DIR, dir)
+        .env(DEPENDENCY_PORT, dependency.to_string())
+        .stdout(std::process::Stdio::null());
+    let service = ChildProcess::builder(cmd)
+        .cgroup(cg)
+        .spawn()
+        .expect("starting the service");
+    let start = Instant::now();
+    let port = loop {
+        if let Some(p) = std::fs::read_to_string(dir.join("port"))
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (service, port)
+}
+
+/// The entry of `list` whose `key` is `value`.
+fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|x| x[key] == value)
+}
+
+#[test]
+fn a_service_is_discovered_with_its_files_peers_and_dns() {
+    let chaos = skip_on_err!(Chaos::from_env());
+    let dir = TempDir::new("discover");
+    // The dependency: accepts and drops.
+    let dep = TcpListener::bind("127.0.0.1:0").expect("the dependency's socket");
+    let dep_port = dep.local_addr().expect("its address").port();
+    std::thread::spawn(move || for _ in dep.incoming() {});
+    let cg = TestCgroup::new_v2().expect("a cgroup v2");
+    let oracle = Oracle::new();
+    let before = oracle.snapshot();
+    let had_state = Path::new(STATE_DIR).exists();
+    let (service, port) = start_service(&dir.0, dep_port, &cg);
+    // Two clients, connected for the whole watch.
+    let clients: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connecting to the service"))
+        .collect();
+
+    let out = chaos
+        .command(&[
+            "discover",
+            "--pid",
+            &service.pid().to_string(),
+            "--seconds",
+            "4",
+            "--json",
+        ])
+        .output()
+        .expect("running chaos discover");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chaos discover failed: {stderr}");
+    let d: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let o = &d["observation"];
+    let ctx = format!("{d:#}");
+    let dirs = dir.0.display().to_string();
+
+    assert_eq!(o["domain"], "generic", "{ctx}");
+    assert_eq!(o["lost_events"], 0, "{ctx}");
+    // The log: about ten appends and fsyncs a second for four seconds.
+    let logs = find(&o["directories"], "path", &format!("{dirs}/logs"))
+        .unwrap_or_else(|| panic!("logs/ not found: {ctx}"));
+    assert!(logs["syncs"].as_u64() >= Some(10), "{logs}");
+    assert!(logs["writes"].as_u64() >= Some(10), "{logs}");
+    let log = find(&o["files"], "path", &format!("{dirs}/logs/app.log"))
+        .unwrap_or_else(|| panic!("logs/app.log not found: {ctx}"));
+    assert!(log["syncs"].as_u64() >= Some(10), "{log}");
+    // The children's writes: processes born during the watch are followed.
+    let child = find(&o["files"], "path", &format!("{dirs}/spool/child.out"))
+        .unwrap_or_else(|| panic!("the children's file not found: {ctx}"));
+    assert!(child["opens_for_write"].as_u64() >= Some(2), "{child}");
+    assert!(child["writes"].as_u64() >= Some(2), "{child}");
+    assert!(o["processes"].as_array().map(Vec::len) >= Some(3), "{ctx}");
+    // The network.
+    let listening = find(&o["listening"], "address", &format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("the service's socket not found: {ctx}"));
+    assert_eq!(listening["connections"], 2, "{ctx}");
+    assert_eq!(o["clients"][0]["address"], "127.0.0.1:0", "{ctx}");
+    let dependency = find(&o["outgoing"], "address", &format!("127.0.0.1:{dep_port}"))
+        .unwrap_or_else(|| panic!("the dependency not found: {ctx}"));
+    assert!(
+        dependency["connections"].as_u64() >= Some(10),
+        "{dependency}"
+    );
+    assert_eq!(o["dns"][0]["address"], "127.0.0.1:53", "{ctx}");
+    assert!(o["dns"][0]["connections"].as_u64() >= Some(10), "{ctx}");
+    let cgroup = cg
+        .path()
+        .strip_prefix(bpf_tests::world::cgroup2_mount().expect("cgroup2"))
+        .expect("under the hierarchy")
+        .display()
+        .to_string();
+    assert_eq!(o["cgroup"], cgroup, "{ctx}");
+
+    // The parameters, with their evidence.
+    let v = &d["values"];
+    assert_eq!(
+        v["health_addr"]["value"],
+        format!("127.0.0.1:{port}"),
+        "{ctx}"
+    );
+    assert_eq!(v["dependency_ip"]["value"], "127.0.0.1", "{ctx}");
+    assert_eq!(v["dependency_port"]["value"], dep_port.to_string(), "{ctx}");
+    assert_eq!(v["resolver_ip"]["value"], "127.0.0.1", "{ctx}");
+    assert_eq!(v["cgroup"]["value"], cgroup, "{ctx}");
+    assert_eq!(v["pid"]["value"], service.pid().to_string(), "{ctx}");
+    // The scenarios, ready as `chaos run` would take them.
+    for (id, needs) in [
+        ("generic-dns-failure", "--set resolver_ip=127.0.0.1"),
+        (
+            "generic-dependency-timeout",
+            &format!("--set dependency_port={dep_port}") as &str,
+        ),
+        (
+            "generic-fd-exhausted",
+            &format!("--set health_addr=127.0.0.1:{port}"),
+        ),
+    ] {
+        let p = find(&d["proposals"], "scenario", id)
+            .unwrap_or_else(|| panic!("{id} not proposed: {ctx}"));
+        let command = p["command"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: {p:#}"));
+        assert!(
+            command.starts_with(&format!("chaos run --scenario {id} ")) && command.contains(needs),
+            "{id}: {command}"
+        );
+    }
+    assert!(
+        d["checkup"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("--probe 127.0.0.1:{port}"))),
+        "{ctx}"
+    );
+
+    // The text form says the same.
+    let text = chaos
+        .run(&[
+            "discover",
+            "--pid",
+            &service.pid().to_string(),
+            "--seconds",
+            "1",
+        ])
+        .expect("chaos discover");
+    assert!(text.contains(&format!("{dirs}/logs")), "{text}");
+    assert!(
+        text.contains("chaos run --scenario generic-dns-failure"),
+        "{text}"
+    );
+
+    drop(clients);
+    drop(service);
+    bpf_tests::demo::assert_clean(&chaos, &oracle, &before);
+    assert!(
+        had_state || !Path::new(STATE_DIR).exists(),
+        "the discovery left {STATE_DIR}"
+    );
+}
+
+#[test]
+fn a_pid_that_is_not_running_is_refused() {
+    let chaos = skip_on_err!(Chaos::from_env());
+    let f = chaos
+        .run(&["discover", "--pid", "4194303", "--seconds", "1"])
+        .expect_err("no such process");
+    assert!(
+        f.stderr.contains("pid") && f.stderr.contains("no process"),
+        "{f}"
+    );
+}

@@ -115,17 +115,24 @@ pub(crate) fn cgroup_of(pid: u32) -> Option<String> {
     (!rel.is_empty()).then(|| rel.to_owned())
 }
 
-/// The lowest live pid in cgroup `cg` (v2 first, then each v1 hierarchy).
-fn first_pid(cg: &str) -> Option<u32> {
+/// The live pids in cgroup `cg` (v2 first, else the first v1 hierarchy that has some).
+pub fn cgroup_pids(cg: &str) -> std::collections::BTreeSet<u32> {
     crate::experiment::target::cgroup_dirs(cg)
         .into_iter()
-        .find_map(|dir| {
+        .map(|dir| {
             std::fs::read_to_string(dir.join("cgroup.procs"))
-                .ok()?
+                .unwrap_or_default()
                 .split_whitespace()
                 .filter_map(|p| p.parse::<u32>().ok())
-                .min()
+                .collect::<std::collections::BTreeSet<u32>>()
         })
+        .find(|pids| !pids.is_empty())
+        .unwrap_or_default()
+}
+
+/// The lowest live pid in cgroup `cg`.
+fn first_pid(cg: &str) -> Option<u32> {
+    cgroup_pids(cg).first().copied()
 }
 
 /// The first `nameserver` of a resolv.conf text.

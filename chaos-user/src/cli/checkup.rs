@@ -27,9 +27,10 @@ pub struct Args {
     /// The service's cgroup (e.g. system.slice/redis-server.service).
     #[arg(long)]
     cgroup: Option<String>,
-    /// The service's health endpoint: HOST:PORT (a TCP connect) or an http:// URL.
+    /// The service's health endpoint: HOST:PORT (a TCP connect) or an http:// URL. Without
+    /// it, the TCP socket the service listens on with the most clients (the lowest port first).
     #[arg(long)]
-    probe: String,
+    probe: Option<String>,
     /// The user's own load during each drill: a shell command, run for the whole drill.
     #[arg(long, value_name = "CMD")]
     traffic: Option<String>,
@@ -69,10 +70,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(cg)) => Target::Cgroup(cg),
         (None, None) => anyhow::bail!("give --pid or --cgroup"),
     };
+    let probe = match args.probe {
+        Some(p) => p,
+        None => {
+            let addr = listening_address(&target)?;
+            let note = format!(
+                "chaos checkup: probing {addr}, where the service listens (--probe to change)"
+            );
+            if args.json {
+                eprintln!("{note}");
+            } else {
+                println!("{note}");
+            }
+            addr.to_string()
+        }
+    };
     let plan = checkup::plan(Request {
         profile,
         target,
-        probe: args.probe,
+        probe,
         traffic: args.traffic,
         set,
     })?;
@@ -160,4 +176,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Where the target listens: its main TCP socket (`discover::procfs::main_listener`).
+fn listening_address(target: &Target) -> anyhow::Result<std::net::SocketAddr> {
+    let pids = match target {
+        Target::Pid(pid) => chaos_user::discover::procfs::service(*pid),
+        Target::Cgroup(cg) => chaos_user::checkup::facts::cgroup_pids(cg),
+    };
+    chaos_user::discover::procfs::main_listener(&pids).with_context(|| {
+        format!(
+            "the service ({target:?}) listens on no TCP socket; give its health endpoint with \
+             --probe HOST:PORT or --probe http://HOST:PORT/PATH"
+        )
+    })
 }

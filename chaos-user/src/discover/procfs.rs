@@ -170,6 +170,45 @@ pub fn sockets_of(pids: &BTreeSet<u32>) -> Vec<(Proto, SocketLine)> {
     out
 }
 
+/// The address a client would use for a listening socket: a wildcard becomes loopback.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Where clients reach the service made of `pids`, now: its TCP listener with the most
+/// connections accepted, then the lowest port (a wildcard address as loopback).
+pub fn main_listener(pids: &BTreeSet<u32>) -> Option<SocketAddr> {
+    let sockets = sockets_of(pids);
+    let listeners = sockets
+        .iter()
+        .filter(|(p, s)| *p == Proto::Tcp && s.state == LISTEN)
+        .map(|(_, s)| s.local);
+    let accepted = |port: u16| {
+        sockets
+            .iter()
+            .filter(|(p, s)| *p == Proto::Tcp && s.state == ESTABLISHED && s.local.port() == port)
+            .count()
+    };
+    listeners
+        .min_by_key(|l| (std::cmp::Reverse(accepted(l.port())), l.port(), l.is_ipv6()))
+        .map(reachable)
+}
+
+/// The processes of the service: `pid` and its descendants.
+pub fn service(pid: u32) -> BTreeSet<u32> {
+    let mut all = descendants(pid);
+    all.insert(pid);
+    all
+}
+
 /// The command name and executable of `pid`, and its command line's words.
 pub fn identity(pid: u32) -> (String, String, Vec<String>) {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -240,12 +279,26 @@ mod tests {
         assert!(cwd(me).is_some());
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let socks = sockets_of(&BTreeSet::from([me]));
+        let socks = sockets_of(&service(me));
         assert!(
             socks
                 .iter()
                 .any(|(p, s)| *p == Proto::Tcp && s.state == LISTEN && s.local.port() == port),
             "{socks:?}"
+        );
+        // Another test's listener may be there too: ours, with three clients, comes first.
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let accepted: Vec<_> = clients.iter().map(|_| l.accept().unwrap()).collect();
+        assert_eq!(
+            main_listener(&BTreeSet::from([me])),
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        );
+        drop((clients, accepted));
+        assert_eq!(
+            reachable("[::]:5432".parse().unwrap()),
+            "[::1]:5432".parse::<SocketAddr>().unwrap()
         );
     }
 }

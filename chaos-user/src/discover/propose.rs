@@ -5,13 +5,15 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::{DirFinding, Observation, procfs::Proto};
+use super::{
+    DirFinding, Observation,
+    procfs::{Proto, reachable},
+};
 use crate::{
     catalog::{self, Domain, Scenario, Severity},
     checkup::facts::{Fact, fact_for},
@@ -64,19 +66,6 @@ fn fact(value: impl Into<String>, source: impl Into<String>) -> Fact {
     Fact {
         value: value.into(),
         source: source.into(),
-    }
-}
-
-/// The address a client would use for a listening socket: a wildcard becomes loopback.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
     }
 }
 

@@ -197,6 +197,20 @@ impl UdpSink {
         self.rx.drain(quiet)
     }
 
+    /// Datagrams received once `expected` have arrived, or after `patience` (then fewer): for
+    /// a check that nothing is lost, where a receiver starved on a busy host (a TCG VM) must not
+    /// read as loss.
+    pub fn count_expecting(&self, expected: u64, patience: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let now = self.count_now();
+            if now >= expected || start.elapsed() >= patience {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sets the count back to zero (e.g. between two phases of a test).
     pub fn reset(&self) {
         self.rx.reset();

@@ -17,7 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bpf_tests::{ChildProcess, Oracle, TestCgroup, chaos::Chaos, daemon::TempDir, skip_on_err};
+use bpf_tests::{
+    ChildProcess, Oracle, TestCgroup,
+    chaos::Chaos,
+    daemon::{Daemon, TempDir},
+    skip_on_err,
+};
 use serde_json::Value;
 
 /// Set (to the service's directory) when this binary runs as the service.
@@ -246,6 +251,58 @@ fn a_service_is_discovered_with_its_files_peers_and_dns() {
         had_state || !Path::new(STATE_DIR).exists(),
         "the discovery left {STATE_DIR}"
     );
+}
+
+/// `POST /v1/discover` on a daemon answers as `chaos discover --json`; bad requests get 400
+/// naming the field.
+#[test]
+fn the_daemon_discovers_too() {
+    let chaos = skip_on_err!(Chaos::from_env());
+    let dir = TempDir::new("discover-daemon");
+    let dep = TcpListener::bind("127.0.0.1:0").expect("the dependency's socket");
+    let dep_port = dep.local_addr().expect("its address").port();
+    std::thread::spawn(move || for _ in dep.incoming() {});
+    let cg = TestCgroup::new_v2().expect("a cgroup v2");
+    let (service, port) = start_service(&dir.0, dep_port, &cg);
+    let sock = dir.0.join("chaos.sock");
+    let daemon = Daemon::start(&chaos, &["--socket", sock.to_str().expect("a UTF-8 path")]);
+    let client = daemon.client();
+    let body = serde_json::json!({"pid": service.pid(), "seconds": 2});
+    let r = client.post("/v1/discover", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = r.json();
+    assert_eq!(d["observation"]["pid"], service.pid(), "{d:#}");
+    assert!(
+        find(
+            &d["observation"]["directories"],
+            "path",
+            &format!("{}/logs", dir.0.display())
+        )
+        .is_some(),
+        "{d:#}"
+    );
+    assert_eq!(
+        d["values"]["health_addr"]["value"],
+        format!("127.0.0.1:{port}")
+    );
+    for (body, field) in [
+        (serde_json::json!({"pid": 4194303, "seconds": 1}), "pid"),
+        (
+            serde_json::json!({"pid": service.pid(), "seconds": 0}),
+            "seconds",
+        ),
+        (
+            serde_json::json!({"pid": service.pid(), "seconds": 301}),
+            "seconds",
+        ),
+        (serde_json::json!({"pid": "x"}), "pid"),
+    ] {
+        let r = client.post("/v1/discover", &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert_eq!(r.json()["field"], field, "{body}: {}", r.body);
+    }
+    daemon.stop();
+    drop(service);
 }
 
 #[test]

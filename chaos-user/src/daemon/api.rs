@@ -16,6 +16,7 @@
 //! | `GET /v1/catalog` | the risk catalog's scenarios (`?domain=`), as `chaos catalog list --json` |
 //! | `GET /v1/catalog/{id}` | one scenario, as `chaos catalog show ID --json` |
 //! | `POST /v1/catalog/{id}/run` | 202 [`ExperimentStatus`]: `{"set": {...}}` filled in, started as a drill |
+//! | `POST /v1/discover` | `{"pid": N, "seconds": S}`: watches the service S seconds (default 10, at most 300) and answers as `chaos discover --json` |
 //! | `GET /v1/probe` | the probe report and strategy table, as `chaos probe --json` |
 //! | `GET /v1/openapi.json` | the OpenAPI document |
 //! | `GET /healthz` | `{"status": "ok"}` |
@@ -165,6 +166,7 @@ pub fn router(
         )
         .route("/v1/faults/{id}", get(get_fault).delete(delete_fault))
         .route("/v1/probe", get(probe))
+        .route("/v1/discover", axum::routing::post(discover))
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -578,6 +580,62 @@ pub async fn run_catalog_scenario(
     };
     let parsed = scenario.fill(&run.set).and_then(experiment::from_value);
     start_drill(&experiments, parsed).await
+}
+
+/// `POST /v1/discover`'s body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverRequest {
+    /// The service's main process (its descendants are watched too), as the daemon's pid
+    /// namespace numbers it.
+    pub pid: u32,
+    /// How long to watch, 1 to [`MAX_DISCOVER_SECONDS`]; 10 if not given.
+    #[serde(default = "default_discover_seconds")]
+    #[schema(minimum = 1, maximum = 300, default = 10)]
+    pub seconds: u64,
+}
+
+/// The longest watch one request may ask (it holds the request open).
+pub const MAX_DISCOVER_SECONDS: u64 = 300;
+
+fn default_discover_seconds() -> u64 {
+    10
+}
+
+/// Watch a live service with eBPF and propose the catalog scenarios that apply, filled in (as
+/// `chaos discover --json`). The answer comes when the watch ends.
+#[utoipa::path(
+    post, path = "/v1/discover", tag = "catalog",
+    request_body(content = DiscoverRequest, description = "e.g. {\"pid\": 4242, \"seconds\": 30}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was seen, the values found, the scenarios ready to run", body = openapi::DiscoveryDoc),
+        (status = 400, description = "No such process, `seconds` out of range, or the body is not {\"pid\": N, \"seconds\": S}", body = ErrorBody),
+        (status = 500, description = "The kernel refused the programs", body = ErrorBody),
+    )
+)]
+pub async fn discover(body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let req: DiscoverRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::from(Error::InvalidField {
+            field: "pid".into(),
+            problem: format!("the body is not a discovery request ({e})"),
+            fix: "send {\"pid\": N, \"seconds\": S}".into(),
+        })
+    })?;
+    if !(1..=MAX_DISCOVER_SECONDS).contains(&req.seconds) {
+        return Err(ApiError::from(Error::invalid(
+            "seconds",
+            format!("{} is out of range", req.seconds),
+            format!("give 1 to {MAX_DISCOVER_SECONDS} seconds"),
+        )));
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        crate::discover::discover(req.pid, std::time::Duration::from_secs(req.seconds), &never)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("worker: {e}")))??;
+    Ok(Json(found).into_response())
 }
 
 /// What the kernel allows, and which strategy serves each fault kind (the daemon's probe, made

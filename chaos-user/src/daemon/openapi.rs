@@ -45,6 +45,7 @@ use super::api;
         api::list_catalog,
         api::get_catalog_scenario,
         api::run_catalog_scenario,
+        api::discover,
         api::probe,
         api::healthz,
         api::metrics,
@@ -337,6 +338,27 @@ pub struct ProbeDoc {
     faults: Vec<serde_json::Value>,
 }
 
+/// `chaos discover --json` (docs/discover.md).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Discovery)]
+#[expect(dead_code, reason = "a schema only")]
+pub struct DiscoveryDoc {
+    /// What was seen: `pid`, `comm`, `exe`, `domain`, `seconds`, `processes`, `cwd`, `cgroup`,
+    /// `files`, `directories`, `listening`, `clients`, `outgoing`, `dns`, `events`,
+    /// `lost_events`.
+    #[schema(value_type = Object)]
+    observation: serde_json::Value,
+    /// Each parameter found: `{value, source}`.
+    #[schema(value_type = Object)]
+    values: serde_json::Value,
+    /// The scenarios: `scenario`, `title`, `severity`, `set`, `missing`, `problems`, and
+    /// `command` when ready to run.
+    #[schema(value_type = Vec<Object>)]
+    proposals: Vec<serde_json::Value>,
+    /// The `chaos checkup` command for the service's profile, when it listens on TCP.
+    checkup: Option<String>,
+}
+
 /// `GET /healthz`.
 #[derive(utoipa::ToSchema)]
 #[schema(as = Health)]
@@ -435,6 +457,15 @@ mod tests {
             .find(|p| p.default.is_some())
             .unwrap();
         assert_eq!(keys(param), properties("ScenarioParameter"));
+        let mut obs = crate::discover::tests::empty();
+        obs.listening.push(crate::discover::Listener {
+            proto: crate::discover::procfs::Proto::Tcp,
+            address: "127.0.0.1:80".parse().unwrap(),
+            connections: 1,
+        });
+        let found = crate::discover::propose::propose(obs);
+        assert!(found.checkup.is_some());
+        assert_eq!(keys(&found), properties("Discovery"));
     }
 
     #[test]
@@ -451,6 +482,7 @@ mod tests {
             "/v1/catalog/{id}",
             "/v1/catalog/{id}/run",
             "/v1/probe",
+            "/v1/discover",
             "/healthz",
             "/metrics",
             "/v1/openapi.json",

@@ -332,7 +332,7 @@ pub fn discover(pid: u32, length: Duration, stop: &AtomicBool) -> crate::Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -371,7 +371,8 @@ mod tests {
         )
     }
 
-    fn empty() -> Observation {
+    /// An observation of nothing (pid 1, generic).
+    pub(crate) fn empty() -> Observation {
         Observation {
             pid: 1,
             comm: String::new(),

@@ -108,6 +108,14 @@ fn start_service(dir: &Path, dependency: u16, cg: &TestCgroup) -> (ChildProcess,
     (service, port)
 }
 
+/// The service's dependency on loopback, accepting and dropping connections: its port.
+fn dependency() -> u16 {
+    let dep = TcpListener::bind("127.0.0.1:0").expect("the dependency's socket");
+    let port = dep.local_addr().expect("its address").port();
+    std::thread::spawn(move || for _ in dep.incoming() {});
+    port
+}
+
 /// The entry of `list` whose `key` is `value`.
 fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|x| x[key] == value)
@@ -117,10 +125,7 @@ fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
 fn a_service_is_discovered_with_its_files_peers_and_dns() {
     let chaos = skip_on_err!(Chaos::from_env());
     let dir = TempDir::new("discover");
-    // The dependency: accepts and drops.
-    let dep = TcpListener::bind("127.0.0.1:0").expect("the dependency's socket");
-    let dep_port = dep.local_addr().expect("its address").port();
-    std::thread::spawn(move || for _ in dep.incoming() {});
+    let dep_port = dependency();
     let cg = TestCgroup::new_v2().expect("a cgroup v2");
     let oracle = Oracle::new();
     let before = oracle.snapshot();
@@ -259,9 +264,7 @@ fn a_service_is_discovered_with_its_files_peers_and_dns() {
 fn the_daemon_discovers_too() {
     let chaos = skip_on_err!(Chaos::from_env());
     let dir = TempDir::new("discover-daemon");
-    let dep = TcpListener::bind("127.0.0.1:0").expect("the dependency's socket");
-    let dep_port = dep.local_addr().expect("its address").port();
-    std::thread::spawn(move || for _ in dep.incoming() {});
+    let dep_port = dependency();
     let cg = TestCgroup::new_v2().expect("a cgroup v2");
     let (service, port) = start_service(&dir.0, dep_port, &cg);
     let sock = dir.0.join("chaos.sock");

@@ -66,6 +66,14 @@ pub fn fact_for(param: &str) -> Option<&'static str> {
         .map(|(fact, _)| *fact)
 }
 
+/// The catalog parameter names fact `fact` fills (none for a name that is not a fact).
+pub fn filled_by(fact: &str) -> &'static [&'static str] {
+    FILLS
+        .iter()
+        .find(|(f, _)| *f == fact)
+        .map_or(&[], |(_, params)| *params)
+}
+
 fn fact(value: impl Into<String>, source: impl Into<String>) -> Fact {
     Fact {
         value: value.into(),

@@ -457,7 +457,7 @@ mod tests {
             .find(|p| p.default.is_some())
             .unwrap();
         assert_eq!(keys(param), properties("ScenarioParameter"));
-        let mut obs = crate::discover::tests::empty();
+        let mut obs = crate::discover::Observation::nothing(1);
         obs.listening.push(crate::discover::Listener {
             proto: crate::discover::procfs::Proto::Tcp,
             address: "127.0.0.1:80".parse().unwrap(),

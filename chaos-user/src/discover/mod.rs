@@ -119,6 +119,30 @@ pub struct Observation {
     pub lost_events: u64,
 }
 
+impl Observation {
+    /// An observation of `pid` that saw nothing (a generic service, no name).
+    pub fn nothing(pid: u32) -> Observation {
+        Observation {
+            pid,
+            comm: String::new(),
+            exe: String::new(),
+            domain: Domain::Generic,
+            seconds: 0.0,
+            processes: vec![pid],
+            cwd: None,
+            cgroup: None,
+            files: Vec::new(),
+            directories: Vec::new(),
+            listening: Vec::new(),
+            clients: Vec::new(),
+            outgoing: Vec::new(),
+            dns: Vec::new(),
+            events: 0,
+            lost_events: 0,
+        }
+    }
+}
+
 /// The kind of system `comm`, `exe` and `args` look like.
 pub fn domain_of(comm: &str, exe: &str, args: &[String]) -> Domain {
     let base = Path::new(exe)
@@ -160,7 +184,6 @@ pub fn observe(pid: u32, length: Duration, stop: &AtomicBool) -> crate::Result<O
     let cwd = procfs::cwd(pid);
     let collected = watch::watch(pid, length, stop)?;
     let mut obs = Observation {
-        pid,
         domain: domain_of(&comm, &exe, &args),
         comm,
         exe,
@@ -168,14 +191,9 @@ pub fn observe(pid: u32, length: Duration, stop: &AtomicBool) -> crate::Result<O
         processes: collected.processes.iter().copied().collect(),
         cwd,
         cgroup: crate::checkup::facts::cgroup_of(pid),
-        files: Vec::new(),
-        directories: Vec::new(),
-        listening: Vec::new(),
-        clients: Vec::new(),
-        outgoing: Vec::new(),
-        dns: Vec::new(),
         events: collected.tracker.events,
         lost_events: collected.lost,
+        ..Observation::nothing(pid)
     };
     digest_files(&mut obs, &collected.tracker.files);
     digest_sockets(&mut obs, &collected);
@@ -332,7 +350,7 @@ pub fn discover(pid: u32, length: Duration, stop: &AtomicBool) -> crate::Result<
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -371,31 +389,9 @@ pub(crate) mod tests {
         )
     }
 
-    /// An observation of nothing (pid 1, generic).
-    pub(crate) fn empty() -> Observation {
-        Observation {
-            pid: 1,
-            comm: String::new(),
-            exe: String::new(),
-            domain: Domain::Generic,
-            seconds: 1.0,
-            processes: vec![1],
-            cwd: None,
-            cgroup: None,
-            files: Vec::new(),
-            directories: Vec::new(),
-            listening: Vec::new(),
-            clients: Vec::new(),
-            outgoing: Vec::new(),
-            dns: Vec::new(),
-            events: 0,
-            lost_events: 0,
-        }
-    }
-
     #[test]
     fn directories_add_up_their_files_and_their_own_syncs() {
-        let mut obs = empty();
+        let mut obs = Observation::nothing(1);
         let files = BTreeMap::from([
             file("/pg/data/pg_wal/0001", 100, 90, false),
             file("/pg/data/pg_wal/0002", 50, 40, false),
@@ -416,7 +412,7 @@ pub(crate) mod tests {
 
     #[test]
     fn sockets_make_listeners_clients_and_peers() {
-        let mut obs = empty();
+        let mut obs = Observation::nothing(1);
         let mut c = watch::Collected::default();
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         c.sockets

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     catalog::{self, Domain, Scenario, Severity},
-    checkup::facts::{Fact, fact_for},
+    checkup::facts::{Fact, fact_for, filled_by},
 };
 
 /// A scenario proposed for the service.
@@ -100,8 +100,9 @@ pub fn values(obs: &Observation) -> BTreeMap<String, Fact> {
             v.insert((*n).to_owned(), f.clone());
         }
     };
-    put(&["pid", "observer_pid"], fact(pid.to_string(), "--pid"));
+    put(filled_by("pid"), fact(pid.to_string(), "--pid"));
     if let Some(cg) = &obs.cgroup {
+        // The service's own cgroup; `app_cgroup` is its clients', not seen here.
         put(&["cgroup"], fact(cg, format!("/proc/{pid}/cgroup")));
     }
     // The main address: the TCP listener with the most connections, then the lowest port.
@@ -111,22 +112,12 @@ pub fn values(obs: &Observation) -> BTreeMap<String, Fact> {
             "listening on {} ({} connections seen)",
             l.address, l.connections
         );
+        put(filled_by("address"), fact(addr.to_string(), why.clone()));
         put(
-            &[
-                "health_addr",
-                "redis_addr",
-                "sql_addr",
-                "pg_addr",
-                "mysql_addr",
-                "broker_addr",
-            ],
-            fact(addr.to_string(), why.clone()),
-        );
-        put(
-            &["redis_port", "pg_port", "broker_port"],
+            filled_by("port"),
             fact(addr.port().to_string(), why.clone()),
         );
-        put(&["pg_host"], fact(addr.ip().to_string(), why));
+        put(filled_by("host"), fact(addr.ip().to_string(), why));
     }
     if let Some(c) = obs.clients.first() {
         put(

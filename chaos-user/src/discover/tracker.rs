@@ -6,10 +6,12 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
 };
 
 use chaos_common::discover::{DiscEvent, kind};
+
+use crate::seccomp::notify::normalize;
 use serde::{Deserialize, Serialize};
 
 /// `AT_FDCWD`.
@@ -70,21 +72,6 @@ fn reportable(path: &Path) -> bool {
         && !["/dev", "/proc", "/sys"]
             .iter()
             .any(|p| path.starts_with(p))
-}
-
-/// `path` with `.` and `..` taken out, lexically (the file may be gone by now).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 /// The NUL-terminated path of an event.

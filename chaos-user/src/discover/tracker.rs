@@ -30,6 +30,11 @@ pub trait Resolve {
     fn fd(&self, tgid: u32, fd: i32) -> Option<PathBuf>;
     /// The working directory of process `tgid`.
     fn cwd(&self, tgid: u32) -> Option<PathBuf>;
+    /// `path` with the symbolic links of its directory resolved, as `/proc/PID/fd` shows paths
+    /// (`pg_wal` linked to another disk); `None` when the directory is gone.
+    fn real(&self, _path: &Path) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// What was done to one file.
@@ -120,6 +125,7 @@ impl Tracker {
                         return;
                     }
                 };
+                let path = resolve.real(&path).unwrap_or(path);
                 let keep = reportable(&path);
                 if keep && e.flags & WRITE_FLAGS != 0 {
                     self.files.entry(path.clone()).or_default().opens_for_write += 1;
@@ -214,6 +220,12 @@ mod tests {
         fn cwd(&self, tgid: u32) -> Option<PathBuf> {
             self.cwd.get(&tgid).cloned()
         }
+        fn real(&self, path: &Path) -> Option<PathBuf> {
+            // One link: /pg/data/pg_wal -> /wal.
+            path.strip_prefix("/pg/data/pg_wal")
+                .ok()
+                .map(|rest| Path::new("/wal").join(rest))
+        }
     }
 
     fn ev(kind: u32, tgid: u32, fd: i32) -> DiscEvent {
@@ -288,9 +300,12 @@ mod tests {
         e.dirfd = 20;
         t.event(&e, &world);
         t.event(&done(4, 21, 0, 1), &world);
-        let d = &t.files[Path::new("/pg/data/pg_wal")];
+        // pg_wal is a link to another disk: the file is reported where it is, as /proc would.
+        let d = &t.files[Path::new("/wal")];
         assert!(d.directory);
         assert_eq!((d.opens_for_write, d.syncs), (0, 1));
+        t.event(&open(4, 22, "/pg/data/pg_wal/000001", 0o2), &world);
+        assert!(t.files.contains_key(Path::new("/wal/000001")));
     }
 
     #[test]

@@ -63,6 +63,14 @@ impl Resolve for Proc {
     fn cwd(&self, tgid: u32) -> Option<PathBuf> {
         procfs::cwd(tgid)
     }
+    fn real(&self, path: &std::path::Path) -> Option<PathBuf> {
+        // The file itself when it is still there (a link to a file is opened as its target),
+        // else its directory resolved (the file was removed since).
+        std::fs::canonicalize(path).ok().or_else(|| {
+            let dir = std::fs::canonicalize(path.parent()?).ok()?;
+            Some(dir.join(path.file_name()?))
+        })
+    }
 }
 
 /// How often the sockets are read from `/proc`, and the ring drained at the least.

@@ -1,7 +1,7 @@
 //! What the `chaos checkup` tests on real servers share (`tests/checkup.rs` on Redis,
 //! `tests/checkup_postgresql.rs` on PostgreSQL): the blkio v1 twin of the test's cgroup, a free
 //! loopback port, one checkup run into a scratch report directory with its report read back and
-//! its general shape checked, and the state directory's check at the end.
+//! its general shape checked, and the check that nothing of chaos is left at the end.
 
 use std::{
     net::TcpListener,
@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    TestCgroup,
+    Oracle, Snapshot, TestCgroup,
     chaos::Chaos,
     oracle::{DEFAULT_STATE_DIR, STATE_DIR_ENV},
     world::{cgroup_v1_mount, unique_name},
@@ -77,29 +77,60 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Whether chaos's state directory exists before a test, to check after it that chaos left no
-/// state directory it did not find (an empty one included).
-pub struct StateDir {
-    path: PathBuf,
-    existed: bool,
+/// Waits, up to `within`, until a server just started `serves()`; panics with its log
+/// otherwise.
+pub fn wait_serving(
+    what: &str,
+    within: Duration,
+    mut serves: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !serves() {
+        assert!(
+            start.elapsed() < within,
+            "{what} did not serve within {within:?}; its log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
-impl StateDir {
-    /// The state directory (`$CHAOS_STATE_DIR`, else `/run/chaos`) as it is now.
-    pub fn before() -> StateDir {
-        let path = std::env::var_os(STATE_DIR_ENV)
+/// What a checkup test checks at its end was there at its start: the oracle's view of the
+/// kernel, and whether chaos's state directory existed (chaos must leave none it did not find,
+/// an empty one included).
+pub struct NothingLeft {
+    oracle: Oracle,
+    before: Snapshot,
+    state_dir: PathBuf,
+    state_dir_existed: bool,
+}
+
+impl NothingLeft {
+    /// The machine as it is now.
+    pub fn now() -> NothingLeft {
+        let oracle = Oracle::new();
+        let before = oracle.snapshot();
+        let state_dir = std::env::var_os(STATE_DIR_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let existed = path.exists();
-        StateDir { path, existed }
+        let state_dir_existed = state_dir.exists();
+        NothingLeft {
+            oracle,
+            before,
+            state_dir,
+            state_dir_existed,
+        }
     }
 
-    /// Panics if the state directory is there now when it was not before.
-    pub fn assert_not_left(&self) {
-        if self.existed {
+    /// Panics if anything of chaos is left: a fault, a process, a kernel object
+    /// ([`crate::demo::assert_clean`]), or a state directory that was not there.
+    pub fn assert(&self, chaos: &Chaos) {
+        crate::demo::assert_clean(chaos, &self.oracle, &self.before);
+        if self.state_dir_existed {
             return;
         }
-        let left: Vec<String> = std::fs::read_dir(&self.path)
+        let left: Vec<String> = std::fs::read_dir(&self.state_dir)
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -107,9 +138,9 @@ impl StateDir {
             })
             .unwrap_or_default();
         assert!(
-            !self.path.exists(),
+            !self.state_dir.exists(),
             "{} is left behind, holding {left:?}",
-            self.path.display()
+            self.state_dir.display()
         );
     }
 }
@@ -207,6 +238,17 @@ impl Checkup {
     /// The skipped entry of scenario `id`.
     pub fn skipped(&self, id: &str) -> Option<&Value> {
         entry(&self.report["skipped"], id)
+    }
+
+    /// Panics unless scenario `id` was skipped with a reason that contains `because`.
+    pub fn assert_skipped(&self, id: &str, because: &str) {
+        let s = self
+            .skipped(id)
+            .unwrap_or_else(|| panic!("{id} is not skipped: {}", self.context()));
+        assert!(
+            s["reason"].as_str().is_some_and(|r| r.contains(because)),
+            "{id} is not skipped for `{because}`: {s}"
+        );
     }
 
     /// Checks what every completed checkup that found a risk shows, and returns its score: the

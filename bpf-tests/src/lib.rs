@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod checkup;
 pub mod cmd;
 pub mod daemon;
 pub mod demo;

@@ -40,6 +40,11 @@ pub const APT_PACKAGES: &[&str] = &[
     // a real Redis for `chaos checkup --profile redis` (bpf-tests/tests/checkup.rs)
     "redis-server",
     "redis-tools",
+    // a real PostgreSQL for `chaos checkup --profile postgresql`
+    // (bpf-tests/tests/checkup_postgresql.rs): the server package (postgresql-15 on Debian 12)
+    // ships initdb, postgres and pgbench, and pulls in the client (psql, pg_isready);
+    // postgresql-contrib is not needed
+    "postgresql",
 ];
 
 /// rustup components needed on each toolchain: fmt and clippy on the default (stable) one, and

@@ -1,6 +1,11 @@
 //! One drill at a time per target: a lock file per target under `<state dir>/drills`, held
 //! (`flock`) for the whole drill and removed at its end. A drill killed with -9 leaves its files
 //! unlocked; the next drill takes them over and `chaos recover --all` removes them.
+//!
+//! The directory goes with the last lock, and the state directory with it when that leaves it
+//! empty: the store removes the state directory when its last fault is recovered
+//! ([`crate::store::Store::remove_if_empty`]), but cannot while a drill's locks are in it, and
+//! a drill's faults are recovered before its locks are released.
 
 use std::{
     fs::File,
@@ -67,6 +72,9 @@ impl Locks {
     /// Takes the lock of each of `keys` (targets in words) under `state_dir`; the error names
     /// the first target another drill holds.
     pub fn take(state_dir: &Path, keys: &[String]) -> Result<Locks, String> {
+        if keys.is_empty() {
+            return Ok(Locks::default());
+        }
         let dir = dir(state_dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut locks = Locks::default();
@@ -92,8 +100,19 @@ impl Drop for Locks {
         }
         // The directory too, unless another drill holds a lock in it: nothing is left.
         if let Some(dir) = dir {
-            let _ = std::fs::remove_dir(dir);
+            remove_dirs(&dir);
         }
+    }
+}
+
+/// Removes the lock directory `dir` and then the state directory holding it, each only if
+/// empty. Another process that makes either again meanwhile finds it gone at its next step
+/// and makes it again (`try_lock`, [`crate::store::Store::lock`]).
+fn remove_dirs(dir: &Path) {
+    if std::fs::remove_dir(dir).is_ok()
+        && let Some(state_dir) = dir.parent()
+    {
+        let _ = std::fs::remove_dir(state_dir);
     }
 }
 
@@ -110,7 +129,7 @@ pub fn sweep(state_dir: &Path) -> Vec<String> {
             removed.push(path.display().to_string());
         }
     }
-    let _ = std::fs::remove_dir(&dir);
+    remove_dirs(&dir);
     removed
 }
 
@@ -132,11 +151,29 @@ mod tests {
             !dir(&state).exists(),
             "the last drill removes the directory"
         );
+        assert!(!state.exists(), "and the state directory it left empty");
         std::fs::create_dir_all(dir(&state)).unwrap();
         // A lock file left unlocked (a killed drill) is taken over, and swept.
         let path = dir(&state).join("0000000000000001.lock");
         std::fs::write(&path, "").unwrap();
         assert_eq!(sweep(&state), vec![path.display().to_string()]);
+        assert!(!state.exists(), "the sweep leaves no empty state directory");
         let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn a_state_directory_in_use_stays_and_no_target_makes_nothing() {
+        let state = std::env::temp_dir().join(format!("chaos-lock-kept-{}", std::process::id()));
+        drop(Locks::take(&state, &[]).unwrap());
+        assert!(!state.exists(), "a drill without a target made a directory");
+        let locks = Locks::take(&state, &["pid=1".to_owned()]).unwrap();
+        std::fs::write(state.join("chaos.db"), "").unwrap();
+        drop(locks);
+        assert!(!dir(&state).exists());
+        assert!(
+            state.is_dir(),
+            "the state directory was removed with the store in it"
+        );
+        std::fs::remove_dir_all(&state).unwrap();
     }
 }

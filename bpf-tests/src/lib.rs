@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 pub mod drill;
 pub mod oracle;
+pub mod redis;
 pub mod skip;
 pub mod world;
 

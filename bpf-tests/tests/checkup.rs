@@ -23,59 +23,13 @@
 //!   is there) and serves (PING, a write); nothing of chaos is left (faults, processes, kernel
 //!   objects: the oracle; nor a state directory `/run/chaos` that was not there before).
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
-
 use bpf_tests::{
-    ChildProcess, LoopDevice, TestCgroup,
+    LoopDevice, TestCgroup,
     chaos::Chaos,
-    checkup::{BlkioTwin, Checkup, NothingLeft, free_port, wait_serving},
+    checkup::{BlkioTwin, Checkup, NothingLeft, free_port},
+    redis::{redis_cli, start_redis},
     skip_on_err,
 };
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("running redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// redis-server on `port` with its data in `dir`, in `cg` (and `twin`), answering PING.
-fn start_redis(dir: &Path, port: u16, cg: &TestCgroup, twin: &BlkioTwin) -> ChildProcess {
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--daemonize", "no", "--bind", "127.0.0.1", "--port"])
-        .arg(port.to_string())
-        .arg("--dir")
-        .arg(dir)
-        .args([
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ])
-        .args(["--logfile", "redis.log"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let redis = ChildProcess::builder(cmd)
-        .cgroup(cg)
-        .spawn()
-        .expect("starting redis-server");
-    twin.add(redis.pid());
-    wait_serving(
-        "redis-server",
-        Duration::from_secs(20),
-        || redis_cli(port, &["PING"]) == "PONG",
-        || std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default(),
-    );
-    redis
-}
 
 #[test]
 fn a_redis_checkup_finds_the_aof_fsync_risk_and_leaves_nothing_behind() {

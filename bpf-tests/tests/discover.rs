@@ -8,6 +8,12 @@
 //! The discovery must find each of those with its counts, fill the catalog's parameters from
 //! them (the log directory, the dependency, the resolver, the health address, the cgroup), make
 //! the generic scenarios ready to run, and leave nothing of chaos behind.
+//!
+//! Then on a real Redis (Debian's `redis-server`; skipped where it is not installed, as in the
+//! VMs), its data on an ext4 loop device of the test's own, under redis-benchmark, with an AOF
+//! rewrite (a forked child) during the watch: the discovery finds its data directory, the AOF
+//! it fsyncs at every write, the device, its port and clients, and proposes Redis's scenarios
+//! ready to run with those values.
 
 use std::{
     io::Write,
@@ -18,17 +24,17 @@ use std::{
 };
 
 use bpf_tests::{
-    ChildProcess, Oracle, TestCgroup,
+    ChildProcess, LoopDevice, TestCgroup,
     chaos::Chaos,
+    checkup::{BlkioTwin, NothingLeft, free_port},
     daemon::{Daemon, TempDir},
+    redis::{redis_cli, start_redis},
     skip_on_err,
 };
 use serde_json::Value;
 
 /// Set (to the service's directory) when this binary runs as the service.
 const SERVICE_DIR: &str = "CHAOS_DISCOVER_SERVICE_DIR";
-/// The injector's state directory, which a discovery must not leave behind.
-const STATE_DIR: &str = "/run/chaos";
 /// The dependency's port, for the service.
 const DEPENDENCY_PORT: &str = "CHAOS_DISCOVER_DEPENDENCY_PORT";
 
@@ -127,9 +133,7 @@ fn a_service_is_discovered_with_its_files_peers_and_dns() {
     let dir = TempDir::new("discover");
     let dep_port = dependency();
     let cg = TestCgroup::new_v2().expect("a cgroup v2");
-    let oracle = Oracle::new();
-    let before = oracle.snapshot();
-    let had_state = Path::new(STATE_DIR).exists();
+    let nothing_left = NothingLeft::now();
     let (service, port) = start_service(&dir.0, dep_port, &cg);
     // Two clients, connected for the whole watch.
     let clients: Vec<TcpStream> = (0..2)
@@ -251,11 +255,7 @@ fn a_service_is_discovered_with_its_files_peers_and_dns() {
 
     drop(clients);
     drop(service);
-    bpf_tests::demo::assert_clean(&chaos, &oracle, &before);
-    assert!(
-        had_state || !Path::new(STATE_DIR).exists(),
-        "the discovery left {STATE_DIR}"
-    );
+    nothing_left.assert(&chaos);
 }
 
 /// `POST /v1/discover` on a daemon answers as `chaos discover --json`; bad requests get 400
@@ -318,4 +318,146 @@ fn a_pid_that_is_not_running_is_refused() {
         f.stderr.contains("pid") && f.stderr.contains("no process"),
         "{f}"
     );
+}
+
+#[test]
+fn redis_is_discovered_with_its_data_directory_device_and_port() {
+    for tool in ["redis-server", "redis-cli", "redis-benchmark"] {
+        skip_on_err!(bpf_tests::skip::require_command(tool));
+    }
+    skip_on_err!(bpf_tests::skip::require_loop());
+    let chaos = skip_on_err!(Chaos::from_env());
+    let lo = LoopDevice::with_ext4(64 << 20).expect("a loop device with ext4");
+    let data = lo.mount_point().expect("mounted").join("redis");
+    std::fs::create_dir(&data).expect("redis's data directory");
+    let cg = TestCgroup::new_v2().expect("a cgroup v2");
+    let twin = BlkioTwin::new(&cg);
+    let port = free_port();
+    let nothing_left = NothingLeft::now();
+    let redis = start_redis(&data, port, &cg, &twin);
+    let mut bench = Command::new("redis-benchmark");
+    bench
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "set",
+            "-n",
+            "100000000",
+            "-c",
+            "2",
+            "-q",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let bench = ChildProcess::builder(bench)
+        .spawn()
+        .expect("starting redis-benchmark");
+    // An AOF rewrite during the watch: Redis forks a child that writes the new AOF.
+    let rewrite = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        redis_cli(port, &["BGREWRITEAOF"])
+    });
+
+    let out = chaos
+        .command(&[
+            "discover",
+            "--pid",
+            &redis.pid().to_string(),
+            "--seconds",
+            "4",
+            "--json",
+        ])
+        .output()
+        .expect("running chaos discover");
+    let rewrite = rewrite.join().expect("the rewrite thread");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let o = &d["observation"];
+    let v = &d["values"];
+    let ctx = format!("BGREWRITEAOF: {rewrite}\n{d:#}");
+    let data_s = data.display().to_string();
+    let device = lo.device().display().to_string();
+
+    assert_eq!(o["domain"], "redis", "{ctx}");
+    // The AOF: one fsync per write, appendfsync always.
+    let aof_dir = &o["directories"][0];
+    assert_eq!(aof_dir["path"], format!("{data_s}/appendonlydir"), "{ctx}");
+    assert!(aof_dir["syncs"].as_u64() >= Some(100), "{aof_dir}");
+    assert_eq!(aof_dir["device"], device, "{ctx}");
+    let incr = o["files"]
+        .as_array()
+        .and_then(|f| {
+            f.iter()
+                .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with(".incr.aof")))
+        })
+        .unwrap_or_else(|| panic!("no incremental AOF: {ctx}"));
+    assert!(incr["syncs"].as_u64() >= Some(100), "{incr}");
+    // The rewrite child was followed: its temporary AOF is among the files written.
+    assert!(
+        o["files"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f["path"].as_str().is_some_and(|p| p.contains("rewriteaof")))),
+        "the rewrite child's file was not seen: {ctx}"
+    );
+    assert!(o["processes"].as_array().map(Vec::len) >= Some(2), "{ctx}");
+    // Its port and clients.
+    assert!(
+        find(&o["listening"], "address", &format!("127.0.0.1:{port}"))
+            .is_some_and(|l| l["connections"].as_u64() >= Some(2)),
+        "{ctx}"
+    );
+    assert_eq!(o["clients"][0]["address"], "127.0.0.1:0", "{ctx}");
+    // The values and the scenarios.
+    assert_eq!(v["data_dir"]["value"], data_s, "{ctx}");
+    assert_eq!(v["device"]["value"], device, "{ctx}");
+    assert_eq!(
+        v["redis_addr"]["value"],
+        format!("127.0.0.1:{port}"),
+        "{ctx}"
+    );
+    assert_eq!(v["redis_port"]["value"], port.to_string(), "{ctx}");
+    for (id, needs) in [
+        (
+            "redis-aof-fsync-eio",
+            format!("--set redis_addr=127.0.0.1:{port}"),
+        ),
+        ("redis-aof-disk-full", format!("--set data_dir={data_s}")),
+        (
+            "redis-slow-disk-appendfsync-always",
+            format!("--set device={device}"),
+        ),
+        (
+            "redis-client-network-delay",
+            "--set clients=127.0.0.1".to_owned(),
+        ),
+    ] {
+        let p = find(&d["proposals"], "scenario", id)
+            .unwrap_or_else(|| panic!("{id} not proposed: {ctx}"));
+        let command = p["command"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: {p:#}"));
+        assert!(command.contains(&needs), "{id}: {command}");
+    }
+    assert!(
+        d["checkup"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!(
+                "chaos checkup --profile redis --pid {} --probe 127.0.0.1:{port}",
+                redis.pid()
+            ))),
+        "{ctx}"
+    );
+
+    // Redis was only watched: it still serves.
+    drop(bench);
+    assert_eq!(redis_cli(port, &["SET", "discover:after", "1"]), "OK");
+    drop(redis);
+    nothing_left.assert(&chaos);
+    drop(twin);
+    drop(cg);
 }

@@ -204,8 +204,9 @@ pub fn observe(pid: u32, length: Duration, stop: &AtomicBool) -> crate::Result<O
 fn digest_files(obs: &mut Observation, files: &BTreeMap<PathBuf, FileUse>) {
     let mut dirs: BTreeMap<PathBuf, DirFinding> = BTreeMap::new();
     for (path, usage) in files {
-        // A directory's own syncs count for it; a file's for its parent.
-        let (dir, is_file) = if usage.directory {
+        // A directory's own syncs count for it; a file's for its parent. (Not every program
+        // opens a directory with O_DIRECTORY to sync it: the file system says.)
+        let (dir, is_file) = if usage.directory || path.is_dir() {
             (path.clone(), false)
         } else {
             match path.parent() {

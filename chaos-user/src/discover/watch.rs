@@ -53,15 +53,19 @@ pub struct Collected {
 /// A socket line without its inode (the same connection seen at several reads is one).
 pub type SocketLineKey = (std::net::SocketAddr, std::net::SocketAddr, u8);
 
-/// Resolution through `/proc`.
-struct Proc;
+/// Resolution through `/proc`; `root` is the watched service's main process.
+struct Proc {
+    root: u32,
+}
 
 impl Resolve for Proc {
     fn fd(&self, tgid: u32, fd: i32) -> Option<PathBuf> {
         procfs::fd_path(tgid, fd)
     }
     fn cwd(&self, tgid: u32) -> Option<PathBuf> {
-        procfs::cwd(tgid)
+        // A short-lived child (Redis's rewrite, a shell) may be gone when its open is read:
+        // children start in their parent's directory, and rarely leave it.
+        procfs::cwd(tgid).or_else(|| procfs::cwd(self.root))
     }
     fn real(&self, path: &std::path::Path) -> Option<PathBuf> {
         // The file itself when it is still there (a link to a file is opened as its target),
@@ -147,6 +151,7 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
     let fds: HashMap<MapData, DiscFdKey, DiscFdCounts> = take(bpf, DISC_FDS_MAP)?;
     let lost: PerCpuArray<MapData, u64> = take(bpf, DISC_LOST_MAP)?;
 
+    let proc = Proc { root: pid };
     let mut out = Collected::default();
     // The target and the processes it already started; those born from now on are added by
     // the kernel at their first syscall.
@@ -158,7 +163,7 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
     let started = Instant::now();
     let mut next_read = started;
     loop {
-        drain(&mut ring, &mut out.tracker);
+        drain(&mut ring, &mut out.tracker, &proc);
         let now = Instant::now();
         if now >= next_read {
             out.processes
@@ -176,11 +181,11 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
     for p in out.processes.clone() {
         let _ = watch.remove(&p);
     }
-    drain(&mut ring, &mut out.tracker);
+    drain(&mut ring, &mut out.tracker, &proc);
     for entry in fds.iter() {
         let (k, c) = entry.map_err(map_error(DISC_FDS_MAP))?;
         out.tracker
-            .open_counts(k.tgid, k.fd as i32, c.writes, c.syncs, &Proc);
+            .open_counts(k.tgid, k.fd as i32, c.writes, c.syncs, &proc);
     }
     out.lost = lost
         .get(&0, 0)
@@ -191,12 +196,12 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
 }
 
 /// Takes every event waiting in the ring.
-fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker) {
+fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker, proc: &Proc) {
     while let Some(item) = ring.next() {
         if item.len() >= std::mem::size_of::<DiscEvent>() {
             // SAFETY: the kernel wrote a whole DiscEvent; read unaligned from its bytes.
             let e: DiscEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            tracker.event(&e, &Proc);
+            tracker.event(&e, proc);
         }
     }
 }

@@ -533,7 +533,7 @@ mod tests {
             .iter()
             .find(|p| p.scenario == "postgresql-wal-dir-full")
             .unwrap();
-        assert_eq!(wal.missing, ["wal_dir", "pg_addr"]);
+        assert_eq!(wal.missing, ["wal_dir"]);
         assert!(wal.command.is_none());
     }
 

@@ -94,9 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let bound = daemon::bind(listen)?;
+        let stop = daemon::signalled()?;
         // One line on stdout, for whoever started the daemon (the port when given port 0).
         println!("listening on {}", bound.describe());
-        daemon::serve(injector, experiments, bound, daemon::signalled()).await
+        daemon::serve(injector, experiments, bound, stop).await
     })?;
     // The history of the faults this daemon armed or recovered goes with it (with the store,
     // when nothing is armed any more).

@@ -210,18 +210,18 @@ pub async fn serve(
 /// How long requests in flight may take to finish once a TLS daemon is told to stop.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// Completes on the first SIGINT or SIGTERM.
-pub async fn signalled() {
+/// Catches SIGINT and SIGTERM from now on, and returns the future that completes on the first
+/// of them. Call it before telling anyone the daemon listens: a handler installed only when the
+/// server first polls its shutdown future leaves a window in which SIGTERM kills the daemon
+/// outright, without its drills recovered. Must run inside the runtime.
+pub fn signalled() -> Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Without handlers the default action (exit) still applies; never complete.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
+    let mut int = signal(SignalKind::interrupt()).ctx(|| "catching SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).ctx(|| "catching SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -163,11 +163,9 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
     let started = Instant::now();
     let mut next_read = started;
     loop {
-        drain(&mut ring, &mut out.tracker, &proc);
+        drain(&mut ring, &mut out, &proc);
         let now = Instant::now();
         if now >= next_read {
-            out.processes
-                .extend(out.tracker.new_processes.iter().copied());
             read_sockets(&mut out);
             next_read = now + SOCKET_READS;
         }
@@ -177,11 +175,13 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
         std::thread::sleep(DRAIN);
     }
     out.elapsed = started.elapsed();
-    // Stop the kernel side before the last reads, so they are final.
+    // Stop the kernel side before the last reads, so they are final (a process born after
+    // this is not followed any more).
+    drain(&mut ring, &mut out, &proc);
     for p in out.processes.clone() {
         let _ = watch.remove(&p);
     }
-    drain(&mut ring, &mut out.tracker, &proc);
+    drain(&mut ring, &mut out, &proc);
     for entry in fds.iter() {
         let (k, c) = entry.map_err(map_error(DISC_FDS_MAP))?;
         out.tracker
@@ -195,15 +195,17 @@ fn run(bpf: &mut Ebpf, pid: u32, length: Duration, stop: &AtomicBool) -> Result<
     Ok(out)
 }
 
-/// Takes every event waiting in the ring.
-fn drain(ring: &mut RingBuf<MapData>, tracker: &mut Tracker, proc: &Proc) {
+/// Takes every event waiting in the ring; the processes born meanwhile join the watched.
+fn drain(ring: &mut RingBuf<MapData>, out: &mut Collected, proc: &Proc) {
     while let Some(item) = ring.next() {
         if item.len() >= std::mem::size_of::<DiscEvent>() {
             // SAFETY: the kernel wrote a whole DiscEvent; read unaligned from its bytes.
             let e: DiscEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            tracker.event(&e, proc);
+            out.tracker.event(&e, proc);
         }
     }
+    out.processes
+        .extend(out.tracker.new_processes.iter().copied());
 }
 
 /// Reads the sockets of the watched processes still alive.

@@ -224,13 +224,14 @@ fn fill(armed: &FillArmed, calls: &mut impl Calls) -> Result<Filled> {
     files.grow(calls, target - start.used)?;
     let mut now = files.measure(calls)?;
     let gained = now.used.saturating_sub(start.used);
-    if target - start.used >= 64 * block && gained < (target - start.used) / 2 {
+    // What was made: less than asked when the filesystem filled up first.
+    let made: u64 = files.open.iter().map(|(_, size)| size).sum();
+    if made >= 64 * block && gained < made / 2 {
         return Err(Error::io(
             format!(
-                "filling {}: {} bytes made took only {gained} bytes of space (a compressing \
-                 or deduplicating filesystem?)",
+                "filling {}: {made} bytes made took only {gained} bytes of space (a \
+                 compressing or deduplicating filesystem?)",
                 armed.dir.display(),
-                target - start.used
             ),
             io::ErrorKind::Unsupported.into(),
         ));
@@ -433,6 +434,18 @@ impl<'a> Files<'a> {
                         continue;
                     }
                     Err(libc::EFBIG) if *size > 0 => self.cap = *size,
+                    // Less room than measured: others wrote meanwhile, or the filesystem took
+                    // blocks of its own for the file's extents. Try less, down to a block;
+                    // then the filesystem is full, the most a fill can do: `fill` measures
+                    // and corrects from there (shrinking if others' writes overshot).
+                    Err(libc::ENOSPC) if len > 4096 => {
+                        len = (len / 2).div_ceil(4096) * 4096;
+                        continue;
+                    }
+                    Err(libc::ENOSPC) => {
+                        tracing::info!(file = %path(), "the filesystem is full");
+                        return Ok(());
+                    }
                     Err(errno) => {
                         return Err(Error::io(
                             format!("filling {}", path()),
@@ -527,8 +540,8 @@ mod tests {
         fallocate: bool,
         overhead: u64,
         per_overhead: u64,
-        /// Fail with ENOSPC once this many bytes were asked for.
-        enospc_after: Option<u64>,
+        /// Fail with this errno once this many bytes were asked for.
+        fail_after: Option<(u64, i32)>,
         asked: u64,
         calls: u32,
     }
@@ -544,7 +557,7 @@ mod tests {
                 fallocate: true,
                 overhead: 0,
                 per_overhead: 1,
-                enospc_after: None,
+                fail_after: None,
                 asked: 0,
                 calls: 0,
             }
@@ -571,8 +584,10 @@ mod tests {
                 return Err(io::Error::from_raw_os_error(libc::EFBIG));
             }
             self.asked += len;
-            if self.enospc_after.is_some_and(|n| self.asked > n) {
-                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            if let Some((n, errno)) = self.fail_after
+                && self.asked > n
+            {
+                return Err(io::Error::from_raw_os_error(errno));
             }
             let end = offset + len;
             file.set_len(end.max(file.metadata()?.size()))?;
@@ -726,13 +741,16 @@ mod tests {
 
     #[test]
     fn an_error_midway_leaves_nothing() {
-        let s = Scratch::new("enospc");
+        let s = Scratch::new("eio");
         let mut fake = Fake::new(&s.0);
         fake.max_file = 10 * BLOCK;
-        fake.enospc_after = Some(25 * BLOCK);
+        fake.fail_after = Some((25 * BLOCK, libc::EIO));
         let mut a = armed(&s.0, FillAmount::Bytes(100 * BLOCK));
         let e = apply_with(&mut a, &mut fake).unwrap_err().to_string();
-        assert!(e.contains("filling") && e.contains("No space left"), "{e}");
+        assert!(
+            e.contains("filling") && e.contains("Input/output error"),
+            "{e}"
+        );
         assert!(fake.files().is_empty(), "{:?}", fake.files());
         // Too much for the space now: refused before anything is made.
         let mut fake = Fake::new(&s.0);
@@ -740,6 +758,27 @@ mod tests {
         let e = apply_with(&mut a, &mut fake).unwrap_err().to_string();
         assert!(e.starts_with("invalid bytes:"), "{e}");
         assert_eq!(fake.calls, 0);
+    }
+
+    #[test]
+    fn less_room_than_measured_fills_the_filesystem() {
+        // The filesystem refuses more than 25 blocks, though it said 100 were free: the fill
+        // stops there, armed, with what it could take.
+        let s = Scratch::new("enospc");
+        let mut fake = Fake::new(&s.0);
+        fake.max_file = 10 * BLOCK;
+        fake.fail_after = Some((25 * BLOCK, libc::ENOSPC));
+        let mut a = armed(&s.0, FillAmount::Bytes(100 * BLOCK));
+        apply_with(&mut a, &mut fake).unwrap();
+        let taken: u64 = fake.files().iter().map(|(_, size)| size).sum();
+        assert!(
+            (20 * BLOCK..=25 * BLOCK).contains(&taken),
+            "{taken} bytes: {:?}",
+            fake.files()
+        );
+        assert_eq!(a.taken, taken);
+        disarm(&a).unwrap();
+        assert!(fake.files().is_empty());
     }
 
     #[test]

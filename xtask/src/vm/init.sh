@@ -22,7 +22,9 @@ mkdir -p /dev/pts /dev/shm
 try mount -t devpts devpts /dev/pts
 try mount -t tmpfs tmpfs /dev/shm
 try mount -t tmpfs tmpfs /run
-try mount -t tmpfs tmpfs /tmp
+# /tmp (and /var/tmp, a link to it) holds the tests' loop images: as much of the RAM as tmpfs
+# may take, not its default half.
+try mount -t tmpfs -o size=90% tmpfs /tmp
 chmod 1777 /tmp
 try mount -t bpf bpffs /sys/fs/bpf
 try mount -t debugfs debugfs /sys/kernel/debug

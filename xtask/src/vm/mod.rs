@@ -45,8 +45,9 @@ pub struct VmArgs {
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto, env = "CHAOS_VM_ACCEL")]
     pub accel: AccelChoice,
     /// Guest memory in MiB. The initramfs (every test binary, ~350 MB) is unpacked into it,
-    /// while the archive itself is still in memory: 1 GiB ran out (ENOSPC at boot).
-    #[arg(long, default_value_t = 2048)]
+    /// while the archive itself is still in memory: 1 GiB ran out (ENOSPC at boot). With ~370
+    /// MB of binaries, 2 GiB left the demo's disk fill short of room on /tmp (ENOSPC).
+    #[arg(long, default_value_t = 3072)]
     pub memory: u32,
     /// Run only these test binaries in the VMs (repeatable or comma separated, e.g.
     /// net_shaping); all by default.

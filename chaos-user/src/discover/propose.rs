@@ -69,8 +69,7 @@ fn fact(value: impl Into<String>, source: impl Into<String>) -> Fact {
     }
 }
 
-/// The directory among `dirs` (ranked) whose path satisfies `pick`, topmost of a run of
-/// matches (`.../clog/tenant_1` gives `.../clog`).
+/// The first directory among `dirs` (ranked) whose path satisfies `pick`.
 fn dir_where(dirs: &[DirFinding], pick: impl Fn(&Path) -> bool) -> Option<&DirFinding> {
     dirs.iter().find(|d| pick(&d.path))
 }
@@ -106,13 +105,16 @@ pub fn values(obs: &Observation) -> BTreeMap<String, Fact> {
         put(&["cgroup"], fact(cg, format!("/proc/{pid}/cgroup")));
     }
     // The main address: the TCP listener with the most connections, then the lowest port.
+    let mut own_address = None;
     if let Some(l) = obs.listening.iter().find(|l| l.proto == Proto::Tcp) {
         let addr = reachable(l.address);
         let why = format!(
             "listening on {} ({} connections seen)",
             l.address, l.connections
         );
-        put(filled_by("address"), fact(addr.to_string(), why.clone()));
+        let address = fact(addr.to_string(), why.clone());
+        own_address = Some(address.clone());
+        put(filled_by("address"), address);
         put(
             filled_by("port"),
             fact(addr.port().to_string(), why.clone()),
@@ -162,16 +164,10 @@ pub fn values(obs: &Observation) -> BTreeMap<String, Fact> {
             fact(p.address.ip().to_string(), why.clone()),
         );
         put(&["primary_port"], fact(p.address.port().to_string(), why));
-        if let Some(own) = v.get("sql_addr").cloned() {
-            v.insert("standby_addr".into(), own.clone());
-            v.insert("replica_addr".into(), own);
+        if let Some(own) = own_address {
+            put(&["standby_addr", "replica_addr"], own);
         }
     }
-    let mut put = |names: &[&str], f: Fact| {
-        for n in names {
-            v.insert((*n).to_owned(), f.clone());
-        }
-    };
     if let Some(d) = obs.dns.first() {
         put(
             &["resolver_ip"],

@@ -8,7 +8,7 @@
 #       -v chaos-api:/run/chaos-api chaos:dev
 #
 # Builder: the project's own setup (`cargo xtask setup`, xtask/src/setup.rs) installs Debian's
-# LLVM 22 / clang-22, rustup's nightly with rust-src and bpf-linker built against LLVM 22, as it
+# LLVM 22 / clang-22, the pinned nightly (chaos-ebpf/rust-toolchain.toml) with rust-src and bpf-linker built against LLVM 22, as it
 # does on a developer's machine; the image repeats none of that logic. It also installs the test
 # tools (QEMU, chromium, fio): they stay in this stage and never reach the runtime image.
 FROM debian:12 AS builder

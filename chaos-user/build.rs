@@ -29,12 +29,28 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
+    let toolchain = pinned_nightly(root_dir.as_std_path())?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: package.name.as_str(),
             root_dir: root_dir.as_str(),
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        aya_build::Toolchain::Custom(&toolchain),
     )
+}
+
+/// The nightly `chaos-ebpf/rust-toolchain.toml` pins (its LLVM must not be newer than
+/// bpf-linker's; the file says why).
+fn pinned_nightly(ebpf_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = ebpf_dir.join("rust-toolchain.toml");
+    println!("cargo:rerun-if-changed={}", path.display());
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    file.get("toolchain")
+        .and_then(|t| t.get("channel"))
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{}: no [toolchain] channel", path.display()))
 }

@@ -48,11 +48,14 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// rustup components needed on each toolchain: fmt and clippy on the default (stable) one, and
-/// the eBPF crate needs nightly's `rust-src` (to build `core` for the BPF target) and clippy.
+/// the eBPF crate needs the pinned nightly's (see [`nightly`]) `rust-src` (to build `core` for
+/// the BPF target) and clippy.
 const STABLE_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// bpf-linker release built against [`LLVM_PREFIX`].
+const BPF_LINKER_VERSION: &str = "0.13.0";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -155,10 +158,26 @@ fn installed_components(toolchain: Option<&str>) -> Result<Option<BTreeSet<Strin
     ))
 }
 
+/// The nightly that builds the kernel programs, as `chaos-ebpf/rust-toolchain.toml` pins it
+/// (its LLVM must not be newer than bpf-linker's LLVM 22; the file says why).
+pub fn nightly() -> Result<String> {
+    let path = cmd::workspace_root().join("chaos-ebpf/rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    file.get("toolchain")
+        .and_then(|t| t.get("channel"))
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{}: no [toolchain] channel", path.display()))
+}
+
 fn rust_toolchains(verbosity: Verbosity) -> Result<()> {
+    let nightly = nightly()?;
     for (toolchain, wanted) in [
         (None, STABLE_COMPONENTS),
-        (Some("nightly"), NIGHTLY_COMPONENTS),
+        (Some(nightly.as_str()), NIGHTLY_COMPONENTS),
     ] {
         let name = toolchain.unwrap_or("default");
         let missing: Vec<&str> = match installed_components(toolchain)? {
@@ -215,6 +234,11 @@ fn bpf_linker(verbosity: Verbosity) -> Result<()> {
             .args([
                 "install",
                 "bpf-linker",
+                // The version verified with the pinned nightly (chaos-ebpf/rust-toolchain.toml)
+                // and LLVM 22; a newer one may drop the llvm-22 feature.
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
                 "--no-default-features",
                 "--features",
                 "llvm-22",

@@ -108,17 +108,13 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         .env("AYA_BUILD_SKIP", "1");
     stages.command("clippy (host)", clippy);
 
-    // The eBPF crate on its own, as aya-template does: nightly, and panic=abort for its tests.
+    // The eBPF crate on its own, as aya-template does: the pinned nightly, and panic=abort for
+    // its tests.
     let mut clippy_ebpf = Command::new("cargo");
     clippy_ebpf
         .current_dir(cmd::workspace_root())
-        .args([
-            "+nightly",
-            "clippy",
-            "--package",
-            "chaos-ebpf",
-            "--all-targets",
-        ])
+        .arg(format!("+{}", crate::setup::nightly()?))
+        .args(["clippy", "--package", "chaos-ebpf", "--all-targets"])
         .args([
             "--",
             "-D",

@@ -117,6 +117,76 @@ fn deadline_ends_fault_in_kernel() {
     d.assert_clean();
 }
 
+/// Interface indexes repeat across namespaces, and one loaded program per direction serves the
+/// interfaces by index: the first interface of an index gets the shared instance, another
+/// namespace's interface of the same index one of its own. Each keeps its own rules while both
+/// are armed, recovering one leaves the other armed, and the index is served again after.
+fn same_index_case(attach: &str) {
+    let d1 = skip_on_err!(Drill::new(attach));
+    let d2 = skip_on_err!(Drill::new(attach));
+    assert_eq!(
+        d1.world.a.ifindex, d2.world.a.ifindex,
+        "fresh namespaces number their first interfaces alike"
+    );
+    let to_port_9 = [
+        "--percent",
+        "100",
+        "--direction",
+        "egress",
+        "--proto",
+        "udp",
+        "--dport",
+        "9",
+    ];
+    let all = d1.loss(&d1.world.a, 100.0, "egress", "120s");
+    let port_9 = d2.net("loss", &d2.world.a, &to_port_9, "120s");
+    let d2_port_9 = |n| d2.send_port(d2.world.b.v4(), 9, n);
+    assert_eq!(
+        d1.send_v4(300),
+        0,
+        "the first namespace's rule drops its traffic"
+    );
+    assert_eq!(
+        d2.send_v4(300),
+        300,
+        "the second interface has only its own rule"
+    );
+    assert_eq!(d2_port_9(300), 0, "which drops what it selects");
+    d1.chaos.recover(&all).expect("recover");
+    assert_eq!(d1.send_v4(300), 300, "the first interface is free again");
+    assert_eq!(d2_port_9(300), 0, "the second is still armed");
+    let again = d1.loss(&d1.world.a, 100.0, "egress", "120s");
+    assert_eq!(
+        d1.send_v4(300),
+        0,
+        "the first interface's index is served again"
+    );
+    assert_eq!(
+        d2.send_v4(300),
+        300,
+        "and the second still has only its own rule"
+    );
+    d1.chaos.recover(&again).expect("recover");
+    d2.chaos.recover(&port_9).expect("recover");
+    assert_eq!(
+        d1.send_v4(300) + d2.send_v4(300),
+        600,
+        "no loss after recovery"
+    );
+    d1.assert_clean();
+    d2.assert_clean();
+}
+
+#[test]
+fn same_interface_index_in_two_namespaces_tcx() {
+    same_index_case("tcx");
+}
+
+#[test]
+fn same_interface_index_in_two_namespaces_clsact() {
+    same_index_case("clsact");
+}
+
 /// A qdisc and filter that were there before are untouched and still there after recovery.
 #[test]
 fn preexisting_tc_state_is_kept() {

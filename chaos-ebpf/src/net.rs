@@ -28,17 +28,23 @@ use aya_ebpf::{
 use chaos_common::{
     PROBABILITY_ONE,
     net::{
-        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, MAX_ATTACHMENTS,
-        MAX_CGROUP_DEPTH, MAX_NET_RULES, NetCounters, NetRule, NetState, action, cidr, dist,
-        matches, proto_class,
+        AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, IfAttach, MAX_ATTACHMENTS,
+        MAX_CGROUP_DEPTH, MAX_NET_RULES, MAX_SHARED_IFINDEX, NetCounters, NetRule, NetState,
+        action, cidr, dist, matches, proto_class,
     },
 };
 
 /// Set by the loader to the attachment this program instance serves (see
-/// `chaos_common::net::ATTACH_ID_GLOBAL`). Read with a volatile load so the compiler cannot fold
-/// the default.
+/// `chaos_common::net::ATTACH_ID_GLOBAL`); 0 for the shared TC instances, which find it by the
+/// packet's interface in [`CHAOS_NET_IFATT`]. Read with a volatile load so the compiler cannot
+/// fold the default.
 #[unsafe(no_mangle)]
 static CHAOS_ATTACH_ID: u32 = 0;
+
+/// Interface index -> the attachment ids of the shared TC instances on it (see
+/// `chaos_common::net::NET_IFATTACH_MAP`).
+#[map(name = "CHAOS_NET_IFATT")]
+static CHAOS_NET_IFATT: Array<IfAttach> = Array::pinned(MAX_SHARED_IFINDEX, 0);
 
 /// Rule slots, indexed by slot number. Pinned so every `chaos` process shares them.
 #[map(name = "CHAOS_NET_RULES")]
@@ -213,7 +219,21 @@ fn tc(ctx: &TcContext, hook: Hook) -> i32 {
 /// length as qdiscs count it, 0 if unknown.
 fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch> {
     // SAFETY: reading a plain static; volatile so the loader-set value is used.
-    let attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
+    let mut attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
+    if attach_id == 0 {
+        // A shared instance: the interface says which attachment this is (TC only; the cgroup
+        // instances are always loaded with their id).
+        // SAFETY: context field read.
+        let ifindex = unsafe { read_volatile(&(*skb.skb).ifindex) };
+        let ids = CHAOS_NET_IFATT.get_ptr(ifindex)?;
+        // SAFETY: map value pointer from a successful lookup.
+        let ids = unsafe { &*ids };
+        attach_id = if hook == Hook::TcIngress {
+            ids.ingress
+        } else {
+            ids.egress
+        };
+    }
     let attach = CHAOS_NET_ATTACH.get_ptr(attach_id)?;
     // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
     let a = unsafe { &*attach };

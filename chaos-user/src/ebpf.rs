@@ -27,6 +27,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub const MAP_PIN_DIR: &str = "/sys/fs/bpf/chaos/maps";
 /// Directory of the pinned links.
 pub const LINK_PIN_DIR: &str = "/sys/fs/bpf/chaos/links";
+/// Directory of the pinned programs (the shared TC instances).
+pub const PROG_PIN_DIR: &str = "/sys/fs/bpf/chaos/progs";
 
 /// Whether this binary carries its kernel programs.
 pub fn has_object() -> bool {
@@ -39,12 +41,20 @@ pub fn load(globals: &[(&str, u32)]) -> Result<Ebpf> {
         return Err(Error::NoEbpfObject);
     }
     mounts::ensure_bpffs()?;
-    for dir in [MAP_PIN_DIR, LINK_PIN_DIR] {
+    for dir in [MAP_PIN_DIR, LINK_PIN_DIR, PROG_PIN_DIR] {
         std::fs::create_dir_all(dir).ctx(|| format!("creating {dir}"))?;
     }
     check_pinned_maps()?;
     let pidns = pid_namespace()?;
     let mut loader = EbpfLoader::new();
+    // The kernel's BTF (5-6 MB, read and parsed: half the time of a load) serves only CO-RE
+    // relocations, which the object has none of so far; programs that attach by BTF type name
+    // take [`vmlinux_btf`] themselves.
+    loader.btf(if facts()?.btf_relocations {
+        Some(vmlinux_btf()?)
+    } else {
+        None
+    });
     loader.default_map_pin_directory(MAP_PIN_DIR);
     for (name, value) in globals.iter().chain(&pidns) {
         loader.override_global(name, value, true);
@@ -95,28 +105,7 @@ pub fn pid_namespace() -> Result<[(&'static str, u32); 2]> {
 /// faults are armed): aya would reuse them as they are, and the programs would then fail the
 /// verifier with an error that says nothing of the cause.
 fn check_pinned_maps() -> Result<()> {
-    /// A map's key size, value size and entries.
-    type Shape = (u32, u32, u32);
-    static SHAPES: OnceLock<Vec<(String, Shape)>> = OnceLock::new();
-    let shapes = match SHAPES.get() {
-        Some(s) => s,
-        None => {
-            let object = aya_obj::Object::parse(EBPF_OBJECT)
-                .map_err(|e| Error::bpf("parsing the chaos eBPF object", e))?;
-            let shapes = object
-                .maps
-                .iter()
-                .map(|(name, m)| {
-                    (
-                        name.clone(),
-                        (m.key_size(), m.value_size(), m.max_entries()),
-                    )
-                })
-                .collect();
-            SHAPES.get_or_init(|| shapes)
-        }
-    };
-    for (name, ours) in shapes {
+    for (name, ours) in &facts()?.shapes {
         let Some(pinned) = pinned_map(name)? else {
             continue;
         };
@@ -139,6 +128,51 @@ fn check_pinned_maps() -> Result<()> {
     Ok(())
 }
 
+/// A map's key size, value size and entries.
+type Shape = (u32, u32, u32);
+
+/// What loading needs to know of the embedded object, read from it once per process.
+struct ObjectFacts {
+    /// Every map's name and shape.
+    shapes: Vec<(String, Shape)>,
+    /// Whether it has CO-RE relocations (which need the kernel's BTF at load time).
+    btf_relocations: bool,
+}
+
+fn facts() -> Result<&'static ObjectFacts> {
+    static FACTS: OnceLock<ObjectFacts> = OnceLock::new();
+    if let Some(f) = FACTS.get() {
+        return Ok(f);
+    }
+    let object = aya_obj::Object::parse(EBPF_OBJECT)
+        .map_err(|e| Error::bpf("parsing the chaos eBPF object", e))?;
+    let shapes = object
+        .maps
+        .iter()
+        .map(|(name, m)| {
+            (
+                name.clone(),
+                (m.key_size(), m.value_size(), m.max_entries()),
+            )
+        })
+        .collect();
+    Ok(FACTS.get_or_init(|| ObjectFacts {
+        shapes,
+        btf_relocations: object.has_btf_relocations(),
+    }))
+}
+
+/// The running kernel's BTF (`/sys/kernel/btf/vmlinux`), read and parsed once per process: it
+/// takes ~15 ms, and a daemon or an experiment attaches many programs that need it.
+pub fn vmlinux_btf() -> Result<&'static aya::Btf> {
+    static BTF: OnceLock<aya::Btf> = OnceLock::new();
+    if let Some(b) = BTF.get() {
+        return Ok(b);
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|e| Error::bpf("reading the kernel's BTF", e))?;
+    Ok(BTF.get_or_init(|| btf))
+}
+
 /// The pinned map `name`, if it exists.
 pub fn pinned_map(name: &str) -> Result<Option<MapData>> {
     let path = Path::new(MAP_PIN_DIR).join(name);
@@ -159,6 +193,19 @@ where
     pinned_map(name)?
         .map(|data| T::try_from(wrap(data)).map_err(|e| Error::bpf(format!("map {name}"), e)))
         .transpose()
+}
+
+/// Path of the pin for program `name` as this build's object has it: the name carries a hash of
+/// the object, so a program another version of chaos pinned is never taken for ours.
+pub fn prog_pin(name: &str) -> PathBuf {
+    use std::hash::{Hash as _, Hasher as _};
+    static TAG: OnceLock<u64> = OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        let mut h = std::hash::DefaultHasher::new();
+        EBPF_OBJECT.hash(&mut h);
+        h.finish()
+    });
+    Path::new(PROG_PIN_DIR).join(format!("{name}-{tag:016x}"))
 }
 
 /// Path of the pin for link `name`.

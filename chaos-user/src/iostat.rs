@@ -367,10 +367,10 @@ fn attach(hook: &Hook, id: u32) -> Result<AttachLink> {
 /// Loads and attaches program `name`, BTF-typed (plain loads instead of helper calls; Linux
 /// 5.5+ with kernel BTF), on `tracepoint`.
 fn attach_btf(bpf: &mut aya::Ebpf, name: &str, tracepoint: &str) -> Result<FdLink> {
-    let btf = aya::Btf::from_sys_fs().map_err(|e| Error::bpf("reading the kernel's BTF", e))?;
+    let btf = crate::ebpf::vmlinux_btf()?;
     let program: &mut BtfTracePoint = backend::find_program(bpf, name)?;
     program
-        .load(tracepoint, &btf)
+        .load(tracepoint, btf)
         .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
     let link_id = program
         .attach()

@@ -343,6 +343,10 @@ pub enum AttachLink {
     Tcx {
         /// The pin.
         pin: PathBuf,
+        /// Whether the shared program instance runs there (registered under the interface's
+        /// index in `CHAOS_NET_IFATT`, cleared on detach) rather than one loaded for it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
     },
     /// A filter on a clsact qdisc.
     Clsact {
@@ -352,6 +356,9 @@ pub enum AttachLink {
         handle: u32,
         /// Whether we added the clsact qdisc (and so remove it when its last filter goes).
         created_qdisc: bool,
+        /// As for [`AttachLink::Tcx`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
     },
     /// A BPF link pinned on bpffs (cgroup, tracepoint, kprobe links).
     Link {

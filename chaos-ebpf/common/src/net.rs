@@ -41,6 +41,25 @@ pub const NET_DIST_MAP: &str = "CHAOS_NET_DIST";
 /// across namespaces, attachment ids do not.
 pub const ATTACH_ID_GLOBAL: &str = "CHAOS_ATTACH_ID";
 
+/// Name of the array map from interface index to the [`IfAttach`] of the shared TC instances on
+/// that interface. One loaded program per direction serves every interface whose index is below
+/// [`MAX_SHARED_IFINDEX`] and not already taken by a shared attachment in another network
+/// namespace; the others get an instance of their own, loaded with [`ATTACH_ID_GLOBAL`] set.
+pub const NET_IFATTACH_MAP: &str = "CHAOS_NET_IFATT";
+
+/// Interface indexes the shared TC instances serve are below this.
+pub const MAX_SHARED_IFINDEX: u32 = 16384;
+
+/// The attachments of the shared TC instances on one interface index, 0 where none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfAttach {
+    /// Attachment id of the egress instance.
+    pub egress: u32,
+    /// Attachment id of the ingress instance.
+    pub ingress: u32,
+}
+
 /// The TC program for egress traffic.
 pub const PROG_TC_EGRESS: &str = "chaos_tc_egress";
 /// The TC program for ingress traffic.
@@ -292,6 +311,7 @@ mod user {
     unsafe impl aya::Pod for super::NetRule {}
     unsafe impl aya::Pod for super::NetCounters {}
     unsafe impl aya::Pod for super::NetState {}
+    unsafe impl aya::Pod for super::IfAttach {}
     unsafe impl aya::Pod for super::AttachSlots {}
     unsafe impl aya::Pod for super::CidrKey {}
 }

@@ -195,7 +195,8 @@ fn unpin_link(pin: &Path) -> Result<()> {
 /// took the attachment with it; that is success.
 pub(crate) fn detach(a: &Attachment) -> Result<()> {
     match &a.link {
-        AttachLink::Tcx { pin } | AttachLink::Link { pin } => unpin_link(pin),
-        AttachLink::Clsact { .. } => net::detach_clsact(a),
+        AttachLink::Tcx { pin, .. } | AttachLink::Link { pin } => unpin_link(pin)?,
+        AttachLink::Clsact { .. } => net::detach_clsact(a)?,
     }
+    net::unregister_shared(a)
 }

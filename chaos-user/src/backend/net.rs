@@ -16,10 +16,11 @@ use aya::{
     util::nr_cpus,
 };
 use chaos_common::net::{
-    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, MAX_ATTACHMENTS, MAX_NET_RULES,
-    NET_ATTACH_MAP, NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP,
-    NET_RULES_MAP, NET_SOCKET_MAP, NET_STATE_MAP, NetCounters, NetRule, NetState,
-    PROG_CGROUP_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, action, cidr, dist, matches, proto_class,
+    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, IfAttach, MAX_ATTACHMENTS,
+    MAX_NET_RULES, MAX_SHARED_IFINDEX, NET_ATTACH_MAP, NET_CGROUP_MAP, NET_CIDR_MAP,
+    NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP, NET_IFATTACH_MAP, NET_RULES_MAP, NET_SOCKET_MAP,
+    NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, action, cidr, dist, matches, proto_class,
 };
 use ipnet::IpNet;
 
@@ -508,7 +509,17 @@ fn find_or_attach(store: &Store, hook: Hook, mode: Attach) -> Result<(Attachment
                         }
                     )
             });
-            attach_tc(interface, *direction, mode, id, qdisc_is_ours)
+            // One loaded program per direction serves every interface it can tell apart by
+            // index: arming on a new interface then attaches it, without loading and verifying
+            // a program. An index a shared attachment in another namespace holds (or one the
+            // map has no room for) gets an instance of its own.
+            let taken = existing.iter().any(|a| {
+                is_shared(a)
+                    && matches!(&a.hook, Hook::Tc { interface: i, direction: d }
+                        if i.ifindex == interface.ifindex && d == direction)
+            });
+            let shared = !taken && shared_slot_free(interface.ifindex, *direction)?;
+            attach_tc(interface, *direction, mode, id, qdisc_is_ours, shared)
         }
         Hook::CgroupIngress { cgroup } => attach_cgroup(cgroup, id),
         other => unreachable!("{other:?} is not a network hook"),
@@ -568,24 +579,146 @@ fn attach_cgroup(cgroup: &CgroupTarget, id: u32) -> Result<AttachLink> {
     pin_link(link, &format!("cgroup-{id}"))
 }
 
-/// Loads a program instance for attachment `id` and attaches it; the attachment outlives this
-/// process (TCX link pinned on bpffs, or a clsact filter held by the kernel). `qdisc_is_ours`:
-/// another attachment of ours on the interface added its clsact qdisc.
+/// Whether attachment `a` is served by a shared TC program instance.
+fn is_shared(a: &Attachment) -> bool {
+    matches!(
+        a.link,
+        AttachLink::Tcx { shared: true, .. } | AttachLink::Clsact { shared: true, .. }
+    )
+}
+
+/// The shared instances' interface map, `None` before the first load created it.
+fn ifattach_map() -> Result<Option<Array<MapData, IfAttach>>> {
+    ebpf::typed_map(NET_IFATTACH_MAP, Map::Array)
+}
+
+/// Whether the shared instance for `direction` can serve interface index `ifindex`: below the
+/// map's size and not registered to anything (an entry left by a crash whose records are gone
+/// may still belong to an attached instance).
+fn shared_slot_free(ifindex: u32, direction: Direction) -> Result<bool> {
+    if ifindex >= MAX_SHARED_IFINDEX {
+        return Ok(false);
+    }
+    let Some(map) = ifattach_map()? else {
+        return Ok(true);
+    };
+    let entry = map.get(&ifindex, 0).unwrap_or_default();
+    Ok(match direction {
+        Direction::Ingress => entry.ingress == 0,
+        _ => entry.egress == 0,
+    })
+}
+
+/// Sets (`Some(id)`) or clears (`None`, only if it still names `id`) the shared instance's entry
+/// for the interface and direction of TC hook `hook`.
+fn register_shared(hook: &Hook, id: u32, set: bool) -> Result<()> {
+    let Hook::Tc {
+        interface,
+        direction,
+    } = hook
+    else {
+        return Ok(());
+    };
+    let Some(mut map) = ifattach_map()? else {
+        return Ok(());
+    };
+    let ifindex = interface.ifindex;
+    let mut entry = map.get(&ifindex, 0).unwrap_or_default();
+    let field = match direction {
+        Direction::Ingress => &mut entry.ingress,
+        _ => &mut entry.egress,
+    };
+    if set {
+        *field = id;
+    } else if *field == id {
+        *field = 0;
+    } else {
+        return Ok(());
+    }
+    map.set(ifindex, entry, 0)
+        .map_err(map_err("writing the shared instances' interface map"))
+}
+
+/// Clears the interface map entry of a shared attachment, after it was detached.
+pub(super) fn unregister_shared(a: &Attachment) -> Result<()> {
+    if is_shared(a) {
+        register_shared(&a.hook, a.id, false)?;
+    }
+    Ok(())
+}
+
+/// The shared instance of TC program `prog_name`: loaded and pinned by the first arming that
+/// needs it (under [`ebpf::PROG_PIN_DIR`], named by this build's object, so another version's
+/// is never used), then taken from the pin. The pin goes with the maps' when nothing of ours is
+/// left.
+fn shared_program(prog_name: &str) -> Result<SchedClassifier> {
+    let pin = ebpf::prog_pin(prog_name);
+    if let Ok(program) = SchedClassifier::from_pin(&pin) {
+        return Ok(program);
+    }
+    let mut bpf = ebpf::load(&[])?;
+    let program: &mut SchedClassifier = load_program(&mut bpf, prog_name)?;
+    if let Err(e) = program.pin(&pin)
+        && !pin.exists()
+    {
+        return Err(Error::bpf(format!("pinning {}", pin.display()), e));
+    }
+    SchedClassifier::from_pin(&pin).map_err(|e| Error::bpf(format!("opening {}", pin.display()), e))
+}
+
+/// Attaches a TC program instance for attachment `id`: the shared one for the direction
+/// (`shared`, registered under the interface's index first) or one loaded for it. The
+/// attachment outlives this process (TCX link pinned on bpffs, or a clsact filter held by the
+/// kernel). `qdisc_is_ours`: another attachment of ours on the interface added its clsact qdisc.
 fn attach_tc(
     interface: &Interface,
     direction: Direction,
     mode: Attach,
     id: u32,
     qdisc_is_ours: bool,
+    shared: bool,
+) -> Result<AttachLink> {
+    let hook = Hook::Tc {
+        interface: interface.clone(),
+        direction,
+    };
+    let attached = attach_tc_instance(interface, direction, mode, id, qdisc_is_ours, shared);
+    if shared && attached.is_err() {
+        let _ = register_shared(&hook, id, false);
+    }
+    attached
+}
+
+fn attach_tc_instance(
+    interface: &Interface,
+    direction: Direction,
+    mode: Attach,
+    id: u32,
+    qdisc_is_ours: bool,
+    shared: bool,
 ) -> Result<AttachLink> {
     let prog_name = match direction {
         Direction::Ingress => PROG_TC_INGRESS,
         _ => PROG_TC_EGRESS,
     };
     let ifname = interface.name.clone();
+    let hook = Hook::Tc {
+        interface: interface.clone(),
+        direction,
+    };
     netns::run_in(interface.netns.as_ref(), move || {
-        let mut bpf = ebpf::load(&[(ATTACH_ID_GLOBAL, id)])?;
-        let program: &mut SchedClassifier = load_program(&mut bpf, prog_name)?;
+        let mut loaded;
+        let mut pinned;
+        let program: &mut SchedClassifier = if shared {
+            pinned = shared_program(prog_name)?;
+            // Before the link: the first packets must find the attachment (its rule mask is
+            // empty until the rules are synced, so they pass).
+            register_shared(&hook, id, true)?;
+            &mut pinned
+        } else {
+            loaded = ebpf::load(&[(ATTACH_ID_GLOBAL, id)])?;
+            load_program(&mut loaded, prog_name)?
+        };
         let attach_type = tc_attach_type(direction);
         match mode {
             Attach::Tcx => {
@@ -606,7 +739,7 @@ fn attach_tc(
                 fd_link
                     .pin(&pin)
                     .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
-                Ok(AttachLink::Tcx { pin })
+                Ok(AttachLink::Tcx { pin, shared })
             }
             Attach::Clsact => {
                 let added = qdisc_add_clsact(&ifname).is_ok();
@@ -642,6 +775,7 @@ fn attach_tc(
                     priority,
                     handle,
                     created_qdisc,
+                    shared,
                 })
             }
         }
@@ -655,6 +789,7 @@ pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
             priority,
             handle,
             created_qdisc,
+            ..
         } => {
             let Hook::Tc {
                 interface,

@@ -9,7 +9,6 @@ use std::{
 };
 
 use aya::{
-    Btf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{
         CgroupAttachMode, CgroupSockAddr, CgroupSockopt, CgroupSysctl, Lsm, RawTracePoint,
@@ -656,11 +655,11 @@ fn attach(hook: &Hook, id: u32) -> Result<crate::store::AttachLink> {
         }
         Hook::SysLsm { lsm_hook: hook } => {
             let mut bpf = ebpf::load(&error_program_globals())?;
-            let btf = Btf::from_sys_fs().map_err(|e| Error::bpf("reading the kernel's BTF", e))?;
+            let btf = ebpf::vmlinux_btf()?;
             let program_name = format!("chaos_lsm_{hook}");
             let program: &mut Lsm = find_program(&mut bpf, &program_name)?;
             program
-                .load(hook, &btf)
+                .load(hook, btf)
                 .map_err(|e| Error::bpf(format!("loading {program_name}"), e))?;
             let link_id = program
                 .attach()

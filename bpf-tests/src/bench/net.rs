@@ -16,8 +16,8 @@
 //! * `net.prog_cost_vs_1_rule.variant`: the program's time per packet against one rule's.
 //! * `net.bpf_map_memlock_kib[.variant]`: memory of the maps our program uses.
 //! * `net.loss_abs_error`: |measured - asked| loss over 100,000 datagrams.
-//! * `net.arm_latency_p99_ms`, `net.disarm_latency_p99_ms` (and `.warm`): from the library call
-//!   to the first packet dropped / the last one, seen in a paced stream.
+//! * `net.arm_latency_p99_ms`, `net.disarm_latency_p99_ms` (and `.first_fault`, `.warm`): from
+//!   the library call to the first packet dropped / the last one, seen in a paced stream.
 //!
 //! In a VM (fq and netem present):
 //! * `net.delay_mean_error_pct`, `net.jitter_sd_error_pct`: ours beside `tc netem` for the same
@@ -732,18 +732,50 @@ fn latencies(trials: &[LatencyTrial], sent: &[u64], received: &[bool]) -> Vec<Op
 /// Trials per latency row, in both modes: they are cheap (about 0.1 s each).
 const LATENCY_TRIALS: usize = 100;
 
+/// What else is armed while a latency row's fault comes and goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// Nothing of ours: each arm loads the object, verifies and pins the shared program and
+    /// attaches it; each recovery removes everything.
+    FirstFault,
+    /// A fault on another interface (B's): the program is loaded and pinned, each arm attaches
+    /// it to A's interface and each recovery detaches it.
+    Loaded,
+    /// A fault on the same interface that matches nothing: the program stays attached, arming
+    /// is a map update.
+    Attached,
+}
+
 fn arm_latency(b: &mut Bench) -> Result<()> {
     let n = LATENCY_TRIALS;
     let inj = injector()?;
     let w = TwoHosts::new()?;
-    for warm in [false, true] {
+    for readiness in [
+        Readiness::FirstFault,
+        Readiness::Loaded,
+        Readiness::Attached,
+    ] {
         b.check()?;
         let sink = UdpProbeSink::bind(&w.b.ns, w.b.v4(), PORT, STREAM_LEN)?;
         let to = sink.local_addr();
         let mut holder = Faults::new(&inj);
-        if warm {
-            // A fault that matches nothing keeps the program attached: arming is a map update.
-            holder.arm(&drop_udp_to(&w, OTHER_PORT))?;
+        match readiness {
+            Readiness::FirstFault => {}
+            Readiness::Loaded => {
+                holder.arm(&FaultSpec::Net(NetSpec {
+                    action: NetAction::Loss,
+                    interface: Some(w.b.ifname.clone()),
+                    netns: Some(w.b.ns.name().to_owned()),
+                    duration: Some(FAULT_DURATION.to_owned()),
+                    percent: Some(100.0),
+                    proto: Some(Proto::Udp),
+                    dport: Some(OTHER_PORT.to_string()),
+                    ..NetSpec::default()
+                }))?;
+            }
+            Readiness::Attached => {
+                holder.arm(&drop_udp_to(&w, OTHER_PORT))?;
+            }
         }
         let fault = drop_udp_to(&w, PORT);
         let t0 = Instant::now();
@@ -797,17 +829,21 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
         if arm.is_empty() {
             bail!("no trial dropped anything: the fault never acted on the stream");
         }
-        let (suffix, how) = if warm {
-            (
+        let (suffix, how) = match readiness {
+            Readiness::FirstFault => (
+                ".first_fault",
+                "nothing of ours loaded (arming loads the object, verifies, pins and attaches \
+                 the program; recovering the only fault removes everything)",
+            ),
+            Readiness::Loaded => (
+                "",
+                "the program loaded (a fault on another interface), none on this one (arming \
+                 attaches it, recovering detaches it)",
+            ),
+            Readiness::Attached => (
                 ".warm",
                 "another fault kept our program attached (arming is a map update)",
-            )
-        } else {
-            (
-                "",
-                "nothing else armed on the interface (arming loads and attaches the program, \
-                 recovering detaches it)",
-            )
+            ),
         };
         let missed_note = if missed > 0 {
             format!("; {missed} trials saw no drop")

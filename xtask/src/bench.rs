@@ -48,7 +48,8 @@ pub struct BenchArgs {
     /// Minutes allowed for the VM (boot and rows) before QEMU is killed.
     #[arg(long, default_value_t = 10)]
     vm_timeout_minutes: u64,
-    /// Only these fault families (repeatable): net, syscall, io, controller.
+    /// Only these fault families (repeatable): net, syscall, io, controller; or sections of
+    /// them (net.arm_latency), which narrow their family to the sections named.
     #[arg(long)]
     only: Vec<String>,
 }
@@ -91,7 +92,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         }
     }
 
-    let vm_wanted = args.only.is_empty() || args.only.iter().any(|f| f == "net");
+    // The VM measures the net family's delay sections.
+    let vm_wanted = args.only.is_empty()
+        || args
+            .only
+            .iter()
+            .any(|f| f == "net" || f == "net.delay" || f == "net.delay_cpu");
     if args.no_vm || !vm_wanted {
         println!("\n==> bench: VM rows skipped");
     } else {

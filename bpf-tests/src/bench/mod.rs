@@ -72,8 +72,27 @@ pub struct Config {
     pub quick: bool,
     /// Which rows to measure.
     pub place: Place,
-    /// Only the families whose names are listed (all when empty).
+    /// Only the families (`net`) or sections (`net.arm_latency`) listed (all when empty). A
+    /// section listed narrows its family to the sections listed.
     pub only: Vec<String>,
+}
+
+impl Config {
+    /// Whether family `name` runs.
+    fn runs_family(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o.split('.').next() == Some(name))
+    }
+
+    /// Whether section `name` (`family.section`) runs.
+    fn runs_section(&self, name: &str) -> bool {
+        let family = name.split('.').next().unwrap_or(name);
+        let mut narrowed = self
+            .only
+            .iter()
+            .filter(|o| o.contains('.') && o.split('.').next() == Some(family))
+            .peekable();
+        narrowed.peek().is_none() || narrowed.any(|o| o == name)
+    }
 }
 
 impl Config {
@@ -313,7 +332,7 @@ impl Bench {
     /// reported (`CHAOS-BENCH-ERROR <section>: <why>`) and the bench goes on with the next
     /// section; the section's guards have cleaned up by then.
     pub fn section(&mut self, name: &str, f: impl FnOnce(&mut Bench) -> Result<()>) {
-        if self.interrupted.load(Ordering::Relaxed) {
+        if self.interrupted.load(Ordering::Relaxed) || !self.config.runs_section(name) {
             return;
         }
         println!("== {name}");
@@ -369,8 +388,7 @@ pub fn run(config: Config) -> Result<Bench> {
         println!("removed a leftover of an earlier run: {line}");
     }
     for (name, family) in FAMILIES {
-        let only = &bench.config.only;
-        if only.is_empty() || only.iter().any(|o| o == name) {
+        if bench.config.runs_family(name) {
             family(&mut bench);
         }
     }

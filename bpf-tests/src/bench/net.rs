@@ -38,7 +38,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use chaos_common::net::MAX_NET_RULES;
 use chaos_user::{
     FaultSpec, Injector,
-    spec::{Distribution, NetAction, NetSpec, Proto},
+    spec::{Direction, Distribution, NetAction, NetSpec, Proto},
 };
 use libbpf_rs::libbpf_sys;
 
@@ -738,8 +738,10 @@ enum Readiness {
     /// Nothing of ours: each arm loads the object, verifies and pins the shared program and
     /// attaches it; each recovery removes everything.
     FirstFault,
-    /// A fault on another interface (B's): the program is loaded and pinned, each arm attaches
-    /// it to A's interface and each recovery detaches it.
+    /// A fault on another interface (B's, inbound: B's interface has A's index in its own
+    /// namespace, and the egress entry of that index must stay free for A's) and one fault
+    /// armed and recovered on A's before the trials: the egress program is loaded and pinned,
+    /// each arm attaches it to A's interface and each recovery detaches it.
     Loaded,
     /// A fault on the same interface that matches nothing: the program stays attached, arming
     /// is a map update.
@@ -766,12 +768,16 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
                     action: NetAction::Loss,
                     interface: Some(w.b.ifname.clone()),
                     netns: Some(w.b.ns.name().to_owned()),
+                    direction: Some(Direction::Ingress),
                     duration: Some(FAULT_DURATION.to_owned()),
                     percent: Some(100.0),
                     proto: Some(Proto::Udp),
                     dport: Some(OTHER_PORT.to_string()),
                     ..NetSpec::default()
                 }))?;
+                let mut first = Faults::new(&inj);
+                let id = first.arm(&drop_udp_to(&w, OTHER_PORT))?.id;
+                first.recover(&id)?;
             }
             Readiness::Attached => {
                 holder.arm(&drop_udp_to(&w, OTHER_PORT))?;

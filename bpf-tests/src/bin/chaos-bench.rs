@@ -3,7 +3,7 @@
 //! inside a VM, merges the rows and writes `target/bench/summary.json`.
 //!
 //! ```text
-//! chaos-bench [--quick] [--place native|vm] [--only FAMILY]...
+//! chaos-bench [--quick] [--place native|vm] [--only FAMILY|FAMILY.SECTION]...
 //! ```
 //!
 //! `--place` defaults to `vm` when `CHAOS_IN_VM` is set (the VM's init sets it) and to `native`
@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use bpf_tests::bench::{self, Config, Place};
 
 fn usage() -> &'static str {
-    "usage: chaos-bench [--quick] [--place native|vm] [--only FAMILY]..."
+    "usage: chaos-bench [--quick] [--place native|vm] [--only FAMILY|FAMILY.SECTION]..."
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Result<Config> {
@@ -39,10 +39,20 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Config> {
                 }
             }
             "--only" => match args.next() {
-                Some(f) if bench::FAMILIES.iter().any(|(n, _)| *n == f) => config.only.push(f),
+                Some(f)
+                    if bench::FAMILIES
+                        .iter()
+                        .any(|(n, _)| f.split('.').next() == Some(*n)) =>
+                {
+                    config.only.push(f)
+                }
                 other => {
                     let names: Vec<&str> = bench::FAMILIES.iter().map(|(n, _)| *n).collect();
-                    bail!("--only takes one of {}, not {other:?}", names.join(", "))
+                    bail!(
+                        "--only takes a family ({}) or one of its sections (net.arm_latency), \
+                         not {other:?}",
+                        names.join(", ")
+                    )
                 }
             },
             "--nocapture" => {}

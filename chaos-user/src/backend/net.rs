@@ -16,11 +16,11 @@ use aya::{
     util::nr_cpus,
 };
 use chaos_common::net::{
-    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, IfAttach, MAX_ATTACHMENTS,
-    MAX_NET_RULES, MAX_SHARED_IFINDEX, NET_ATTACH_MAP, NET_CGROUP_MAP, NET_CIDR_MAP,
-    NET_COUNTERS_MAP, NET_DIST_MAP, NET_IFACE_MAP, NET_IFATTACH_MAP, NET_RULES_MAP, NET_SOCKET_MAP,
-    NET_STATE_MAP, NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS, PROG_TC_EGRESS,
-    PROG_TC_INGRESS, action, cidr, dist, matches, proto_class,
+    ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, IfAttach, MAX_NET_RULES,
+    MAX_SHARED_IFINDEX, NET_ATTACH_MAP, NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP,
+    NET_DIST_MAP, NET_IFACE_MAP, NET_IFATTACH_MAP, NET_RULES_MAP, NET_SOCKET_MAP, NET_STATE_MAP,
+    NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, action,
+    cidr, dist, matches, proto_class,
 };
 use ipnet::IpNet;
 
@@ -319,7 +319,7 @@ pub(crate) fn arm(
             .map_err(map_err("writing the rule"))?;
         let mut all = others.clone();
         all.push(&armed);
-        sync(&mut maps, &all)
+        sync(&mut maps, &all, &[])
     })();
     match result {
         Ok(()) => Ok((armed, rule.deadline_ns)),
@@ -339,7 +339,7 @@ pub(crate) fn arm(
 /// qdiscs it alone relied on are restored.
 pub(crate) fn disarm(armed: &NetArmed, remaining: &[&NetArmed]) -> Result<()> {
     if let Some(mut maps) = open_maps()? {
-        sync(&mut maps, remaining)?;
+        sync(&mut maps, remaining, &armed.attachments)?;
         maps.rules
             .set(armed.slot, NetRule::EMPTY, 0)
             .map_err(map_err("clearing the rule"))?;
@@ -347,9 +347,11 @@ pub(crate) fn disarm(armed: &NetArmed, remaining: &[&NetArmed]) -> Result<()> {
     shaping::release(&armed.shaping, remaining)
 }
 
-/// Rewrites the attachment masks, the prefix trie, the cgroup, socket and interface maps from `armed`, the complete
-/// list of armed rules, and deletes entries nothing needs any more.
-fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
+/// Rewrites the attachment masks, the prefix trie, the cgroup, socket and interface maps from
+/// `armed`, the complete list of armed rules, and deletes entries nothing needs any more.
+/// `released`: attachments a rule no longer in `armed` used, whose masks may need emptying
+/// (reading all [`chaos_common::net::MAX_ATTACHMENTS`] entries instead cost a millisecond per arming).
+fn sync(maps: &mut Maps, armed: &[&NetArmed], released: &[u32]) -> Result<()> {
     use std::collections::BTreeMap;
     let bit = |a: &NetArmed| 1u64 << a.slot;
 
@@ -442,7 +444,7 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed]) -> Result<()> {
             .set(*id, *slots, 0)
             .map_err(map_err("writing an attachment's rules"))?;
     }
-    for id in 0..MAX_ATTACHMENTS {
+    for &id in released {
         if !attach.contains_key(&id)
             && maps
                 .attach

@@ -339,7 +339,12 @@ fn boot_kernel(
                 parser.feed(line);
             }
         })?;
-        if outcome.no_life {
+        // Under auto, a KVM guest that never reached init (silent for 30 s, or QEMU gone at
+        // once: on some hosts /dev/kvm opens and makes VMs but QEMU dies setting the vCPU's
+        // MSRs) hands over to TCG.
+        let kvm_failed =
+            args.accel == AccelChoice::Auto && current == qemu::Accel::Kvm && !outcome.saw_life;
+        if outcome.no_life || kvm_failed {
             println!(
                 "[{name}] xtask: no sign of life from the guest under KVM; using TCG from now on"
             );

@@ -47,9 +47,9 @@ pub fn load(globals: &[(&str, u32)]) -> Result<Ebpf> {
     check_pinned_maps()?;
     let pidns = pid_namespace()?;
     let mut loader = EbpfLoader::new();
-    // The kernel's BTF (5-6 MB, read and parsed: half the time of a load) serves only CO-RE
-    // relocations, which the object has none of so far; programs that attach by BTF type name
-    // take [`vmlinux_btf`] themselves.
+    // The kernel's BTF serves only CO-RE relocations here, which the object has none of so far:
+    // skip that pass. (aya's `EbpfLoader::new` has parsed it already, ~15 ms; programs that
+    // attach by BTF type name take [`vmlinux_btf`], parsed once per process.)
     loader.btf(if facts()?.btf_relocations {
         Some(vmlinux_btf()?)
     } else {

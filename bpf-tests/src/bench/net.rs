@@ -39,6 +39,7 @@ use chaos_common::net::MAX_NET_RULES;
 use chaos_user::{
     FaultSpec, Injector,
     spec::{Direction, Distribution, NetAction, NetSpec, Proto},
+    strategy::TC_ATTACH_ENV,
 };
 use libbpf_rs::libbpf_sys;
 
@@ -732,6 +733,26 @@ fn latencies(trials: &[LatencyTrial], sent: &[u64], received: &[bool]) -> Vec<Op
 /// Trials per latency row, in both modes: they are cheap (about 0.1 s each).
 const LATENCY_TRIALS: usize = 100;
 
+/// Sets an environment variable of this process for as long as it lives. Only for sections that
+/// start no thread before it is set or after it is dropped while others read the environment.
+struct EnvGuard(&'static str);
+
+impl EnvGuard {
+    fn set(name: &'static str, value: &str) -> EnvGuard {
+        // SAFETY: the bench sets it between trials, from its only thread of the moment (the
+        // latency section's stream and sink threads are started after and joined before).
+        unsafe { std::env::set_var(name, value) };
+        EnvGuard(name)
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(self.0) };
+    }
+}
+
 /// What else is armed while a latency row's fault comes and goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Readiness {
@@ -741,8 +762,10 @@ enum Readiness {
     /// A fault on another interface (B's, inbound: B's interface has A's index in its own
     /// namespace, and the egress entry of that index must stay free for A's) and one fault
     /// armed and recovered on A's before the trials: the egress program is loaded and pinned,
-    /// each arm attaches it to A's interface and each recovery detaches it.
-    Loaded,
+    /// each arm attaches it to A's interface and each recovery detaches it. `clsact`: attached
+    /// as a clsact filter (`CHAOS_TC_ATTACH=clsact`) instead of a TCX link, whose creation waits
+    /// for an RCU grace period.
+    Loaded { clsact: bool },
     /// A fault on the same interface that matches nothing: the program stays attached, arming
     /// is a map update.
     Attached,
@@ -754,16 +777,19 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
     let w = TwoHosts::new()?;
     for readiness in [
         Readiness::FirstFault,
-        Readiness::Loaded,
+        Readiness::Loaded { clsact: false },
+        Readiness::Loaded { clsact: true },
         Readiness::Attached,
     ] {
         b.check()?;
+        let _attach_mode = (readiness == Readiness::Loaded { clsact: true })
+            .then(|| EnvGuard::set(TC_ATTACH_ENV, "clsact"));
         let sink = UdpProbeSink::bind(&w.b.ns, w.b.v4(), PORT, STREAM_LEN)?;
         let to = sink.local_addr();
         let mut holder = Faults::new(&inj);
         match readiness {
             Readiness::FirstFault => {}
-            Readiness::Loaded => {
+            Readiness::Loaded { .. } => {
                 holder.arm(&FaultSpec::Net(NetSpec {
                     action: NetAction::Loss,
                     interface: Some(w.b.ifname.clone()),
@@ -841,10 +867,15 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
                 "nothing of ours loaded (arming loads the object, verifies, pins and attaches \
                  the program; recovering the only fault removes everything)",
             ),
-            Readiness::Loaded => (
+            Readiness::Loaded { clsact: false } => (
                 "",
                 "the program loaded (a fault on another interface), none on this one (arming \
-                 attaches it, recovering detaches it)",
+                 attaches it by a TCX link, recovering detaches it)",
+            ),
+            Readiness::Loaded { clsact: true } => (
+                ".clsact",
+                "the program loaded (a fault on another interface), none on this one (arming \
+                 attaches it as a clsact filter, CHAOS_TC_ATTACH=clsact; recovering detaches it)",
             ),
             Readiness::Attached => (
                 ".warm",

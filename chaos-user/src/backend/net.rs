@@ -680,25 +680,6 @@ fn attach_tc(
     qdisc_is_ours: bool,
     shared: bool,
 ) -> Result<AttachLink> {
-    let hook = Hook::Tc {
-        interface: interface.clone(),
-        direction,
-    };
-    let attached = attach_tc_instance(interface, direction, mode, id, qdisc_is_ours, shared);
-    if shared && attached.is_err() {
-        let _ = register_shared(&hook, id, false);
-    }
-    attached
-}
-
-fn attach_tc_instance(
-    interface: &Interface,
-    direction: Direction,
-    mode: Attach,
-    id: u32,
-    qdisc_is_ours: bool,
-    shared: bool,
-) -> Result<AttachLink> {
     let prog_name = match direction {
         Direction::Ingress => PROG_TC_INGRESS,
         _ => PROG_TC_EGRESS,
@@ -708,7 +689,9 @@ fn attach_tc_instance(
         interface: interface.clone(),
         direction,
     };
-    netns::run_in(interface.netns.as_ref(), move || {
+    let to_register = hook.clone();
+    let attached = netns::run_in(interface.netns.as_ref(), move || {
+        let hook = to_register;
         let mut loaded;
         let mut pinned;
         let program: &mut SchedClassifier = if shared {
@@ -781,7 +764,11 @@ fn attach_tc_instance(
                 })
             }
         }
-    })
+    });
+    if shared && attached.is_err() {
+        let _ = register_shared(&hook, id, false);
+    }
+    attached
 }
 
 /// Detaches a clsact filter attachment (and the clsact qdisc, if we added it and it is empty).

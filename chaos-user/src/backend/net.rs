@@ -350,7 +350,8 @@ pub(crate) fn disarm(armed: &NetArmed, remaining: &[&NetArmed]) -> Result<()> {
 /// Rewrites the attachment masks, the prefix trie, the cgroup, socket and interface maps from
 /// `armed`, the complete list of armed rules, and deletes entries nothing needs any more.
 /// `released`: attachments a rule no longer in `armed` used, whose masks may need emptying
-/// (reading all [`chaos_common::net::MAX_ATTACHMENTS`] entries instead cost a millisecond per arming).
+/// (reading all [`chaos_common::net::MAX_ATTACHMENTS`] entries instead cost a millisecond per
+/// arming).
 fn sync(maps: &mut Maps, armed: &[&NetArmed], released: &[u32]) -> Result<()> {
     use std::collections::BTreeMap;
     let bit = |a: &NetArmed| 1u64 << a.slot;
@@ -611,8 +612,8 @@ fn shared_slot_free(ifindex: u32, direction: Direction) -> Result<bool> {
     })
 }
 
-/// Sets (`Some(id)`) or clears (`None`, only if it still names `id`) the shared instance's entry
-/// for the interface and direction of TC hook `hook`.
+/// Sets (`set`) or clears (only if it still names `id`) the shared instance's entry for the
+/// interface and direction of TC hook `hook`.
 fn register_shared(hook: &Hook, id: u32, set: bool) -> Result<()> {
     let Hook::Tc {
         interface,

@@ -34,7 +34,9 @@ pub fn our_processes() -> Vec<u32> {
         .collect()
 }
 
-/// TCP ports a process of ours listens on (in whatever namespace), sorted and deduplicated.
+/// TCP ports a process of ours listens on in its own network namespace (a daemon's API; not a
+/// server it runs in a namespace it made, like the demo's echo server, which its faults target),
+/// sorted and deduplicated.
 ///
 /// Each socket is asked itself (another process's through a copy of its descriptor,
 /// `pidfd_getfd`, Linux 5.6+): reading `/proc/PID/net/tcp` instead walks the namespace's whole
@@ -48,18 +50,21 @@ pub fn listener_ports() -> Vec<u16> {
         if fds.is_empty() {
             continue;
         }
+        let Some(netns) = netns_of_pid(pid) else {
+            continue;
+        };
         if pid == me {
             for fd in fds {
                 // SAFETY: a descriptor this process holds, used for the duration of the calls
                 // (another thread may close it: the calls then fail with EBADF or ask another
                 // socket, which only adds or misses a port, as a race with /proc would).
                 let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                ports.extend(listening_port(fd));
+                ports.extend(listening_port(fd, netns));
             }
         } else if let Some(pidfd) = pidfd_open(pid) {
             for fd in fds {
                 if let Some(copy) = pidfd_getfd(&pidfd, fd) {
-                    ports.extend(listening_port(copy.as_fd()));
+                    ports.extend(listening_port(copy.as_fd(), netns));
                 }
             }
         }
@@ -85,10 +90,33 @@ fn socket_fds(pid: u32) -> Vec<RawFd> {
     .collect()
 }
 
-/// The local port of `fd` if it is a listening IPv4/IPv6 stream socket.
-fn listening_port(fd: BorrowedFd<'_>) -> Option<u16> {
+/// The inode of `pid`'s network namespace.
+fn netns_of_pid(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// The inode of the network namespace socket `fd` lives in (`SIOCGSKNS`, Linux 4.9+).
+fn netns_of_socket(fd: BorrowedFd<'_>) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor of the namespace, or -1.
+    let ns = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSKNS) };
+    if ns < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    let ns = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(ns) });
+    ns.metadata().ok().map(|m| m.ino())
+}
+
+/// The local port of `fd` if it is a listening IPv4/IPv6 stream socket in network namespace
+/// `netns` (an inode).
+fn listening_port(fd: BorrowedFd<'_>, netns: u64) -> Option<u16> {
     use nix::sys::socket::{SockaddrLike as _, SockaddrStorage, getsockname, getsockopt, sockopt};
-    if !getsockopt(&fd, sockopt::AcceptConn).ok()? {
+    if !getsockopt(&fd, sockopt::AcceptConn).ok()? || netns_of_socket(fd)? != netns {
         return None;
     }
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
@@ -128,6 +156,7 @@ mod tests {
     #[test]
     fn only_listening_inet_sockets_have_a_port() {
         use std::net::{TcpListener, TcpStream, UdpSocket};
+        let own = netns_of_pid(std::process::id()).unwrap();
         let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
         let l6 = TcpListener::bind("[::1]:0").ok();
         let conn = TcpStream::connect(l4.local_addr().unwrap()).unwrap();
@@ -136,21 +165,44 @@ mod tests {
             std::env::temp_dir().join(format!("chaos-guard-{}.sock", std::process::id())),
         );
         assert_eq!(
-            listening_port(l4.as_fd()),
+            listening_port(l4.as_fd(), own),
             Some(l4.local_addr().unwrap().port())
         );
         if let Some(l6) = &l6 {
             assert_eq!(
-                listening_port(l6.as_fd()),
+                listening_port(l6.as_fd(), own),
                 Some(l6.local_addr().unwrap().port())
             );
         }
-        assert_eq!(listening_port(conn.as_fd()), None, "a connection");
-        assert_eq!(listening_port(udp.as_fd()), None, "a datagram socket");
+        assert_eq!(listening_port(conn.as_fd(), own), None, "a connection");
+        assert_eq!(listening_port(udp.as_fd(), own), None, "a datagram socket");
         if let Ok(unix) = &unix {
-            assert_eq!(listening_port(unix.as_fd()), None, "a unix listener");
+            assert_eq!(listening_port(unix.as_fd(), own), None, "a unix listener");
             let _ = std::fs::remove_file(unix.local_addr().unwrap().as_pathname().unwrap());
         }
+    }
+
+    #[test]
+    fn a_listener_in_another_namespace_does_not_count() {
+        // A thread of its own enters a new network namespace (root only), listens there and
+        // hands the listener back.
+        let other = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            std::net::TcpListener::bind("0.0.0.0:0").ok()
+        })
+        .join()
+        .unwrap();
+        let Some(other) = other else {
+            eprintln!("skipped: cannot make a network namespace here");
+            return;
+        };
+        let own = netns_of_pid(std::process::id()).unwrap();
+        let theirs = netns_of_socket(other.as_fd()).unwrap();
+        assert_ne!(own, theirs);
+        let port = other.local_addr().unwrap().port();
+        assert_eq!(listening_port(other.as_fd(), theirs), Some(port));
+        assert_eq!(listening_port(other.as_fd(), own), None);
+        assert!(!listener_ports().contains(&port), "{port}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! cgroup, port 22, the default route's interface, the root filesystem).
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
     path::PathBuf,
 };
 
@@ -38,56 +38,24 @@ pub fn our_processes() -> Vec<u32> {
 /// server it runs in a namespace it made, like the demo's echo server, which its faults target),
 /// sorted and deduplicated.
 ///
-/// Each socket is asked itself (another process's through a copy of its descriptor,
-/// `pidfd_getfd`, Linux 5.6+): reading `/proc/PID/net/tcp` instead walks the namespace's whole
+/// Each socket is asked itself, through a copy of its descriptor
+/// ([`crate::sockets::for_each_socket`]): reading `/proc/PID/net/tcp` instead walks the namespace's whole
 /// connection table, and took 15 ms of every arming in a process holding sockets (a daemon, the
 /// bench) on a host with a large one.
 pub fn listener_ports() -> Vec<u16> {
-    let me = std::process::id();
     let mut ports = Vec::new();
     for pid in our_processes() {
-        let fds = socket_fds(pid);
-        if fds.is_empty() {
-            continue;
-        }
         let Some(netns) = netns_of_pid(pid) else {
             continue;
         };
-        if pid == me {
-            for fd in fds {
-                // SAFETY: a descriptor this process holds, used for the duration of the calls
-                // (another thread may close it: the calls then fail with EBADF or ask another
-                // socket, which only adds or misses a port, as a race with /proc would).
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                ports.extend(listening_port(fd, netns));
-            }
-        } else if let Some(pidfd) = pidfd_open(pid) {
-            for fd in fds {
-                if let Some(copy) = pidfd_getfd(&pidfd, fd) {
-                    ports.extend(listening_port(copy.as_fd(), netns));
-                }
-            }
-        }
+        // A process that went away, or whose descriptors cannot be taken, has no port to keep.
+        let _ = crate::sockets::for_each_socket(pid, |fd| {
+            ports.extend(listening_port(fd, netns));
+        });
     }
     ports.sort_unstable();
     ports.dedup();
     ports
-}
-
-/// The descriptors of `pid` that are sockets.
-fn socket_fds(pid: u32) -> Vec<RawFd> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    fds.filter_map(|fd| {
-        let fd = fd.ok()?;
-        let target = std::fs::read_link(fd.path()).ok()?;
-        if !target.to_str()?.starts_with("socket:[") {
-            return None;
-        }
-        fd.file_name().to_str()?.parse().ok()
-    })
-    .collect()
 }
 
 /// The inode of `pid`'s network namespace.
@@ -127,23 +95,10 @@ fn listening_port(fd: BorrowedFd<'_>, netns: u64) -> Option<u16> {
     }
 }
 
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: plain syscall; the result is a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// A copy in this process of descriptor `fd` of the process `pidfd` names.
-fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: plain syscall; the result is a new descriptor or -1.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
-    (copy >= 0).then(|| unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd as _;
+
     use super::*;
 
     #[test]

@@ -762,10 +762,10 @@ enum Readiness {
     /// A fault on another interface (B's, inbound: B's interface has A's index in its own
     /// namespace, and the egress entry of that index must stay free for A's) and one fault
     /// armed and recovered on A's before the trials: the egress program is loaded and pinned,
-    /// each arm attaches it to A's interface and each recovery detaches it. `clsact`: attached
-    /// as a clsact filter (`CHAOS_TC_ATTACH=clsact`) instead of a TCX link, whose creation waits
-    /// for an RCU grace period.
-    Loaded { clsact: bool },
+    /// each arm attaches it to A's interface (the default way: a clsact filter) and each
+    /// recovery detaches it. `tcx`: attached by a TCX link (`CHAOS_TC_ATTACH=tcx`), whose
+    /// creation waits for an RCU grace period.
+    Loaded { tcx: bool },
     /// A fault on the same interface that matches nothing: the program stays attached, arming
     /// is a map update.
     Attached,
@@ -777,13 +777,13 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
     let w = TwoHosts::new()?;
     for readiness in [
         Readiness::FirstFault,
-        Readiness::Loaded { clsact: false },
-        Readiness::Loaded { clsact: true },
+        Readiness::Loaded { tcx: false },
+        Readiness::Loaded { tcx: true },
         Readiness::Attached,
     ] {
         b.check()?;
-        let _attach_mode = (readiness == Readiness::Loaded { clsact: true })
-            .then(|| EnvGuard::set(TC_ATTACH_ENV, "clsact"));
+        let _attach_mode = (readiness == Readiness::Loaded { tcx: true })
+            .then(|| EnvGuard::set(TC_ATTACH_ENV, "tcx"));
         let sink = UdpProbeSink::bind(&w.b.ns, w.b.v4(), PORT, STREAM_LEN)?;
         let to = sink.local_addr();
         let mut holder = Faults::new(&inj);
@@ -867,15 +867,15 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
                 "nothing of ours loaded (arming loads the object, verifies, pins and attaches \
                  the program; recovering the only fault removes everything)",
             ),
-            Readiness::Loaded { clsact: false } => (
+            Readiness::Loaded { tcx: false } => (
                 "",
                 "the program loaded (a fault on another interface), none on this one (arming \
-                 attaches it by a TCX link, recovering detaches it)",
+                 attaches it as a clsact filter, recovering detaches it)",
             ),
-            Readiness::Loaded { clsact: true } => (
-                ".clsact",
+            Readiness::Loaded { tcx: true } => (
+                ".tcx",
                 "the program loaded (a fault on another interface), none on this one (arming \
-                 attaches it as a clsact filter, CHAOS_TC_ATTACH=clsact; recovering detaches it)",
+                 attaches it by a TCX link, CHAOS_TC_ATTACH=tcx; recovering detaches it)",
             ),
             Readiness::Attached => (
                 ".warm",

@@ -8,6 +8,7 @@ pub mod io;
 pub mod keeper;
 pub mod net;
 pub mod qdisc;
+mod rtnl;
 pub mod shaping;
 pub mod sweep;
 pub mod syscall;

@@ -1,8 +1,6 @@
 //! Network faults: TC program instances per interface and direction ("attachments"), and rule
 //! slots in the shared maps.
 
-use std::process::Command;
-
 use aya::{
     maps::{
         Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
@@ -825,19 +823,15 @@ pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
     }
 }
 
-/// Whether the clsact qdisc on `ifname` still holds any filter (ours or anyone's).
+/// Whether the clsact qdisc on `ifname` still holds any filter (ours or anyone's). When the
+/// kernel cannot answer, it says yes: the qdisc then stays, and never goes with someone's filter.
 pub(super) fn has_filters(ifname: &str) -> bool {
-    ["ingress", "egress"].iter().any(|dir| {
-        Command::new("tc")
-            .args(["filter", "show", "dev", ifname, dir])
-            .output()
-            .map(|o| !o.stdout.trim_ascii().is_empty())
-            .unwrap_or(true)
-    })
+    netns::ifindex(ifname).is_some_and(|i| super::rtnl::clsact_has_filters(i).unwrap_or(true))
 }
 
+/// Deletes the clsact qdisc of `ifname`, if it has one.
 pub(super) fn del_clsact(ifname: &str) {
-    let _ = Command::new("tc")
-        .args(["qdisc", "del", "dev", ifname, "clsact"])
-        .output();
+    if let Some(ifindex) = netns::ifindex(ifname) {
+        let _ = super::rtnl::del_clsact(ifindex);
+    }
 }

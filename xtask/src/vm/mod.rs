@@ -28,6 +28,7 @@ use crate::{
 
 /// Console markers printed by `init.sh`.
 const INIT_MARKER: &str = "CHAOS-VM-INIT";
+const RUN_MARKER: &str = "CHAOS-VM-RUN ";
 const EXIT_MARKER: &str = "CHAOS-VM-EXIT ";
 const END_MARKER: &str = "CHAOS-VM-END";
 
@@ -330,9 +331,21 @@ fn boot_kernel(
         };
         let mut parser = LibtestParser::new();
         let mut exited = Vec::new();
+        // Each binary's wall time in the guest, printed as it ends: the figures that decide
+        // which binaries a kernel can afford within CI's time.
+        let mut running: Option<(String, std::time::Instant)> = None;
+        let mut times: Vec<(String, Duration)> = Vec::new();
         let outcome = qemu::boot(&boot, |line| {
-            if let Some(rest) = line.strip_prefix(EXIT_MARKER) {
+            if let Some(bin) = line.strip_prefix(RUN_MARKER) {
+                running = Some((bin.trim().to_owned(), std::time::Instant::now()));
+                parser.feed(line);
+            } else if let Some(rest) = line.strip_prefix(EXIT_MARKER) {
                 let (bin, code) = rest.rsplit_once(' ').unwrap_or((rest, "?"));
+                if let Some((_, started)) = running.take().filter(|(b, _)| b == bin) {
+                    let took = started.elapsed();
+                    println!("[{name}] {bin} took {:.0?}", took);
+                    times.push((bin.to_owned(), took));
+                }
                 exited.push(bin.to_owned());
                 parser.finish_binary_with_status(bin, code.trim() == "0");
             } else {
@@ -376,6 +389,15 @@ fn boot_kernel(
             outcome.duration,
             error.as_ref().map(|e| format!("; {e}")).unwrap_or_default()
         );
+        times.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let slowest: Vec<String> = times
+            .iter()
+            .take(8)
+            .map(|(bin, took)| format!("{bin} {:.0}s", took.as_secs_f64()))
+            .collect();
+        if !slowest.is_empty() {
+            println!("[{name}] slowest binaries: {}", slowest.join(", "));
+        }
         return Ok(KernelRun {
             name,
             counts,

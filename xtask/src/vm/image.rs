@@ -97,14 +97,15 @@ pub fn write_base(out: &Path, staging: &Path, chaos: &Path, tests: &[TestBinary]
     a.write(out, false)
 }
 
-/// Writes `out` = the base archive followed by `kernel`'s layer: its name for the tests and,
-/// for Debian kernels, the decompressed modules, their load order and a `modules.dep` for
+/// Writes `out` = the base archive followed by `kernel`'s layer: its name for the tests, the
+/// test binaries it runs (`/etc/chaos-tests`, replacing the base's list) and, for Debian kernels, the decompressed modules, their load order and a `modules.dep` for
 /// busybox modprobe. Returns notes to print (missing modules).
 pub fn write_for_kernel(
     base: &Path,
     out: &Path,
     kernel: &Kernel,
     staging: &Path,
+    tests: &[&str],
 ) -> Result<Vec<String>> {
     fs::copy(base, out)
         .with_context(|| format!("copying {} to {}", base.display(), out.display()))?;
@@ -115,6 +116,9 @@ pub fn write_for_kernel(
         format!("CHAOS_IN_VM={}\n", kernel.name),
         0o644,
     );
+    let mut names = tests.join("\n");
+    names.push('\n');
+    a.data("/etc/chaos-tests", names, 0o644);
     if let Some(mods) = &kernel.modules {
         let sel = modules::select(&mods.dir)?;
         if !sel.missing.is_empty() {

@@ -50,6 +50,51 @@ impl FromStr for KernelName {
     }
 }
 
+/// Test binaries that run on the `test` kernel only, unless named with `--only`. What they check
+/// does not change with the kernel's version: the user-space logic of specs, the CLI, the daemon's
+/// API, reports and experiments, all on fault paths the other binaries already take on every
+/// kernel. Under TCG each kernel's run costs its binaries' time again, and CI has 90 minutes for
+/// everything; the `test` kernel keeps them because it has every feature (error injection, BPF
+/// LSM, netem, fq), so none of them skips there.
+pub const TEST_KERNEL_ONLY: &[&str] = &[
+    // Killing the controller at random points of many arms (11 of the test kernel's ~26 minutes
+    // under TCG); the kernel objects it checks for leaks are the same on every kernel.
+    "torture",
+    // Spec and CLI validation: no kernel state.
+    "bad_specs",
+    "cli_bad_input",
+    "daemon_schema",
+    "report_page",
+    // The daemon's API, clients and 200 concurrent sessions over the same net faults.
+    "daemon",
+    "daemon_client",
+    "daemon_drill",
+    // Experiments, the catalog and checkups: lifecycle logic over the fault families.
+    "catalog",
+    "checkup",
+    "checkup_postgresql",
+    "drill",
+    "traffic",
+    "sidecar",
+    // Filling a file system with fallocate: no kernel program, two minutes under TCG.
+    "disk_fill",
+    // Test-world builders (namespaces, loop devices, cgroups): the harness, not the injector.
+    "world_loop_cgroup",
+    "world_measure",
+    "world_netns",
+    "world_sweep_skip",
+    "world_two_hosts",
+    // The harness's own unit tests.
+    "bpf_tests",
+];
+
+impl KernelName {
+    /// Whether this kernel runs test binary `name` by default.
+    pub fn runs_by_default(self, name: &str) -> bool {
+        self == Self::Test || !TEST_KERNEL_ONLY.contains(&name)
+    }
+}
+
 /// A kernel ready to boot.
 #[derive(Debug)]
 pub struct Kernel {

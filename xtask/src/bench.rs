@@ -110,6 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             only: Vec::new(),
             tcg_threads: vm::TcgThreads::Single,
             jobs: None,
+            native_full: Vec::new(),
         };
         let binary = TestBinary {
             name: "chaos-bench".to_owned(),

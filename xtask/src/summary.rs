@@ -198,6 +198,16 @@ impl LibtestParser {
         }
     }
 
+    /// Tests skipped (or ignored) so far, over every binary fed.
+    pub fn skipped(&self) -> usize {
+        self.counts.skipped
+    }
+
+    /// Tests failed so far, over every binary fed.
+    pub fn failed(&self) -> usize {
+        self.counts.failed
+    }
+
     /// The counts so far; a test still pending counts as failed (its binary or the VM died).
     pub fn finish(mut self) -> Counts {
         self.crash_pending("output ended before its result");

@@ -155,8 +155,9 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
 
     unit_tests(&mut stages);
 
+    let mut vm_args = args.vm.clone();
     match &built {
-        Some((chaos, tests)) => native_tests(&mut stages, chaos, tests),
+        Some((chaos, tests)) => vm_args.native_full = native_tests(&mut stages, chaos, tests),
         None => stages.skip("native tests", "build failed"),
     }
 
@@ -165,7 +166,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     } else if let Some((chaos, tests)) = &built {
         Stages::banner("vm tests");
         let start = Instant::now();
-        match vm::run_kernels(&args.vm, chaos, tests) {
+        match vm::run_kernels(&vm_args, chaos, tests) {
             Ok(runs) => {
                 for r in runs {
                     let status = match &r.error {
@@ -223,8 +224,9 @@ fn unit_tests(stages: &mut Stages) {
     stages.push(name, status, Some(counts), start.elapsed());
 }
 
-/// The bpf-tests binaries on this machine's kernel, as root, one test at a time.
-fn native_tests(stages: &mut Stages, chaos: &std::path::Path, tests: &[TestBinary]) {
+/// The bpf-tests binaries on this machine's kernel, as root, one test at a time. Returns the
+/// binaries that passed with no test skipped.
+fn native_tests(stages: &mut Stages, chaos: &std::path::Path, tests: &[TestBinary]) -> Vec<String> {
     let name = "native tests";
     Stages::banner(name);
     if !setup::is_root() {
@@ -233,7 +235,9 @@ fn native_tests(stages: &mut Stages, chaos: &std::path::Path, tests: &[TestBinar
     let start = Instant::now();
     let mut parser = LibtestParser::new();
     let mut status = Status::Ok;
+    let mut full = Vec::new();
     for t in tests {
+        let (skipped, failed) = (parser.skipped(), parser.failed());
         let mut c = Command::new(&t.path);
         c.args(["--test-threads=1", "--nocapture"])
             .current_dir(cmd::workspace_root().join(cargo::BPF_TESTS_PACKAGE))
@@ -246,8 +250,12 @@ fn native_tests(stages: &mut Stages, chaos: &std::path::Path, tests: &[TestBinar
                 parser.finish_binary_with_status(&t.name, false);
             }
         }
+        if (parser.skipped(), parser.failed()) == (skipped, failed) {
+            full.push(t.name.clone());
+        }
     }
     stages.push(name, status, Some(parser.finish()), start.elapsed());
+    full
 }
 
 /// Prints the table and the final line; returns the exit code.

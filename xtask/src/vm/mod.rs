@@ -60,6 +60,9 @@ pub struct VmArgs {
     /// `syscall_trace_enter`; 2 of 11 runs of syscall_faults on the test kernel, none of 26 single.
     #[arg(long, value_enum, default_value_t = TcgThreads::Single, env = "CHAOS_VM_TCG_THREAD")]
     pub tcg_threads: TcgThreads,
+    /// Test binaries that passed natively with no test skipped, in this `cargo xtask test` run.
+    #[arg(skip)]
+    pub native_full: Vec<String>,
     /// Kernels booted at once; by default as many as the host has cores for (a single-threaded
     /// TCG guest takes one core, a KVM or multi-threaded guest one per vCPU).
     #[arg(long, env = "CHAOS_VM_JOBS")]
@@ -166,6 +169,7 @@ pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<
     // A renamed binary would silently run everywhere again.
     for stale in kernel::TEST_KERNEL_ONLY
         .iter()
+        .chain(kernel::NATIVE_SUFFICES)
         .filter(|n| !tests.iter().any(|t| &t.name == *n))
         .filter(|_| args.only.is_empty())
     {
@@ -189,11 +193,11 @@ pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<
     let mut ready = Vec::new();
     for (i, name) in kernels.iter().copied().enumerate() {
         let start = std::time::Instant::now();
-        // Without --only, a Debian kernel runs the binaries whose outcome depends on the kernel
-        // (kernel::TEST_KERNEL_ONLY says which do not).
+        // Without --only, each kernel runs what it can tell more about than the native run
+        // (kernel::NATIVE_SUFFICES, kernel::TEST_KERNEL_ONLY).
         let kernel_tests: Vec<TestBinary> = tests
             .iter()
-            .filter(|t| !args.only.is_empty() || name.runs_by_default(&t.name))
+            .filter(|t| !args.only.is_empty() || name.runs_by_default(&t.name, &args.native_full))
             .cloned()
             .collect();
         match prepare_kernel(name, &base, &staging, kernel_tests) {
@@ -239,6 +243,9 @@ pub fn run_kernels(args: &VmArgs, chaos: &Path, tests: &[TestBinary]) -> Result<
             allowed(&accel.lock().expect("accel lock"))
         );
     }
+    // The kernel with the most binaries (the test kernel, which runs every one) boots first, so
+    // the shorter runs share the other cores meanwhile instead of all waiting before it.
+    ready.sort_by_key(|(_, p)| std::cmp::Reverse(p.tests.len()));
     let queue = Mutex::new(ready.into_iter().collect::<std::collections::VecDeque<_>>());
     let done = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

@@ -4,10 +4,12 @@
 //! a socket) is judged by a `cgroup_skb/ingress` instance attached to the target cgroup
 //! instead; that hook can only drop.
 //!
-//! Per packet: one hash lookup for the attachment's rule slots (nothing else when none is
-//! armed), a parse of the IPv4/IPv6 and TCP/UDP headers, the LPM and cgroup lookups that some
-//! armed rule needs, then each armed rule's filters, deadline and probability. Rules decide into
-//! a [`Verdict`]; the verdict is applied once at the end.
+//! Per packet: two array lookups for the attachment's rule slots (nothing else when none is
+//! armed); on TC, the protocol and ports read in place and checked against what the armed rules
+//! accept together (most packets of a host leave here); then a parse of the IPv4/IPv6 and
+//! TCP/UDP headers into per-CPU scratch space, the LPM and cgroup lookups that some armed rule
+//! needs, and each armed rule's filters, deadline and probability. Rules decide into a
+//! [`Verdict`]; the verdict is applied once at the end.
 
 use core::{
     ffi::c_void,
@@ -16,7 +18,7 @@ use core::{
 
 use crate::bits::lowest_bit;
 use aya_ebpf::{
-    bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    bindings::{__sk_buff, BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
         bpf_loop, bpf_redirect, bpf_skb_ancestor_cgroup_id,
@@ -126,7 +128,10 @@ pub fn chaos_tc_ingress(ctx: TcContext) -> i32 {
 /// packet through, 0 drops it; nothing else can be done here.
 #[cgroup_skb(ingress)]
 pub fn chaos_cgroup_ingress(ctx: SkBuffContext) -> i32 {
-    match judge_packet(&ctx.skb, Hook::CgroupIngress, 0) {
+    let Some(a) = attachment(&ctx.skb, Hook::CgroupIngress) else {
+        return 1;
+    };
+    match judge_packet(&ctx.skb, Hook::CgroupIngress, 0, a) {
         // SAFETY: this CPU's scratch value, just filled.
         Some(scratch) if unsafe { (*scratch).verdict.drop } != 0 => 0,
         _ => 1,
@@ -194,11 +199,25 @@ fn tc(ctx: &TcContext, hook: Hook) -> i32 {
         unsafe { write_volatile(&mut (*skb).mark, mark & !DUP_MARK) };
         return TC_ACT_UNSPEC;
     }
+    let Some(a) = attachment(&ctx.skb, hook) else {
+        return TC_ACT_UNSPEC;
+    };
+    if a.slots == 0 {
+        return TC_ACT_UNSPEC;
+    }
+    // The common case of a packet no rule can select, decided from the headers read in place:
+    // no scratch space, no parse, no copy.
+    // SAFETY: as above.
+    if let Some((class, sport, dport)) = unsafe { peek(skb) }
+        && !envelope_admits(a, class, sport, dport)
+    {
+        return TC_ACT_UNSPEC;
+    }
     // What a qdisc counts for the packet: with GSO, every segment's headers (the kernel sets it
     // before the egress hook). Only TC programs may read it.
     // SAFETY: as above.
     let wire_len = unsafe { read_volatile(&(*skb).wire_len) };
-    let Some(scratch) = judge_packet(&ctx.skb, hook, wire_len) else {
+    let Some(scratch) = judge_packet(&ctx.skb, hook, wire_len, a) else {
         return TC_ACT_UNSPEC;
     };
     // SAFETY: this CPU's scratch value, just filled; nothing else runs on this CPU meanwhile.
@@ -214,10 +233,9 @@ fn tc(ctx: &TcContext, hook: Hook) -> i32 {
     )
 }
 
-/// Judges the packet against the rules armed on this instance's attachment; `None` when none
-/// is armed. The verdict is in the returned per-CPU scratch value. `wire_len`: the packet's
-/// length as qdiscs count it, 0 if unknown.
-fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch> {
+/// The rules armed on this instance's attachment.
+#[inline(always)]
+fn attachment(skb: &SkBuff, hook: Hook) -> Option<&'static AttachSlots> {
     // SAFETY: reading a plain static; volatile so the loader-set value is used.
     let mut attach_id = unsafe { core::ptr::read_volatile(&CHAOS_ATTACH_ID) };
     if attach_id == 0 {
@@ -235,8 +253,87 @@ fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch>
         };
     }
     let attach = CHAOS_NET_ATTACH.get_ptr(attach_id)?;
-    // SAFETY: map value pointer from a successful lookup; user space replaces it atomically.
-    let a = unsafe { &*attach };
+    // SAFETY: map value pointer from a successful lookup (array values live as long as the
+    // map, which the program holds); user space replaces it atomically.
+    Some(unsafe { &*attach })
+}
+
+/// Whether some rule of `a` accepts the protocol class and the ports: the envelope of the
+/// attachment's rules, checked before any per-rule work.
+#[inline(always)]
+fn envelope_admits(a: &AttachSlots, class: u32, sport: u16, dport: u16) -> bool {
+    a.protos & class != 0
+        && dport >= a.dport_lo
+        && dport <= a.dport_hi
+        && sport >= a.sport_lo
+        && sport <= a.sport_hi
+}
+
+/// The protocol class of an IP protocol number.
+#[inline(always)]
+fn class_of(proto: u8) -> u32 {
+    match proto {
+        IPPROTO_TCP => proto_class::TCP,
+        IPPROTO_UDP => proto_class::UDP,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => proto_class::ICMP,
+        _ => proto_class::OTHER,
+    }
+}
+
+/// The protocol class and the source and destination ports of a TC packet, read in place from
+/// the linear data; `None` when they are not all there or the IPv4 header has options (then
+/// [`parse`] decides). Gives what [`parse`] would: ports 0 for other protocols, class
+/// [`proto_class::OTHER`] for packets that are not IP.
+///
+/// # Safety
+/// `skb` is the TC program's context.
+#[inline(always)]
+unsafe fn peek(skb: *mut __sk_buff) -> Option<(u32, u16, u16)> {
+    // SAFETY: context fields readable from TC programs.
+    let (data, end) = unsafe {
+        (
+            read_volatile(&(*skb).data) as usize,
+            read_volatile(&(*skb).data_end) as usize,
+        )
+    };
+    if data + ETH_HLEN > end {
+        return None;
+    }
+    // SAFETY (block): every read below is within bounds checked before it.
+    unsafe {
+        let ethertype = u16::from_be(((data + 12) as *const u16).read_unaligned());
+        let (proto, l4) = match ethertype {
+            ETH_P_IP => {
+                if data + ETH_HLEN + 20 > end || *((data + ETH_HLEN) as *const u8) != 0x45 {
+                    return None;
+                }
+                (*((data + ETH_HLEN + 9) as *const u8), data + ETH_HLEN + 20)
+            }
+            ETH_P_IPV6 => {
+                if data + ETH_HLEN + 40 > end {
+                    return None;
+                }
+                (*((data + ETH_HLEN + 6) as *const u8), data + ETH_HLEN + 40)
+            }
+            _ => return Some((proto_class::OTHER, 0, 0)),
+        };
+        let class = class_of(proto);
+        if class != proto_class::TCP && class != proto_class::UDP {
+            return Some((class, 0, 0));
+        }
+        if l4 + 4 > end {
+            return None;
+        }
+        let sport = u16::from_be((l4 as *const u16).read_unaligned());
+        let dport = u16::from_be(((l4 + 2) as *const u16).read_unaligned());
+        Some((class, sport, dport))
+    }
+}
+
+/// Judges the packet against the rules armed on attachment `a`; `None` when none selects it.
+/// The verdict is in the returned per-CPU scratch value. `wire_len`: the packet's length as
+/// qdiscs count it, 0 if unknown.
+fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32, a: &AttachSlots) -> Option<*mut Scratch> {
     if a.slots == 0 {
         return None;
     }
@@ -250,18 +347,7 @@ fn judge_packet(skb: &SkBuff, hook: Hook, wire_len: u32) -> Option<*mut Scratch>
     // Packets no armed rule can select leave here, before any per-rule work: the protocols and
     // port envelopes the rules accept, then the sets they need the packet in.
     let pkt = &j.pkt;
-    let class = match pkt.proto {
-        IPPROTO_TCP => proto_class::TCP,
-        IPPROTO_UDP => proto_class::UDP,
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => proto_class::ICMP,
-        _ => proto_class::OTHER,
-    };
-    if a.protos & class == 0
-        || pkt.dport < a.dport_lo
-        || pkt.dport > a.dport_hi
-        || pkt.sport < a.sport_lo
-        || pkt.sport > a.sport_hi
-    {
+    if !envelope_admits(a, class_of(pkt.proto), pkt.sport, pkt.dport) {
         return None;
     }
     if wire_len > j.pkt.len {

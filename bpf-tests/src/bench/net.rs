@@ -4,13 +4,16 @@
 //!
 //! Natively:
 //! * `net.nonmatching_pps_ratio[.variant]`: UDP packets/s from A to B with rules armed that match
-//!   none of the packets, against no program at all; variants one rule, every rule slot
-//!   ([`MAX_NET_RULES`]), one rule with 10,000 destination prefixes, one rule with 1,000
-//!   cgroups. Paired trials: no program, armed, no program, armed, ...
+//!   none of the packets, against no program at all; variants one rule, the same rule attached
+//!   by a TCX link instead of a clsact filter (`.tcx`), every rule slot ([`MAX_NET_RULES`]), one
+//!   rule with 10,000 destination prefixes, one rule with 1,000 cgroups. Paired trials, each
+//!   after a `sync` and a pause: no program then armed in even rounds, armed then no program in
+//!   odd ones.
 //! * `net.nonmatching_floor_pps_ratio`, `net.nonmatching_floor_ns_per_packet`: the same with a
 //!   program that does nothing ([`NoopTc`]) in place of ours, measured in the same rounds: what
-//!   attaching any TC program costs. `net.nonmatching_ns_per_packet_vs_floor`: ours (one rule)
-//!   per packet against that floor, both derived from throughput.
+//!   attaching any TC program costs, as a clsact filter and (`.tcx`) as a TCX link.
+//!   `net.nonmatching_ns_per_packet_vs_floor[.tcx]`: ours (one rule) per packet against that
+//!   floor, both derived from throughput.
 //! * `net.prog_ns_per_packet[.variant]`: the program's own time per packet (BPF run-time
 //!   statistics), against the time per packet of the whole path without a program.
 //! * `net.prog_cost_vs_1_rule.variant`: the program's time per packet against one rule's.
@@ -123,6 +126,9 @@ struct Variant {
     what: String,
     /// The faults to arm.
     specs: Vec<FaultSpec>,
+    /// Whether they are armed with `CHAOS_TC_ATTACH=tcx` (a TCX link, not the default clsact
+    /// filter).
+    tcx: bool,
     /// The cgroups its rule names (removed after the section).
     _cgroups: Vec<TestCgroup>,
 }
@@ -137,19 +143,31 @@ struct Trials {
     armed_rules: usize,
 }
 
-/// The variants, one rule first (the others are compared with it).
+/// The variants, one rule first (the others are compared with it), then the same rule attached
+/// by a TCX link.
 fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
-    let mut v = vec![Variant {
-        suffix: String::new(),
-        what: "1 rule (udp dport 9)".to_owned(),
-        specs: vec![drop_udp_to(w, OTHER_PORT)],
-        _cgroups: Vec::new(),
-    }];
+    let mut v = vec![
+        Variant {
+            suffix: String::new(),
+            what: "1 rule (udp dport 9)".to_owned(),
+            specs: vec![drop_udp_to(w, OTHER_PORT)],
+            tcx: false,
+            _cgroups: Vec::new(),
+        },
+        Variant {
+            suffix: ".tcx".to_owned(),
+            what: format!("1 rule (udp dport 9), a TCX link ({TC_ATTACH_ENV}=tcx)"),
+            specs: vec![drop_udp_to(w, OTHER_PORT)],
+            tcx: true,
+            _cgroups: Vec::new(),
+        },
+    ];
     let n = MAX_NET_RULES as usize;
     v.push(Variant {
         suffix: format!(".{n}_rules"),
         what: format!("{n} rules (udp dports 1000-{})", 1000 + n - 1),
         specs: (0..n).map(|i| drop_udp_to(w, 1000 + i as u16)).collect(),
+        tcx: false,
         _cgroups: Vec::new(),
     });
     // 198.18.0.0/15 is set aside for benchmarks (RFC 2544); the traffic goes to 10.213.k.2.
@@ -169,6 +187,7 @@ fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
             s.proto = Some(Proto::Udp);
             s.dst = dst;
         })],
+        tcx: false,
         _cgroups: Vec::new(),
     });
     if let Some(cg) = many_cgroups_variant(w)? {
@@ -198,6 +217,7 @@ fn many_cgroups_variant(w: &TwoHosts) -> Result<Option<Variant>> {
             s.proto = Some(Proto::Udp);
             s.cgroup = paths;
         })],
+        tcx: false,
         _cgroups: cgroups,
     }))
 }
@@ -249,14 +269,30 @@ impl Drop for SenderCgroup {
     }
 }
 
-/// A TC program that does nothing: `r0 = -1 (TCX_NEXT); exit`, loaded from those two
-/// instructions (no object file, no maps) and named `chaos_noop`, so that the bench's check that
-/// none of our programs is attached before a baseline trial also sees it. Attached like ours (a
-/// TCX link on A's egress), it measures the floor: what any TC program costs on this path,
-/// whatever it does.
+/// A TC program that does nothing: `r0 = -1; exit` (TCX_NEXT for a TCX link, TC_ACT_UNSPEC for
+/// a clsact filter: "go on" either way), loaded from those two instructions (no object file, no
+/// maps) and named `chaos_noop`, so that the bench's check that none of our programs is
+/// attached before a baseline trial also sees it. Attached as ours is (a clsact filter on A's
+/// egress, or a TCX link with `CHAOS_TC_ATTACH=tcx`), it measures the floor: what any TC
+/// program costs on this path, whatever it does.
 struct NoopTc {
     prog: OwnedFd,
 }
+
+/// How the do-nothing program is attached; dropping it detaches it.
+enum NoopLink<'w> {
+    /// A TCX link; closing it detaches the program.
+    Tcx(#[allow(dead_code)] OwnedFd),
+    /// A clsact filter on A's egress, and whether the clsact qdisc was made for it.
+    Clsact {
+        w: &'w TwoHosts,
+        ifindex: u32,
+        created: bool,
+    },
+}
+
+/// The clsact filter's handle and priority (A's interface is the bench's own).
+const NOOP_FILTER: (u32, u32) = (0xc4a05, 1);
 
 impl NoopTc {
     /// Loads the program (`BPF_PROG_TYPE_SCHED_CLS`, license GPL).
@@ -289,29 +325,107 @@ impl NoopTc {
         })
     }
 
-    /// Attaches it to A's end of the veth, egress, by a TCX link made in A's namespace; closing
-    /// the returned descriptor detaches it.
-    fn attach(&self, w: &TwoHosts) -> Result<OwnedFd> {
+    /// Attaches it to A's end of the veth, egress, the way ours is attached.
+    fn attach<'w>(&self, w: &'w TwoHosts) -> Result<NoopLink<'w>> {
         let name = CString::new(w.a.ifname.as_str())?;
         let prog = self.prog.as_raw_fd();
-        let link = w.a.ns.run(|| -> io::Result<OwnedFd> {
+        let tcx = tcx_asked();
+        let link = w.a.ns.run(|| -> io::Result<NoopLink<'w>> {
             // SAFETY: `name` is NUL-terminated.
             let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
             if ifindex == 0 {
                 return Err(io::Error::last_os_error());
             }
-            // SAFETY: `prog` is a loaded program's descriptor, which `self` keeps open; for TCX
-            // the target is an ifindex, and null options are allowed.
-            libbpf_fd(unsafe {
-                libbpf_sys::bpf_link_create(
-                    prog,
-                    ifindex as i32,
-                    libbpf_sys::BPF_TCX_EGRESS,
-                    std::ptr::null(),
-                )
+            if tcx {
+                // SAFETY: `prog` is a loaded program's descriptor, which `self` keeps open; for
+                // TCX the target is an ifindex, and null options are allowed.
+                let link = libbpf_fd(unsafe {
+                    libbpf_sys::bpf_link_create(
+                        prog,
+                        ifindex as i32,
+                        libbpf_sys::BPF_TCX_EGRESS,
+                        std::ptr::null(),
+                    )
+                })?;
+                return Ok(NoopLink::Tcx(link));
+            }
+            let mut hook = clsact_hook(ifindex);
+            // SAFETY: `hook` is a valid, sized options struct.
+            let r = unsafe { libbpf_sys::bpf_tc_hook_create(&mut hook) };
+            let created = match r {
+                0 => true,
+                r if r == -libc::EEXIST => false,
+                r => return Err(io::Error::from_raw_os_error(-r)),
+            };
+            let mut opts = libbpf_sys::bpf_tc_opts {
+                sz: size_of::<libbpf_sys::bpf_tc_opts>() as _,
+                prog_fd: prog,
+                handle: NOOP_FILTER.0,
+                priority: NOOP_FILTER.1,
+                ..Default::default()
+            };
+            // SAFETY: both structs are valid and sized; the program is a loaded SCHED_CLS one.
+            let r = unsafe { libbpf_sys::bpf_tc_attach(&hook, &mut opts) };
+            if r < 0 {
+                if created {
+                    // SAFETY: as above.
+                    unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut hook) };
+                }
+                return Err(io::Error::from_raw_os_error(-r));
+            }
+            Ok(NoopLink::Clsact {
+                w,
+                ifindex,
+                created,
             })
         });
         link.with_context(|| format!("attaching the do-nothing program to {}", w.a.ifname))
+    }
+}
+
+/// Whether ours is attached as a TCX link (`CHAOS_TC_ATTACH=tcx`) rather than as a clsact
+/// filter, its default.
+fn tcx_asked() -> bool {
+    std::env::var(TC_ATTACH_ENV).is_ok_and(|v| v == "tcx")
+}
+
+/// libbpf's description of the clsact egress hook of interface `ifindex`.
+fn clsact_hook(ifindex: u32) -> libbpf_sys::bpf_tc_hook {
+    libbpf_sys::bpf_tc_hook {
+        sz: size_of::<libbpf_sys::bpf_tc_hook>() as _,
+        ifindex: ifindex as i32,
+        attach_point: libbpf_sys::BPF_TC_EGRESS,
+        ..Default::default()
+    }
+}
+
+impl Drop for NoopLink<'_> {
+    fn drop(&mut self) {
+        let NoopLink::Clsact {
+            w,
+            ifindex,
+            created,
+        } = *self
+        else {
+            return;
+        };
+        w.a.ns.run(|| {
+            let mut hook = clsact_hook(ifindex);
+            let opts = libbpf_sys::bpf_tc_opts {
+                sz: size_of::<libbpf_sys::bpf_tc_opts>() as _,
+                handle: NOOP_FILTER.0,
+                priority: NOOP_FILTER.1,
+                ..Default::default()
+            };
+            // SAFETY: valid, sized structs describing the filter attached above.
+            unsafe { libbpf_sys::bpf_tc_detach(&hook, &opts) };
+            if created {
+                // Both directions: that removes the clsact qdisc made for the filter.
+                hook.attach_point = libbpf_sys::BPF_TC_INGRESS | libbpf_sys::BPF_TC_EGRESS;
+                // SAFETY: as above.
+                unsafe { libbpf_sys::bpf_tc_hook_destroy(&mut hook) };
+            }
+        });
     }
 }
 
@@ -345,6 +459,15 @@ fn pps(w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
     Ok(got as f64 / secs)
 }
 
+/// Lets what the last step left behind settle before a trial: dirty pages written out (arming
+/// and recovering write the state store) and a pause for the writeback and RCU work they set
+/// off, which would otherwise land in the next trial, always the same one of a pair.
+fn settle_before_trial() {
+    // SAFETY: no arguments; sync(2) cannot fail.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_millis(150));
+}
+
 /// A baseline trial: nothing of ours may be attached to A's interface.
 fn baseline_pps(b: &Bench, w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
     b.check()?;
@@ -353,7 +476,25 @@ fn baseline_pps(b: &Bench, w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f
         "a program of ours is still attached to {} before a baseline trial",
         w.a.ifname
     );
+    settle_before_trial();
     pps(w, sink, count)
+}
+
+/// A trial with `progs` attached: packets/s, then the programs' run time per packet over a
+/// quarter as many packets with BPF statistics on (they slow every run, so not during the
+/// throughput trial).
+fn armed_trial(
+    w: &TwoHosts,
+    sink: &UdpSink,
+    count: u64,
+    progs: &[u32],
+) -> Result<(f64, Option<f64>)> {
+    settle_before_trial();
+    let armed = pps(w, sink, count)?;
+    let _stats = RunStats::enable()?;
+    let before = RunTotals::read(progs)?;
+    pps(w, sink, count / 4)?;
+    Ok((armed, RunTotals::read(progs)?.ns_per_run_since(&before)))
 }
 
 fn nonmatching(b: &mut Bench) -> Result<()> {
@@ -366,37 +507,50 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     let _sender = SenderCgroup::enter(SENDER_DEPTH)?;
     let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
     let noop = NoopTc::load()?;
-    let mut floor = Trials::default();
+    // The floor as ours is attached by default (a clsact filter), then as a TCX link.
+    let mut floors = [(false, Trials::default()), (true, Trials::default())];
     // Warm-up: the first trial after a world is built is slower (caches, neighbour entries).
     pps(&w, &sink, count / 4)?;
     for round in 0..rounds {
-        // The floor, just before the one-rule variant: no program, the do-nothing program.
-        let base = baseline_pps(b, &w, &sink, count)?;
-        let (armed, ns) = {
-            let _link = noop.attach(&w)?;
-            let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
-            ensure!(
-                progs.len() == 1,
-                "{} runs {progs:?} of ours, not just the do-nothing program",
-                w.a.ifname
+        // Odd rounds measure the armed trial first: whatever favours one position in a pair
+        // (the writes arming leaves behind, a drift of the machine) then cancels out.
+        let armed_first = round % 2 == 1;
+        // The floors, just before the one-rule variants: no program, the do-nothing program.
+        for (tcx, floor) in &mut floors {
+            let _attach = tcx.then(|| EnvGuard::set(TC_ATTACH_ENV, "tcx"));
+            let early = (!armed_first)
+                .then(|| baseline_pps(b, &w, &sink, count))
+                .transpose()?;
+            let (armed, ns) = {
+                let _link = noop.attach(&w)?;
+                let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
+                ensure!(
+                    progs.len() == 1,
+                    "{} runs {progs:?} of ours, not just the do-nothing program",
+                    w.a.ifname
+                );
+                armed_trial(&w, &sink, count, &progs)?
+            };
+            let base = match early {
+                Some(base) => base,
+                None => baseline_pps(b, &w, &sink, count)?,
+            };
+            println!(
+                "  round {round} do-nothing program{}: {base:.0} pkt/s without a program, \
+                 {armed:.0} with it ({:.4}), program {} ns/packet",
+                if *tcx { " (TCX)" } else { "" },
+                armed / base,
+                ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
             );
-            let armed = pps(&w, &sink, count)?;
-            let _stats = RunStats::enable()?;
-            let before = RunTotals::read(&progs)?;
-            pps(&w, &sink, count / 4)?;
-            (armed, RunTotals::read(&progs)?.ns_per_run_since(&before))
-        };
-        println!(
-            "  round {round} do-nothing program: {base:.0} pkt/s without a program, {armed:.0} \
-             with it ({:.4}), program {} ns/packet",
-            armed / base,
-            ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
-        );
-        floor.baseline_pps.push(base);
-        floor.armed_pps.push(armed);
-        floor.prog_ns.push(ns.unwrap_or(f64::NAN));
+            floor.baseline_pps.push(base);
+            floor.armed_pps.push(armed);
+            floor.prog_ns.push(ns.unwrap_or(f64::NAN));
+        }
         for (v, t) in variants.iter().zip(trials.iter_mut()) {
-            let base = baseline_pps(b, &w, &sink, count)?;
+            let _attach = v.tcx.then(|| EnvGuard::set(TC_ATTACH_ENV, "tcx"));
+            let early = (!armed_first)
+                .then(|| baseline_pps(b, &w, &sink, count))
+                .transpose()?;
             let mut faults = Faults::new(&inj);
             for (i, s) in v.specs.iter().enumerate() {
                 if let Err(e) = faults.arm(s) {
@@ -409,17 +563,15 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
             t.armed_rules = faults.ids().len();
             let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
             ensure!(!progs.is_empty(), "no program of ours on {}", w.a.ifname);
-            let armed = pps(&w, &sink, count)?;
-            let ns = {
-                let _stats = RunStats::enable()?;
-                let before = RunTotals::read(&progs)?;
-                pps(&w, &sink, count / 4)?;
-                RunTotals::read(&progs)?.ns_per_run_since(&before)
-            };
+            let (armed, ns) = armed_trial(&w, &sink, count, &progs)?;
             if t.memlock.is_none() {
                 t.memlock = Some(bpf::maps_memlock(&progs)?);
             }
             faults.recover_all()?;
+            let base = match early {
+                Some(base) => base,
+                None => baseline_pps(b, &w, &sink, count)?,
+            };
             println!(
                 "  round {round} {}: {base:.0} pkt/s without a program, {armed:.0} armed ({:.4}), \
                  program {} ns/packet",
@@ -434,7 +586,9 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     }
 
     let one = &trials[0];
-    floor_rows(b, &floor, one, count);
+    for ((tcx, floor), one) in floors.iter().zip(&trials) {
+        floor_rows(b, floor, one, count, *tcx);
+    }
     let one_memlock = one.memlock.unwrap_or(0) as f64 / 1024.0;
     for (v, t) in variants.iter().zip(&trials) {
         let suffix = if t.armed_rules == v.specs.len() {
@@ -486,25 +640,27 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
                  ns per packet of the whole path without a program"
             )),
         );
-        if !v.suffix.is_empty() {
+        // The TCX variant runs the same program as the one-rule case: no comparison of its own.
+        if !v.suffix.is_empty() && !v.tcx {
             let r = paired_ratios(&t.prog_ns, &one.prog_ns);
-            let mut row = Row::cost(
-                &format!("net.prog_cost_vs_1_rule{suffix}"),
-                "ns",
-                median(&t.prog_ns),
-                median(&one.prog_ns),
-            )
-            .with_ratio(median(&r))
-            .spread(Spread::of(&r))
-            .note(format!(
-                "{what} vs 1 rule: program ns per packet, paired per round"
-            ));
-            if v.suffix != format!(".{}_rules", MAX_NET_RULES) {
-                row = row.goal(Goal::ratio_at_most(2.0));
-            }
-            b.row(row);
+            // No goal: these rules accept every UDP packet, so each packet is parsed and looked
+            // up, while the one-rule case lets it go at the header check (issue 11 asks only to
+            // report the other variants).
+            b.row(
+                Row::cost(
+                    &format!("net.prog_cost_vs_1_rule{suffix}"),
+                    "ns",
+                    median(&t.prog_ns),
+                    median(&one.prog_ns),
+                )
+                .with_ratio(median(&r))
+                .spread(Spread::of(&r))
+                .note(format!(
+                    "{what} vs 1 rule: program ns per packet, paired per round"
+                )),
+            );
         }
-        if let Some(m) = t.memlock {
+        if let Some(m) = t.memlock.filter(|_| !v.tcx) {
             let kib = m as f64 / 1024.0;
             let name = format!("net.bpf_map_memlock_kib{suffix}");
             let note = format!(
@@ -523,13 +679,15 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
 
 /// The floor rows: the do-nothing program against no program, and ours (one rule, `one`, the
 /// same rounds) against the do-nothing program, per packet.
-fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64) {
+/// `tcx`: both attached as TCX links (rows named `.tcx`), else as clsact filters.
+fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64, tcx: bool) {
+    let sfx = if tcx { ".tcx" } else { "" };
     let ratios = paired_ratios(&floor.armed_pps, &floor.baseline_pps);
     let base_pps = median(&floor.baseline_pps);
     let one_ratio = median(&paired_ratios(&one.armed_pps, &one.baseline_pps));
     b.row(
         Row::cost(
-            "net.nonmatching_floor_pps_ratio",
+            &format!("net.nonmatching_floor_pps_ratio{sfx}"),
             "pkt/s",
             median(&floor.armed_pps),
             base_pps,
@@ -537,16 +695,17 @@ fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64) {
         .with_ratio(median(&ratios))
         .spread(Spread::of(&ratios))
         .note(format!(
-            "a TC program that does nothing (r0 = TCX_NEXT; exit), attached like ours (TCX, A's \
+            "a TC program that does nothing (r0 = -1; exit), attached like ours ({}, A's \
              egress), vs no program; {PPS_PAYLOAD}-byte UDP, {count} per trial, paired trials \
-             in the same rounds as 1 rule of ours (ratio {one_ratio:.4} in them)"
+             in the same rounds as 1 rule of ours (ratio {one_ratio:.4} in them)",
+            if tcx { "a TCX link" } else { "a clsact filter" }
         )),
     );
     let floor_ns = added_ns(&floor.armed_pps, &floor.baseline_pps);
     let one_ns = added_ns(&one.armed_pps, &one.baseline_pps);
     b.row(
         Row::cost(
-            "net.nonmatching_floor_ns_per_packet",
+            &format!("net.nonmatching_floor_ns_per_packet{sfx}"),
             "ns",
             median(&floor_ns),
             1e9 / base_pps,
@@ -564,7 +723,7 @@ fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64) {
     let over = added_ns(&one.armed_pps, &floor.armed_pps);
     b.row(
         Row::beside(
-            "net.nonmatching_ns_per_packet_vs_floor",
+            &format!("net.nonmatching_ns_per_packet_vs_floor{sfx}"),
             "ns",
             median(&one_ns),
             median(&floor_ns),
@@ -739,8 +898,9 @@ struct EnvGuard(&'static str);
 
 impl EnvGuard {
     fn set(name: &'static str, value: &str) -> EnvGuard {
-        // SAFETY: the bench sets it between trials, from its only thread of the moment (the
-        // latency section's stream and sink threads are started after and joined before).
+        // SAFETY: the bench sets it between trials, from its only thread of the moment that
+        // reads the environment (the latency section's stream and sink threads are started after
+        // and joined before; the throughput sink's thread only receives datagrams).
         unsafe { std::env::set_var(name, value) };
         EnvGuard(name)
     }

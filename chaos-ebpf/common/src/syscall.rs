@@ -28,6 +28,22 @@ pub const SYS_CGROUP_MAP: &str = "CHAOS_SYS_CGRP";
 /// Name of the hash map from process id to the rule slots that follow it because a followed
 /// process started it (written by the kernel).
 pub const SYS_KIDS_MAP: &str = "CHAOS_SYS_KIDS";
+/// Name of the array map of process id hints: entry [`tgid_hint_index`]`(tgid)` holds the rule
+/// slots that may target a process whose id falls there (those of [`SYS_TGID_MAP`] and
+/// [`SYS_KIDS_MAP`]). A call whose entry holds none of its rules skips their hash lookups, which
+/// are most of what a rule costs the processes it does not target. Bits are set before the
+/// entries they stand for and cleared only for rules no longer armed: a stale bit costs a
+/// lookup, never a missed process.
+pub const SYS_TGID_HINT_MAP: &str = "CHAOS_SYS_TGIDH";
+
+/// Entries of [`SYS_TGID_HINT_MAP`] (a power of two).
+pub const SYS_TGID_HINTS: u32 = 16384;
+
+/// The [`SYS_TGID_HINT_MAP`] entry of process id `tgid`.
+pub const fn tgid_hint_index(tgid: u32) -> u32 {
+    tgid & (SYS_TGID_HINTS - 1)
+}
+
 /// Name of the hash map from new task id to the rule slots following its parent, until its first
 /// syscall shows whether it is a process or a thread (written by the kernel).
 pub const SYS_NEW_MAP: &str = "CHAOS_SYS_NEW";

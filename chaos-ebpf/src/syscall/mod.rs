@@ -20,7 +20,7 @@ mod path;
 
 use core::{
     ffi::c_void,
-    intrinsics::{AtomicOrdering, atomic_xadd},
+    intrinsics::{AtomicOrdering, atomic_or, atomic_xadd},
 };
 
 use crate::bits::lowest_bit;
@@ -44,8 +44,8 @@ use aya_ebpf::{
 use chaos_common::{
     PROBABILITY_ONE,
     syscall::{
-        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SYSCTL_NAME_LEN, SysCounters,
-        SysEvent, SysRule, SysState, action, kind, matches, via,
+        MAX_SYS_CGROUP_DEPTH, MAX_SYS_RULES, MAX_SYSCALL_NR, SYS_TGID_HINTS, SYSCTL_NAME_LEN,
+        SysCounters, SysEvent, SysRule, SysState, action, kind, matches, tgid_hint_index, via,
     },
 };
 
@@ -73,6 +73,13 @@ static CHAOS_SYS_TGID: HashMap<u32, u64> = HashMap::pinned(4096, 0);
 /// controller only clears the bits of rules it disarms).
 #[map(name = "CHAOS_SYS_KIDS")]
 static CHAOS_SYS_KIDS: HashMap<u32, u64> = HashMap::pinned(16384, 0);
+
+/// Process id hints: the rule slots that may be in [`CHAOS_SYS_TGID`] or [`CHAOS_SYS_KIDS`] for
+/// the ids that fall on each entry (see `chaos_common::syscall::SYS_TGID_HINT_MAP`). An array,
+/// whose lookup the verifier inlines: the processes a rule does not target skip the hash
+/// lookups.
+#[map(name = "CHAOS_SYS_TGIDH")]
+static CHAOS_SYS_TGIDH: Array<u64> = Array::pinned(SYS_TGID_HINTS, 0);
 
 /// New task id -> rule slots its parent was followed by, until its first syscall shows whether
 /// it is a process (its own tgid) or a thread.
@@ -121,6 +128,11 @@ pub(crate) fn fork_child_pid_offset() -> usize {
 /// verifier knows, so programs of types without the namespace helper (cgroup hooks before 6.10)
 /// still load for a controller in the initial namespace.
 pub(crate) fn current_tgid() -> Option<u32> {
+    current_tgid_of(bpf_get_current_pid_tgid())
+}
+
+/// [`current_tgid`] for a caller whose `bpf_get_current_pid_tgid` is in hand.
+fn current_tgid_of(pid_tgid: u64) -> Option<u32> {
     // SAFETY: volatile so the loader-set values are used.
     let (dev, ino) = unsafe {
         (
@@ -129,7 +141,7 @@ pub(crate) fn current_tgid() -> Option<u32> {
         )
     };
     if ino == 0 {
-        return Some((bpf_get_current_pid_tgid() >> 32) as u32);
+        return Some((pid_tgid >> 32) as u32);
     }
     let mut ns = bpf_pidns_info { pid: 0, tgid: 0 };
     // SAFETY: helper writing `size_of::<bpf_pidns_info>()` bytes to `ns`.
@@ -189,7 +201,7 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
     // New tasks are noted by their id in the initial namespace (all the fork record has).
     let pid_tgid = bpf_get_current_pid_tgid();
     let (host_tgid, host_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let Some(tgid) = current_tgid() else {
+    let Some(tgid) = current_tgid_of(pid_tgid) else {
         return 0;
     };
     // SAFETY: plain u32 key.
@@ -197,6 +209,12 @@ pub fn chaos_sys_enter(ctx: RawTracePointContext) -> i32 {
         // A followed parent's new task, at its first syscall: a process of its own if its tgid
         // is its tid; a thread of an already targeted process otherwise.
         if host_tgid == host_tid {
+            // The hint first, so no call of the child skips the lookup that finds it.
+            if let Some(hint) = CHAOS_SYS_TGIDH.get_ptr_mut(tgid_hint_index(tgid)) {
+                // SAFETY: map value pointer; an atomic OR, as other CPUs and the controller
+                // write it too.
+                unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(hint, bits) };
+            }
             let _ = CHAOS_SYS_KIDS.insert(tgid, bits, 0);
         }
         let _ = CHAOS_SYS_NEW.remove(host_tid);
@@ -470,7 +488,11 @@ fn judge(
         (rules(kind::TGID), rules(kind::CGROUP), rules(kind::COMM));
     // Only the selectors some rule on this call uses are looked up.
     let mut by_tgid = 0;
-    if tgid_rules != 0 {
+    if tgid_rules != 0
+        && CHAOS_SYS_TGIDH
+            .get(tgid_hint_index(tgid))
+            .is_none_or(|hint| *hint & tgid_rules != 0)
+    {
         // SAFETY: plain u32 keys.
         by_tgid = unsafe { CHAOS_SYS_TGID.get(tgid).copied().unwrap_or(0) };
         if CHAOS_SYS_FOLLOW

@@ -20,8 +20,8 @@ use chaos_common::syscall::{
     MAX_SYS_RULES, MAX_SYSCALL_NR, PROG_SYS_ENTER, PROG_SYS_FORK, PROG_SYS_GETSOCKOPT,
     PROG_SYS_KPROBE, PROG_SYS_SETSOCKOPT, PROG_SYS_SYSCTL, SYS_CGROUP_MAP, SYS_COUNTERS_MAP,
     SYS_FOLLOW_MAP, SYS_HOOK_MAP, SYS_KIDS_MAP, SYS_KIND_MAP, SYS_NEW_MAP, SYS_PATH_MAP,
-    SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_MAP, SysCounters, SysPathKey, SysRule,
-    SysState, action, kind, matches, via,
+    SYS_PATHS_MAP, SYS_RULES_MAP, SYS_STATE_MAP, SYS_TGID_HINT_MAP, SYS_TGID_MAP, SysCounters,
+    SysPathKey, SysRule, SysState, action, kind, matches, tgid_hint_index, via,
 };
 
 use super::{find_or_attach, find_program, load_program, map_err, pin_link, replace_all};
@@ -44,6 +44,7 @@ struct Maps {
     state: Array<MapData, SysState>,
     hook: Array<MapData, u64>,
     tgid: HashMap<MapData, u32, u64>,
+    tgid_hint: Array<MapData, u64>,
     kids: HashMap<MapData, u32, u64>,
     new: HashMap<MapData, u32, u64>,
     cgroup: HashMap<MapData, u64, u64>,
@@ -60,6 +61,7 @@ fn open_maps() -> Result<Option<Maps>> {
         Some(state),
         Some(hook),
         Some(tgid),
+        Some(tgid_hint),
         Some(kids),
         Some(new),
         Some(cgroup),
@@ -73,6 +75,7 @@ fn open_maps() -> Result<Option<Maps>> {
         ebpf::typed_map(SYS_STATE_MAP, Map::Array)?,
         ebpf::typed_map(SYS_HOOK_MAP, Map::Array)?,
         ebpf::typed_map(SYS_TGID_MAP, Map::HashMap)?,
+        ebpf::typed_map(SYS_TGID_HINT_MAP, Map::Array)?,
         ebpf::typed_map(SYS_KIDS_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_NEW_MAP, Map::HashMap)?,
         ebpf::typed_map(SYS_CGROUP_MAP, Map::HashMap)?,
@@ -90,6 +93,7 @@ fn open_maps() -> Result<Option<Maps>> {
         state,
         hook,
         tgid,
+        tgid_hint,
         kids,
         new,
         cgroup,
@@ -475,6 +479,7 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
             by_path |= bit(a);
         }
     }
+    sync_tgid_hints(maps, &tgid, live)?;
     // Kinds before the syscall slots, so a new rule is never on a call without its kind. (The
     // kernel checks every selector again in the rule loop; kinds only let it skip that loop.)
     for (k, bits) in kinds.iter().enumerate() {
@@ -514,6 +519,38 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
                     let _ = map.insert(k, bits & live, 0);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Brings the process id hints in line with `tgid` (the processes the armed rules name) before
+/// the maps they stand for change: the entries of those processes, and of the processes the
+/// maps hold now, keep their bits of rules still armed (`live`; the kernel sets those of the
+/// followed children) and gain the named ones. Bits of live rules are never cleared: a stale one
+/// costs a lookup, while a missing one would let a targeted process through.
+fn sync_tgid_hints(maps: &mut Maps, tgid: &BTreeMap<u32, u64>, live: u64) -> Result<()> {
+    let mut hints: BTreeMap<u32, u64> = BTreeMap::new();
+    for (&t, &bits) in tgid {
+        *hints.entry(tgid_hint_index(t)).or_default() |= bits;
+    }
+    let held: Vec<u32> = maps
+        .tgid
+        .keys()
+        .chain(maps.kids.keys())
+        .take(MAP_SCAN_LIMIT)
+        .filter_map(|k| k.ok())
+        .collect();
+    for t in held {
+        hints.entry(tgid_hint_index(t)).or_default();
+    }
+    for (index, named) in hints {
+        let current = maps.tgid_hint.get(&index, 0).unwrap_or(0);
+        let value = (current & live) | named;
+        if value != current {
+            maps.tgid_hint
+                .set(index, value, 0)
+                .map_err(map_err("updating a process id hint"))?;
         }
     }
     Ok(())

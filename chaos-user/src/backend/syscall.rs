@@ -525,22 +525,16 @@ fn sync(maps: &mut Maps, armed: &[&SysArmed]) -> Result<()> {
 }
 
 /// Brings the process id hints in line with `tgid` (the processes the armed rules name) before
-/// the maps they stand for change: the entries of those processes, and of the processes the
-/// maps hold now, keep their bits of rules still armed (`live`; the kernel sets those of the
-/// followed children) and gain the named ones. Bits of live rules are never cleared: a stale one
-/// costs a lookup, while a missing one would let a targeted process through.
+/// the maps they stand for change: the entries of those processes, and of the processes
+/// `CHAOS_SYS_TGID` holds now, keep their bits of rules still armed (`live`) and gain the named
+/// ones. Bits of live rules are never cleared, nor those the kernel set for followed children:
+/// a stale bit costs a lookup, while a missing one would let a targeted process through.
 fn sync_tgid_hints(maps: &mut Maps, tgid: &BTreeMap<u32, u64>, live: u64) -> Result<()> {
     let mut hints: BTreeMap<u32, u64> = BTreeMap::new();
     for (&t, &bits) in tgid {
         *hints.entry(tgid_hint_index(t)).or_default() |= bits;
     }
-    let held: Vec<u32> = maps
-        .tgid
-        .keys()
-        .chain(maps.kids.keys())
-        .take(MAP_SCAN_LIMIT)
-        .filter_map(|k| k.ok())
-        .collect();
+    let held: Vec<u32> = maps.tgid.keys().filter_map(|k| k.ok()).collect();
     for t in held {
         hints.entry(tgid_hint_index(t)).or_default();
     }

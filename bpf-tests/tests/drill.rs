@@ -278,7 +278,14 @@ fn a_fault_that_misses_fails_its_expectations() {
     assert_eq!(rep["verdict"], "failed");
     let e0 = expectation(rep, "expect[0].error_rate");
     assert_eq!(e0["verdict"], "fail");
-    assert_eq!(e0["measured"].as_f64(), Some(0.0));
+    // A few echoes may time out when the machine is starved (an emulated CPU shared with other
+    // VMs lost one of 96 once); the fault's own counter, exactly 0 below, is what shows that it
+    // bit nothing.
+    let measured = e0["measured"].as_f64().expect("a measured error rate");
+    assert!(
+        measured < 5.0,
+        "error rate {measured} % with a fault that bites nothing"
+    );
     let e1 = expectation(rep, "expect[1].acted");
     assert_eq!(
         (&e1["verdict"], e1["measured"].as_f64()),

@@ -293,6 +293,9 @@ pub fn tc_requirement(chaos: &Chaos, mode: &str) -> Result<(), String> {
     match mode {
         "tcx" => chaos.probe_row("tcx"),
         "clsact" => chaos.probe_row("tc_clsact"),
+        "clsact-tcx" => chaos
+            .probe_row("tc_clsact")
+            .and_then(|()| chaos.probe_row("tcx")),
         _ => chaos
             .probe_row("tcx")
             .or_else(|_| chaos.probe_row("tc_clsact")),

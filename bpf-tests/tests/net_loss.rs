@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use bpf_tests::{drill::Drill, skip_on_err};
+use bpf_tests::{bench::bpf::OurTc, drill::Drill, skip_on_err};
 
 const DATAGRAMS: u64 = 20_000;
 
@@ -15,6 +15,22 @@ fn loss_case(attach: &str, percent: f64) {
     let d = skip_on_err!(Drill::new(attach));
     assert_eq!(d.send_v4(2_000), 2_000, "no loss before the fault");
     let id = d.loss(&d.world.a, percent, "egress", "120s");
+    let a = &d.world.a;
+    let on = OurTc::read(&a.ns, &a.ifname, true).expect("reading tc");
+    match attach {
+        "tcx" => assert!(on.tcx.len() == 1 && on.clsact.is_empty(), "{on:?}"),
+        "clsact" => assert!(on.tcx.is_empty() && on.clsact.len() == 1, "{on:?}"),
+        // Armed through a clsact filter, then handed over: only the TCX link is left, and the
+        // clsact qdisc the filter needed went with it.
+        "clsact-tcx" => {
+            assert!(on.tcx.len() == 1 && on.clsact.is_empty(), "{on:?}");
+            let qdiscs =
+                a.ns.exec(&["tc", "qdisc", "show", "dev", &a.ifname])
+                    .expect("tc qdisc show");
+            assert!(!qdiscs.contains("clsact"), "{qdiscs}");
+        }
+        _ => {}
+    }
     let received = d.send_v4(DATAGRAMS);
     let lost = DATAGRAMS - received;
     let measured = 100.0 * lost as f64 / DATAGRAMS as f64;
@@ -55,6 +71,11 @@ fn loss_30_percent_clsact() {
 }
 
 #[test]
+fn loss_30_percent_clsact_then_tcx() {
+    loss_case("clsact-tcx", 30.0);
+}
+
+#[test]
 fn loss_70_percent_default_attach() {
     loss_case("any", 70.0);
 }
@@ -87,6 +108,11 @@ fn directions_and_ipv6_tcx() {
 #[test]
 fn directions_and_ipv6_clsact() {
     directions_case("clsact");
+}
+
+#[test]
+fn directions_and_ipv6_clsact_then_tcx() {
+    directions_case("clsact-tcx");
 }
 
 /// The kernel ends a fault at its deadline with no process of ours alive: the CLI has exited
@@ -185,6 +211,11 @@ fn same_interface_index_in_two_namespaces_tcx() {
 #[test]
 fn same_interface_index_in_two_namespaces_clsact() {
     same_index_case("clsact");
+}
+
+#[test]
+fn same_interface_index_in_two_namespaces_clsact_then_tcx() {
+    same_index_case("clsact-tcx");
 }
 
 /// A qdisc and filter that were there before are untouched and still there after recovery.

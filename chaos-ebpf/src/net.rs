@@ -32,7 +32,7 @@ use chaos_common::{
     net::{
         AttachSlots, CidrKey, DIST_SCALE, DIST_TABLE_SIZE, DUP_MARK, IfAttach, MAX_ATTACHMENTS,
         MAX_CGROUP_DEPTH, MAX_NET_RULES, MAX_SHARED_IFINDEX, NetCounters, NetRule, NetState,
-        action, cidr, dist, matches, proto_class,
+        action, cidr, dist, matches, proto_class, via,
     },
 };
 
@@ -42,6 +42,12 @@ use chaos_common::{
 /// fold the default.
 #[unsafe(no_mangle)]
 static CHAOS_ATTACH_ID: u32 = 0;
+
+/// Set by the loader to which copy of the TC program this instance is
+/// (`chaos_common::net::TC_VIA_GLOBAL`): [`via::FIRST`] unless a handover loaded it as the TCX
+/// copy. Volatile load, as above.
+#[unsafe(no_mangle)]
+static CHAOS_TC_VIA: u32 = via::FIRST;
 
 /// Interface index -> the attachment ids of the shared TC instances on it (see
 /// `chaos_common::net::NET_IFATTACH_MAP`).
@@ -191,18 +197,26 @@ fn tc(ctx: &TcContext, hook: Hook) -> i32 {
     // as `bpf_clone_redirect` read it behind the compiler's back, so a reference's no-alias
     // promise would let the compiler drop the mark written just before the clone.
     let skb = ctx.skb.skb;
+    let a = attachment(&ctx.skb, hook);
+    // During a handover two instances run on the hook (the TCX copy first, then the clsact
+    // filter): the one the attachment names judges, the other passes every packet on.
+    // SAFETY: reading a plain static; volatile so the loader-set value is used.
+    let judges = a.is_some_and(|a| a.via == unsafe { read_volatile(&CHAOS_TC_VIA) });
     // SAFETY: `skb` is the valid context pointer the kernel handed to the program.
     let mark = unsafe { read_volatile(&(*skb).mark) };
     if mark & DUP_MARK != 0 {
-        // A copy made by `duplicate`: let it go untouched.
-        // SAFETY: as above; `mark` is writable from TC programs.
-        unsafe { write_volatile(&mut (*skb).mark, mark & !DUP_MARK) };
+        // A copy made by `duplicate`: let it go untouched. The judging instance clears the mark
+        // (the other runs first during a handover, and must leave the mark for it to see).
+        if judges || a.is_none() {
+            // SAFETY: as above; `mark` is writable from TC programs.
+            unsafe { write_volatile(&mut (*skb).mark, mark & !DUP_MARK) };
+        }
         return TC_ACT_UNSPEC;
     }
-    let Some(a) = attachment(&ctx.skb, hook) else {
+    let Some(a) = a else {
         return TC_ACT_UNSPEC;
     };
-    if a.slots == 0 {
+    if !judges || a.slots == 0 {
         return TC_ACT_UNSPEC;
     }
     // The common case of a packet no rule can select, decided from the headers read in place:

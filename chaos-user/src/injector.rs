@@ -28,7 +28,7 @@ use crate::{
     probe::{self, Report as ProbeReport},
     spec::FaultSpec,
     store::{BlockArmed, FaultRecord, FaultState, Store},
-    strategy::{self, IoStrategy, Strategy, SyscallStrategy},
+    strategy::{self, Attach, IoStrategy, NetStrategy, Strategy, SyscallStrategy},
 };
 
 /// Arms and recovers faults, and runs drills.
@@ -252,6 +252,16 @@ impl Injector {
             let _ = self.recover_locked(&record);
             let _ = self.cleanup_unused_locked();
             return Err(e);
+        }
+        if let Strategy::Net(NetStrategy {
+            attach: Attach::ClsactThenTcx,
+            ..
+        }) = strategy
+        {
+            // The fault acts already, through clsact filters; its new attachments now move to
+            // TCX links, whose per-packet path is cheaper. One that cannot move stays on its
+            // filter, which serves as well (`hand_over` says why in the log).
+            let _ = net::hand_over(&self.store);
         }
         Ok(Armed {
             id: record.id,

@@ -359,6 +359,10 @@ pub enum AttachLink {
         /// As for [`AttachLink::Tcx`].
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         shared: bool,
+        /// Whether it is to be handed over to a TCX link once its faults are armed
+        /// ([`crate::strategy::Attach::ClsactThenTcx`]); cleared if the handover failed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hand_over: bool,
     },
     /// A BPF link pinned on bpffs (cgroup, tracepoint, kprobe links).
     Link {

@@ -141,41 +141,57 @@ pub fn maps_memlock(progs: &[u32]) -> io::Result<u64> {
 /// direction `egress` (else ingress): TCX attachments first, else clsact filters as `tc` shows
 /// them.
 pub fn our_tc_programs(ns: &NetNs, ifname: &str, egress: bool) -> io::Result<Vec<u32>> {
-    let name = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
-    let attach = if egress {
-        libbpf_sys::BPF_TCX_EGRESS
-    } else {
-        libbpf_sys::BPF_TCX_INGRESS
-    };
-    let tcx: Vec<u32> = ns.run(|| {
-        // SAFETY: `name` is NUL-terminated.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // No TCX on this kernel (or nothing attached): empty, and tc is asked below.
-        Ok(crate::oracle::tc::tcx_query(ifindex, attach))
-    })?;
-    let mut ours: Vec<u32> = tcx
-        .into_iter()
-        .filter(|&id| prog_info(id).is_ok_and(|p| p.name.starts_with(PROG_PREFIX)))
-        .collect();
-    if ours.is_empty() {
+    let on = OurTc::read(ns, ifname, egress)?;
+    Ok(if on.tcx.is_empty() { on.clsact } else { on.tcx })
+}
+
+/// Our programs (named `chaos_*`) on one interface and direction, by how they are attached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OurTc {
+    /// Program ids of TCX links.
+    pub tcx: Vec<u32>,
+    /// Program ids of clsact filters.
+    pub clsact: Vec<u32>,
+}
+
+impl OurTc {
+    /// What is on interface `ifname` of namespace `ns` in direction `egress` (else ingress).
+    pub fn read(ns: &NetNs, ifname: &str, egress: bool) -> io::Result<OurTc> {
+        let name = std::ffi::CString::new(ifname).map_err(io::Error::other)?;
+        let attach = if egress {
+            libbpf_sys::BPF_TCX_EGRESS
+        } else {
+            libbpf_sys::BPF_TCX_INGRESS
+        };
+        let tcx: Vec<u32> = ns.run(|| {
+            // SAFETY: `name` is NUL-terminated.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Empty where the kernel has no TCX (or nothing is attached).
+            Ok(crate::oracle::tc::tcx_query(ifindex, attach))
+        })?;
+        let tcx = tcx
+            .into_iter()
+            .filter(|&id| prog_info(id).is_ok_and(|p| p.name.starts_with(PROG_PREFIX)))
+            .collect();
         let dir = if egress { "egress" } else { "ingress" };
         let out = ns
             .exec(&["tc", "-j", "filter", "show", "dev", ifname, dir])
             .unwrap_or_default();
         let filters: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_default();
+        let mut clsact = Vec::new();
         for f in filters.as_array().into_iter().flatten() {
             let prog = &f["options"]["prog"];
             if let (Some(id), Some(name)) = (prog["id"].as_u64(), prog["name"].as_str())
                 && name.starts_with(PROG_PREFIX)
             {
-                ours.push(id as u32);
+                clsact.push(id as u32);
             }
         }
+        Ok(OurTc { tcx, clsact })
     }
-    Ok(ours)
 }
 
 /// Summed run-time counters of a set of programs.

@@ -41,6 +41,21 @@ pub const NET_DIST_MAP: &str = "CHAOS_NET_DIST";
 /// across namespaces, attachment ids do not.
 pub const ATTACH_ID_GLOBAL: &str = "CHAOS_ATTACH_ID";
 
+/// Name of the global set, at load time, to which [`via`] copy of the TC program this instance
+/// is. An attachment can have two instances on its hook for a moment, while a handover moves it
+/// from a clsact filter to a TCX link; [`AttachSlots::via`] says which of them judges.
+pub const TC_VIA_GLOBAL: &str = "CHAOS_TC_VIA";
+
+/// Which copy of the TC program judges an attachment's packets ([`AttachSlots::via`],
+/// [`TC_VIA_GLOBAL`]).
+pub mod via {
+    /// The instance the attachment was made with (a clsact filter or a TCX link).
+    pub const FIRST: u32 = 0;
+    /// The TCX link a handover attached after the clsact filter: the attachment is fast to arm
+    /// through clsact, and its packets then pay TCX's cheaper per-packet path.
+    pub const TCX_COPY: u32 = 1;
+}
+
 /// Name of the array map from interface index to the [`IfAttach`] of the shared TC instances on
 /// that interface. One loaded program per direction serves every interface whose index is below
 /// [`MAX_SHARED_IFINDEX`] and not already taken by a shared attachment in another network
@@ -204,6 +219,12 @@ pub struct AttachSlots {
     pub sport_lo: u16,
     /// Largest source port some rule accepts.
     pub sport_hi: u16,
+    /// Which [`via`] copy of the TC program judges the attachment; the other lets every packet
+    /// through untouched. Set to [`via::FIRST`] when the attachment is made, to
+    /// [`via::TCX_COPY`] by a handover; rule changes keep it.
+    pub via: u32,
+    /// Zero (explicit padding).
+    pub reserved: u32,
     /// Slots whose rules need the destination in their prefixes ([`matches::DST`]).
     pub need_dst: u64,
     /// Slots whose rules need the source in their prefixes ([`matches::SRC`]).

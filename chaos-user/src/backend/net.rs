@@ -1,6 +1,8 @@
 //! Network faults: TC program instances per interface and direction ("attachments"), and rule
 //! slots in the shared maps.
 
+use std::path::PathBuf;
+
 use aya::{
     maps::{
         Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues,
@@ -17,12 +19,14 @@ use chaos_common::net::{
     ATTACH_ID_GLOBAL, AttachSlots, CidrKey, DIST_TABLE_SIZE, IfAttach, MAX_NET_RULES,
     MAX_SHARED_IFINDEX, NET_ATTACH_MAP, NET_CGROUP_MAP, NET_CIDR_MAP, NET_COUNTERS_MAP,
     NET_DIST_MAP, NET_IFACE_MAP, NET_IFATTACH_MAP, NET_RULES_MAP, NET_SOCKET_MAP, NET_STATE_MAP,
-    NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS, action,
-    cidr, dist, matches, proto_class,
+    NetCounters, NetRule, NetState, PROG_CGROUP_INGRESS, PROG_TC_EGRESS, PROG_TC_INGRESS,
+    TC_VIA_GLOBAL, action, cidr, dist, matches, proto_class, via,
 };
 use ipnet::IpNet;
 
-use super::{detach, load_program, map_err, pin_link, replace_all, shaping};
+use super::{
+    detach, find_program, load_program, map_err, pin_link, replace_all, shaping, unpin_link,
+};
 use crate::{
     ebpf,
     error::{Error, Result},
@@ -437,22 +441,28 @@ fn sync(maps: &mut Maps, armed: &[&NetArmed], released: &[u32]) -> Result<()> {
     replace_all(&mut maps.cgroup, &cgroup)?;
     replace_all(&mut maps.socket, &socket)?;
     replace_all(&mut maps.iface, &iface)?;
-    // New values first, then the attachments no rule uses any more are emptied.
+    // New values first, then the attachments no rule uses any more are emptied. Which program
+    // copy judges an attachment (`via`) is the attachment's, not the rules': it is kept.
     for (id, slots) in &attach {
+        let via = maps.attach.get(id, 0).map_or(via::FIRST, |a| a.via);
         maps.attach
-            .set(*id, *slots, 0)
+            .set(*id, AttachSlots { via, ..*slots }, 0)
             .map_err(map_err("writing an attachment's rules"))?;
     }
     for &id in released {
-        if !attach.contains_key(&id)
-            && maps
-                .attach
-                .get(&id, 0)
-                .is_ok_and(|a| a != AttachSlots::default())
-        {
-            maps.attach
-                .set(id, AttachSlots::default(), 0)
-                .map_err(map_err("emptying an attachment"))?;
+        if attach.contains_key(&id) {
+            continue;
+        }
+        if let Ok(a) = maps.attach.get(&id, 0) {
+            let empty = AttachSlots {
+                via: a.via,
+                ..AttachSlots::default()
+            };
+            if a != empty {
+                maps.attach
+                    .set(id, empty, 0)
+                    .map_err(map_err("emptying an attachment"))?;
+            }
         }
     }
     Ok(())
@@ -648,16 +658,20 @@ pub(super) fn unregister_shared(a: &Attachment) -> Result<()> {
     Ok(())
 }
 
-/// The shared instance of TC program `prog_name`: loaded and pinned by the first arming that
-/// needs it (under [`ebpf::PROG_PIN_DIR`], named by this build's object, so another version's
-/// is never used), then taken from the pin. The pin goes with the maps' when nothing of ours is
-/// left.
-fn shared_program(prog_name: &str) -> Result<SchedClassifier> {
-    let pin = ebpf::prog_pin(prog_name);
+/// The shared instance of TC program `prog_name` as copy `via_copy` ([`via`]): loaded and pinned
+/// by the first arming that needs it (under [`ebpf::PROG_PIN_DIR`], named by this build's
+/// object, so another version's is never used), then taken from the pin. The pin goes with the
+/// maps' when nothing of ours is left.
+fn shared_program(prog_name: &str, via_copy: u32) -> Result<SchedClassifier> {
+    let pin = ebpf::prog_pin(&if via_copy == via::FIRST {
+        prog_name.to_owned()
+    } else {
+        format!("{prog_name}-via{via_copy}")
+    });
     if let Ok(program) = SchedClassifier::from_pin(&pin) {
         return Ok(program);
     }
-    let mut bpf = ebpf::load(&[])?;
+    let mut bpf = ebpf::load(&[(TC_VIA_GLOBAL, via_copy)])?;
     let program: &mut SchedClassifier = load_program(&mut bpf, prog_name)?;
     if let Err(e) = program.pin(&pin)
         && !pin.exists()
@@ -665,6 +679,97 @@ fn shared_program(prog_name: &str) -> Result<SchedClassifier> {
         return Err(Error::bpf(format!("pinning {}", pin.display()), e));
     }
     SchedClassifier::from_pin(&pin).map_err(|e| Error::bpf(format!("opening {}", pin.display()), e))
+}
+
+/// A loaded TC program instance: the shared one, or one loaded for a single attachment.
+enum TcInstance {
+    Shared(Box<SchedClassifier>),
+    Own(aya::Ebpf),
+}
+
+impl TcInstance {
+    /// The instance of `prog_name`, copy `via_copy`, for attachment `id`: the shared one
+    /// (`shared`) or one loaded with the attachment's id.
+    fn new(prog_name: &str, shared: bool, id: u32, via_copy: u32) -> Result<TcInstance> {
+        if shared {
+            return Ok(TcInstance::Shared(Box::new(shared_program(
+                prog_name, via_copy,
+            )?)));
+        }
+        let mut bpf = ebpf::load(&[(ATTACH_ID_GLOBAL, id), (TC_VIA_GLOBAL, via_copy)])?;
+        load_program::<SchedClassifier>(&mut bpf, prog_name)?;
+        Ok(TcInstance::Own(bpf))
+    }
+
+    fn program(&mut self, prog_name: &str) -> Result<&mut SchedClassifier> {
+        match self {
+            TcInstance::Shared(p) => Ok(p),
+            TcInstance::Own(bpf) => find_program(bpf, prog_name),
+        }
+    }
+}
+
+fn tc_prog_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => PROG_TC_INGRESS,
+        _ => PROG_TC_EGRESS,
+    }
+}
+
+/// Attaches `program` to `ifname` as a TCX link (after any other) and pins the link for
+/// attachment `id`, so it outlives this process.
+fn link_tcx(
+    program: &mut SchedClassifier,
+    ifname: &str,
+    attach_type: TcAttachType,
+    id: u32,
+) -> Result<PathBuf> {
+    let link_id = program
+        .attach_with_options(
+            ifname,
+            attach_type,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| Error::bpf(format!("attaching tcx on {ifname}"), e))?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| Error::bpf("taking the tcx link", e))?;
+    let fd_link: FdLink = link
+        .try_into()
+        .map_err(|e| Error::bpf("tcx link as fd link", e))?;
+    let pin = tcx_pin(id);
+    fd_link
+        .pin(&pin)
+        .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
+    Ok(pin)
+}
+
+/// Where attachment `id`'s TCX link is pinned.
+pub(super) fn tcx_pin(id: u32) -> PathBuf {
+    ebpf::link_pin(&format!("tc-{id}"))
+}
+
+/// The attachment masks map, once the first load created it.
+fn attach_map() -> Result<Array<MapData, AttachSlots>> {
+    ebpf::typed_map(NET_ATTACH_MAP, Map::Array)?.ok_or_else(|| Error::Store {
+        path: ebpf::MAP_PIN_DIR.into(),
+        problem: "the attachment map is missing after loading the programs".into(),
+    })
+}
+
+/// Sets which program copy judges attachment `id`'s packets, keeping its rules.
+fn set_via(id: u32, via_copy: u32) -> Result<()> {
+    let mut map = attach_map()?;
+    let slots = map.get(&id, 0).unwrap_or_default();
+    map.set(
+        id,
+        AttachSlots {
+            via: via_copy,
+            ..slots
+        },
+        0,
+    )
+    .map_err(map_err("setting which program copy judges an attachment"))
 }
 
 /// Attaches a TC program instance for attachment `id`: the shared one for the direction
@@ -679,10 +784,7 @@ fn attach_tc(
     qdisc_is_ours: bool,
     shared: bool,
 ) -> Result<AttachLink> {
-    let prog_name = match direction {
-        Direction::Ingress => PROG_TC_INGRESS,
-        _ => PROG_TC_EGRESS,
-    };
+    let prog_name = tc_prog_name(direction);
     let ifname = interface.name.clone();
     let hook = Hook::Tc {
         interface: interface.clone(),
@@ -691,41 +793,25 @@ fn attach_tc(
     let to_register = hook.clone();
     let attached = netns::run_in(interface.netns.as_ref(), move || {
         let hook = to_register;
-        let mut loaded;
-        let mut pinned;
-        let program: &mut SchedClassifier = if shared {
-            pinned = shared_program(prog_name)?;
+        let mut instance = TcInstance::new(prog_name, shared, id, via::FIRST)?;
+        // A new attachment starts empty, judged by the copy attached now (an id a crash left
+        // behind may say otherwise).
+        attach_map()?
+            .set(id, AttachSlots::default(), 0)
+            .map_err(map_err("resetting an attachment"))?;
+        if shared {
             // Before the link: the first packets must find the attachment (its rule mask is
             // empty until the rules are synced, so they pass).
             register_shared(&hook, id, true)?;
-            &mut pinned
-        } else {
-            loaded = ebpf::load(&[(ATTACH_ID_GLOBAL, id)])?;
-            load_program(&mut loaded, prog_name)?
-        };
+        }
+        let program = instance.program(prog_name)?;
         let attach_type = tc_attach_type(direction);
         match mode {
-            Attach::Tcx => {
-                let link_id = program
-                    .attach_with_options(
-                        &ifname,
-                        attach_type,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
-                    )
-                    .map_err(|e| Error::bpf(format!("attaching tcx on {ifname}"), e))?;
-                let link = program
-                    .take_link(link_id)
-                    .map_err(|e| Error::bpf("taking the tcx link", e))?;
-                let fd_link: FdLink = link
-                    .try_into()
-                    .map_err(|e| Error::bpf("tcx link as fd link", e))?;
-                let pin = ebpf::link_pin(&format!("tc-{id}"));
-                fd_link
-                    .pin(&pin)
-                    .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
-                Ok(AttachLink::Tcx { pin, shared })
-            }
-            Attach::Clsact => {
+            Attach::Tcx => Ok(AttachLink::Tcx {
+                pin: link_tcx(program, &ifname, attach_type, id)?,
+                shared,
+            }),
+            Attach::Clsact | Attach::ClsactThenTcx => {
                 let added = qdisc_add_clsact(&ifname).is_ok();
                 let created_qdisc = added || qdisc_is_ours;
                 let attached = program.attach_with_options(
@@ -760,6 +846,7 @@ fn attach_tc(
                     handle,
                     created_qdisc,
                     shared,
+                    hand_over: mode == Attach::ClsactThenTcx,
                 })
             }
         }
@@ -770,7 +857,135 @@ fn attach_tc(
     attached
 }
 
-/// Detaches a clsact filter attachment (and the clsact qdisc, if we added it and it is empty).
+/// Hands every attachment made for a handover ([`Attach::ClsactThenTcx`]) over from its clsact
+/// filter to a TCX link, and records it. Call with the store locked, once the faults on them
+/// are armed: their packets are judged through the filter until the link's copy takes over, so
+/// the fault acts all along, and no packet is judged twice.
+///
+/// An attachment whose handover fails stays on its filter, which serves it as well, and is not
+/// tried again; the first error is returned once every attachment was tried.
+pub(crate) fn hand_over(store: &Store) -> Result<()> {
+    let mut first_err = None;
+    for a in store.attachments()? {
+        let AttachLink::Clsact {
+            hand_over: true,
+            shared,
+            ..
+        } = a.link
+        else {
+            continue;
+        };
+        let link = match hand_over_one(&a) {
+            Ok(pin) => AttachLink::Tcx { pin, shared },
+            Err(e) => {
+                tracing::warn!(
+                    attachment = a.id,
+                    "kept on its clsact filter, not handed over to a tcx link: {e}"
+                );
+                first_err.get_or_insert(e);
+                let AttachLink::Clsact {
+                    priority,
+                    handle,
+                    created_qdisc,
+                    shared,
+                    ..
+                } = a.link
+                else {
+                    unreachable!("matched above")
+                };
+                AttachLink::Clsact {
+                    priority,
+                    handle,
+                    created_qdisc,
+                    shared,
+                    hand_over: false,
+                }
+            }
+        };
+        // If this write fails the record still says clsact, and detaching it removes the link
+        // as well (see `detach_clsact`).
+        if let Err(e) = store.put_attachment(&Attachment { link, ..a }) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// One attachment's handover: the TCX copy is linked (it passes every packet on while the
+/// attachment names the first copy), the attachment is switched to it in one map write, then
+/// the clsact filter is removed (with the qdisc, if ours and left empty). Returns the link's
+/// pin. On failure nothing of the handover is left and the filter still judges.
+fn hand_over_one(a: &Attachment) -> Result<PathBuf> {
+    let (
+        Hook::Tc {
+            interface,
+            direction,
+        },
+        AttachLink::Clsact {
+            priority,
+            handle,
+            created_qdisc,
+            shared,
+            ..
+        },
+    ) = (&a.hook, &a.link)
+    else {
+        return Err(Error::Store {
+            path: format!("attachment {}", a.id).into(),
+            problem: "only a clsact filter on a tc hook can be handed over".into(),
+        });
+    };
+    let (priority, handle, created_qdisc, shared) = (*priority, *handle, *created_qdisc, *shared);
+    let (id, ifname, direction) = (a.id, interface.name.clone(), *direction);
+    netns::run_in(interface.netns.as_ref(), move || {
+        let prog_name = tc_prog_name(direction);
+        let attach_type = tc_attach_type(direction);
+        let mut copy = TcInstance::new(prog_name, shared, id, via::TCX_COPY)?;
+        let pin = link_tcx(copy.program(prog_name)?, &ifname, attach_type, id)?;
+        let undo = |e: Error| {
+            let _ = set_via(id, via::FIRST);
+            let _ = unpin_link(&pin);
+            e
+        };
+        set_via(id, via::TCX_COPY).map_err(undo)?;
+        remove_filter(&ifname, attach_type, priority, handle).map_err(undo)?;
+        if created_qdisc && !has_filters(&ifname) {
+            del_clsact(&ifname);
+        }
+        Ok(pin.clone())
+    })
+}
+
+/// Removes the clsact filter `priority`/`handle` of `ifname`; one already gone is success.
+fn remove_filter(
+    ifname: &str,
+    attach_type: TcAttachType,
+    priority: u16,
+    handle: u32,
+) -> Result<()> {
+    use aya::programs::links::Link as _;
+    let Ok(link) =
+        SchedClassifierLink::attached(ifname, attach_type, priority, TcHandle::from(handle), None)
+    else {
+        // The interface is gone, and the filter with it.
+        return Ok(());
+    };
+    match link.detach() {
+        Ok(()) => Ok(()),
+        Err(aya::programs::ProgramError::NetlinkError(e))
+            if e.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::bpf(
+            format!("removing the clsact filter on {ifname}"),
+            e,
+        )),
+    }
+}
+
+/// Detaches a clsact filter attachment (and the clsact qdisc, if we added it and it is empty),
+/// with the TCX link of a handover that did not finish (a crash between its steps).
 pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
     match &a.link {
         AttachLink::Clsact {
@@ -779,6 +994,7 @@ pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
             created_qdisc,
             ..
         } => {
+            unpin_link(&tcx_pin(a.id))?;
             let Hook::Tc {
                 interface,
                 direction,
@@ -801,17 +1017,8 @@ pub(crate) fn detach_clsact(a: &Attachment) -> Result<()> {
                 if netns::ifindex(&ifname).is_none() {
                     return Ok(());
                 }
-                if let Ok(link) = SchedClassifierLink::attached(
-                    &ifname,
-                    attach_type,
-                    priority,
-                    TcHandle::from(handle),
-                    None,
-                ) {
-                    use aya::programs::links::Link as _;
-                    // ENOENT: someone removed the filter already.
-                    let _ = link.detach();
-                }
+                // Best effort, as the qdisc below: the attachment is being undone.
+                let _ = remove_filter(&ifname, attach_type, priority, handle);
                 if created_qdisc && !has_filters(&ifname) {
                     del_clsact(&ifname);
                 }

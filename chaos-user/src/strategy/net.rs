@@ -11,19 +11,25 @@ use crate::{
 
 /// How a TC program is attached.
 ///
-/// A clsact filter is the default wherever the kernel has clsact: it attaches in about 1.5 ms,
-/// where a TCX link waits for an RCU grace period (the kernel's `tcx_entry_sync`: 7 ms median and
-/// up to 32 ms on a 2-core host), and a fault must bite within milliseconds of the call. Both run
-/// the program at the same point for every packet: the kernel runs the TCX programs first and
-/// the clsact filters only when every TCX program says "next", exactly as it would run a TCX
-/// link appended after them. `CHAOS_TC_ATTACH=tcx` asks for a TCX link (immune to someone
-/// deleting the clsact qdisc, at the price of the grace period).
+/// A clsact filter attaches in about 1.5 ms; a TCX link waits for an RCU grace period (the
+/// kernel's `tcx_entry_sync`: tens of ms on a 2-core host), and a fault must bite within
+/// milliseconds of the call. Per packet it is the other way round: the clsact path
+/// (`tc_run`, `tcf_classify`, `cls_bpf_classify`) costs about twice what the TCX path costs.
+/// Where the kernel has both, a fault therefore arms through a clsact filter and its
+/// attachment is then handed over to a TCX link ([`Attach::ClsactThenTcx`]). Both run the
+/// program at the same point: the kernel runs the TCX programs first and the clsact filters
+/// only when every TCX program says "next", as it would run a TCX link appended after them.
+/// `CHAOS_TC_ATTACH=tcx` or `=clsact` keeps to one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attach {
     /// A TCX link (6.6+).
     Tcx,
     /// A filter on a clsact qdisc.
     Clsact,
+    /// A filter on a clsact qdisc, for the fault to bite at once, handed over to a TCX link
+    /// once it does (the link is attached, the program copy on it takes over judging, then the
+    /// filter is removed): clsact's arming latency with TCX's per-packet cost.
+    ClsactThenTcx,
 }
 
 /// What shapes delayed or paced traffic.
@@ -57,6 +63,7 @@ impl NetStrategy {
         let attach = match self.attach {
             Attach::Tcx => "tc bpf (tcx link)",
             Attach::Clsact => "tc bpf (clsact filter)",
+            Attach::ClsactThenTcx => "tc bpf (clsact filter, then tcx link)",
         };
         let shaping = match self.shaping {
             Shaping::None => "",
@@ -77,6 +84,7 @@ impl std::fmt::Display for NetStrategy {
         f.write_str(match self.attach {
             Attach::Tcx => "tcx-bpf",
             Attach::Clsact => "clsact-bpf",
+            Attach::ClsactThenTcx => "clsact-tcx-bpf",
         })?;
         f.write_str(match self.shaping {
             Shaping::None => "",
@@ -107,6 +115,7 @@ impl TryFrom<String> for NetStrategy {
             attach: match parts.next() {
                 Some("tcx-bpf") => Attach::Tcx,
                 Some("clsact-bpf") => Attach::Clsact,
+                Some("clsact-tcx-bpf") => Attach::ClsactThenTcx,
                 _ => return Err(unknown()),
             },
             shaping: Shaping::None,
@@ -238,9 +247,9 @@ fn ingress_ifb(probe: &Report) -> Result<(), String> {
 /// tests can measure both on one kernel.
 pub const SHAPING_ENV: &str = "CHAOS_NET_SHAPING";
 
-/// Environment variable that forces the TC attach mode (`tcx` or `clsact`): for tests that
-/// exercise each path, and for hosts where a TCX link suits better (tooling there that deletes
-/// clsact qdiscs it does not know).
+/// Environment variable that forces the TC attach mode (`tcx`, `clsact` or `clsact-tcx`, the
+/// handover): for tests that exercise each path, and for hosts where one suits better (a TCX
+/// link from the start where tooling deletes clsact qdiscs it does not know).
 pub const TC_ATTACH_ENV: &str = "CHAOS_TC_ATTACH";
 
 fn tc_attach(probe: &Report) -> Result<Attach, String> {
@@ -249,12 +258,20 @@ fn tc_attach(probe: &Report) -> Result<Attach, String> {
     match std::env::var(TC_ATTACH_ENV).as_deref() {
         Ok("tcx") => return probe.require(Feature::Tcx).map(|()| Attach::Tcx),
         Ok("clsact") => return probe.require(Feature::TcClsact).map(|()| Attach::Clsact),
+        Ok("clsact-tcx") => {
+            probe.require(Feature::TcClsact)?;
+            return probe.require(Feature::Tcx).map(|()| Attach::ClsactThenTcx);
+        }
         Ok(other) if !other.is_empty() => {
-            return Err(format!("{TC_ATTACH_ENV}={other} is neither tcx nor clsact"));
+            return Err(format!(
+                "{TC_ATTACH_ENV}={other} is none of tcx, clsact and clsact-tcx"
+            ));
         }
         _ => {}
     }
-    if probe.has(Feature::TcClsact) {
+    if probe.has(Feature::TcClsact) && probe.has(Feature::Tcx) {
+        Ok(Attach::ClsactThenTcx)
+    } else if probe.has(Feature::TcClsact) {
         Ok(Attach::Clsact)
     } else if probe.has(Feature::Tcx) {
         Ok(Attach::Tcx)
@@ -312,7 +329,7 @@ mod tests {
         let all = [BASE[0], BASE[1], Feature::Tcx, Feature::TcClsact];
         assert_eq!(
             choose(&plan, &report(&all)).unwrap(),
-            s(Attach::Clsact, Shaping::None)
+            s(Attach::ClsactThenTcx, Shaping::None)
         );
         let old = [BASE[0], BASE[1], Feature::TcClsact];
         assert_eq!(
@@ -379,6 +396,7 @@ mod tests {
             s(Attach::Tcx, Shaping::None),
             s(Attach::Clsact, Shaping::Fq),
             s(Attach::Tcx, Shaping::Netem),
+            s(Attach::ClsactThenTcx, Shaping::Fq),
             NetStrategy {
                 cgroup_ingress: true,
                 ..s(Attach::Clsact, Shaping::None)
@@ -392,6 +410,10 @@ mod tests {
             );
         }
         assert_eq!(s(Attach::Tcx, Shaping::None).to_string(), "tcx-bpf");
+        assert_eq!(
+            s(Attach::ClsactThenTcx, Shaping::Fq).to_string(),
+            "clsact-tcx-bpf+fq"
+        );
         for bad in [
             "tcx-bpf+fq+fq",
             "tcx-bpf+netem+fq",

@@ -4,15 +4,17 @@
 //!
 //! Natively:
 //! * `net.nonmatching_pps_ratio[.variant]`: UDP packets/s from A to B with rules armed that match
-//!   none of the packets, against no program at all; variants one rule, the same rule attached
-//!   by a TCX link instead of a clsact filter (`.tcx`), every rule slot ([`MAX_NET_RULES`]), one
-//!   rule with 10,000 destination prefixes, one rule with 1,000 cgroups. Paired trials, each
+//!   none of the packets, against no program at all; variants one rule (attached the default
+//!   way: a clsact filter handed over to a TCX link where the kernel has both), the same rule
+//!   kept on its clsact filter (`.clsact`), every rule slot ([`MAX_NET_RULES`]), one rule with
+//!   10,000 destination prefixes, one rule with 1,000 cgroups. Paired trials, each
 //!   after a `sync` and a pause: no program then armed in even rounds, armed then no program in
 //!   odd ones.
 //! * `net.nonmatching_floor_pps_ratio`, `net.nonmatching_floor_ns_per_packet`: the same with a
 //!   program that does nothing ([`NoopTc`]) in place of ours, measured in the same rounds: what
-//!   attaching any TC program costs, as a clsact filter and (`.tcx`) as a TCX link.
-//!   `net.nonmatching_ns_per_packet_vs_floor[.tcx]`: ours (one rule) per packet against that
+//!   attaching any TC program costs, attached as ours ends up by default and (`.clsact`) as a
+//!   clsact filter. `net.nonmatching_ns_per_packet_vs_floor[.clsact]`: ours (one rule) per
+//!   packet against that
 //!   floor, both derived from throughput.
 //! * `net.prog_ns_per_packet[.variant]`: the program's own time per packet (BPF run-time
 //!   statistics), against the time per packet of the whole path without a program.
@@ -126,9 +128,8 @@ struct Variant {
     what: String,
     /// The faults to arm.
     specs: Vec<FaultSpec>,
-    /// Whether they are armed with `CHAOS_TC_ATTACH=tcx` (a TCX link, not the default clsact
-    /// filter).
-    tcx: bool,
+    /// The `CHAOS_TC_ATTACH` they are armed with, `None` for the default.
+    attach: Option<&'static str>,
     /// The cgroups its rule names (removed after the section).
     _cgroups: Vec<TestCgroup>,
 }
@@ -143,22 +144,22 @@ struct Trials {
     armed_rules: usize,
 }
 
-/// The variants, one rule first (the others are compared with it), then the same rule attached
-/// by a TCX link.
+/// The variants, one rule first (the others are compared with it), then the same rule kept on a
+/// clsact filter.
 fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
     let mut v = vec![
         Variant {
             suffix: String::new(),
             what: "1 rule (udp dport 9)".to_owned(),
             specs: vec![drop_udp_to(w, OTHER_PORT)],
-            tcx: false,
+            attach: None,
             _cgroups: Vec::new(),
         },
         Variant {
-            suffix: ".tcx".to_owned(),
-            what: format!("1 rule (udp dport 9), a TCX link ({TC_ATTACH_ENV}=tcx)"),
+            suffix: ".clsact".to_owned(),
+            what: format!("1 rule (udp dport 9), kept on a clsact filter ({TC_ATTACH_ENV}=clsact)"),
             specs: vec![drop_udp_to(w, OTHER_PORT)],
-            tcx: true,
+            attach: Some("clsact"),
             _cgroups: Vec::new(),
         },
     ];
@@ -167,7 +168,7 @@ fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
         suffix: format!(".{n}_rules"),
         what: format!("{n} rules (udp dports 1000-{})", 1000 + n - 1),
         specs: (0..n).map(|i| drop_udp_to(w, 1000 + i as u16)).collect(),
-        tcx: false,
+        attach: None,
         _cgroups: Vec::new(),
     });
     // 198.18.0.0/15 is set aside for benchmarks (RFC 2544); the traffic goes to 10.213.k.2.
@@ -187,7 +188,7 @@ fn variants(w: &TwoHosts) -> Result<Vec<Variant>> {
             s.proto = Some(Proto::Udp);
             s.dst = dst;
         })],
-        tcx: false,
+        attach: None,
         _cgroups: Vec::new(),
     });
     if let Some(cg) = many_cgroups_variant(w)? {
@@ -217,7 +218,7 @@ fn many_cgroups_variant(w: &TwoHosts) -> Result<Option<Variant>> {
             s.proto = Some(Proto::Udp);
             s.cgroup = paths;
         })],
-        tcx: false,
+        attach: None,
         _cgroups: cgroups,
     }))
 }
@@ -272,9 +273,9 @@ impl Drop for SenderCgroup {
 /// A TC program that does nothing: `r0 = -1; exit` (TCX_NEXT for a TCX link, TC_ACT_UNSPEC for
 /// a clsact filter: "go on" either way), loaded from those two instructions (no object file, no
 /// maps) and named `chaos_noop`, so that the bench's check that none of our programs is
-/// attached before a baseline trial also sees it. Attached as ours is (a clsact filter on A's
-/// egress, or a TCX link with `CHAOS_TC_ATTACH=tcx`), it measures the floor: what any TC
-/// program costs on this path, whatever it does.
+/// attached before a baseline trial also sees it. Attached as ours is (a TCX link or a clsact
+/// filter on A's egress), it measures the floor: what any TC program costs on this path,
+/// whatever it does.
 struct NoopTc {
     prog: OwnedFd,
 }
@@ -325,11 +326,10 @@ impl NoopTc {
         })
     }
 
-    /// Attaches it to A's end of the veth, egress, the way ours is attached.
-    fn attach<'w>(&self, w: &'w TwoHosts) -> Result<NoopLink<'w>> {
+    /// Attaches it to A's end of the veth, egress: a TCX link (`tcx`) or a clsact filter.
+    fn attach<'w>(&self, w: &'w TwoHosts, tcx: bool) -> Result<NoopLink<'w>> {
         let name = CString::new(w.a.ifname.as_str())?;
         let prog = self.prog.as_raw_fd();
-        let tcx = tcx_asked();
         let link = w.a.ns.run(|| -> io::Result<NoopLink<'w>> {
             // SAFETY: `name` is NUL-terminated.
             let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -383,10 +383,19 @@ impl NoopTc {
     }
 }
 
-/// Whether ours is attached as a TCX link (`CHAOS_TC_ATTACH=tcx`) rather than as a clsact
-/// filter, its default.
-fn tcx_asked() -> bool {
-    std::env::var(TC_ATTACH_ENV).is_ok_and(|v| v == "tcx")
+/// Whether a fault armed the default way ends with our program on A's egress as a TCX link (a
+/// clsact filter handed over), not a clsact filter: what the floor must then be.
+fn default_ends_on_tcx(inj: &Injector, w: &TwoHosts) -> Result<bool> {
+    let mut faults = Faults::new(inj);
+    faults.arm(&drop_udp_to(w, OTHER_PORT))?;
+    let on = bpf::OurTc::read(&w.a.ns, &w.a.ifname, true)?;
+    faults.recover_all()?;
+    ensure!(
+        on.tcx.len() + on.clsact.len() == 1,
+        "one fault put {on:?} of ours on {}",
+        w.a.ifname
+    );
+    Ok(!on.tcx.is_empty())
 }
 
 /// libbpf's description of the clsact egress hook of interface `ifindex`.
@@ -507,8 +516,10 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     let _sender = SenderCgroup::enter(SENDER_DEPTH)?;
     let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
     let noop = NoopTc::load()?;
-    // The floor as ours is attached by default (a clsact filter), then as a TCX link.
-    let mut floors = [(false, Trials::default()), (true, Trials::default())];
+    // The floor as ours ends up attached by default (a TCX link after the handover, where the
+    // kernel has TCX), then as a clsact filter, for the `.clsact` variant.
+    let default_tcx = default_ends_on_tcx(&inj, &w)?;
+    let mut floors = [(default_tcx, Trials::default()), (false, Trials::default())];
     // Warm-up: the first trial after a world is built is slower (caches, neighbour entries).
     pps(&w, &sink, count / 4)?;
     for round in 0..rounds {
@@ -517,12 +528,11 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
         let armed_first = round % 2 == 1;
         // The floors, just before the one-rule variants: no program, the do-nothing program.
         for (tcx, floor) in &mut floors {
-            let _attach = tcx.then(|| EnvGuard::set(TC_ATTACH_ENV, "tcx"));
             let early = (!armed_first)
                 .then(|| baseline_pps(b, &w, &sink, count))
                 .transpose()?;
             let (armed, ns) = {
-                let _link = noop.attach(&w)?;
+                let _link = noop.attach(&w, *tcx)?;
                 let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
                 ensure!(
                     progs.len() == 1,
@@ -547,7 +557,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
             floor.prog_ns.push(ns.unwrap_or(f64::NAN));
         }
         for (v, t) in variants.iter().zip(trials.iter_mut()) {
-            let _attach = v.tcx.then(|| EnvGuard::set(TC_ATTACH_ENV, "tcx"));
+            let _attach = v.attach.map(|mode| EnvGuard::set(TC_ATTACH_ENV, mode));
             let early = (!armed_first)
                 .then(|| baseline_pps(b, &w, &sink, count))
                 .transpose()?;
@@ -586,8 +596,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     }
 
     let one = &trials[0];
-    for ((tcx, floor), one) in floors.iter().zip(&trials) {
-        floor_rows(b, floor, one, count, *tcx);
+    for (((tcx, floor), one), sfx) in floors.iter().zip(&trials).zip(["", ".clsact"]) {
+        floor_rows(b, floor, one, count, *tcx, sfx);
     }
     let one_memlock = one.memlock.unwrap_or(0) as f64 / 1024.0;
     for (v, t) in variants.iter().zip(&trials) {
@@ -640,8 +650,9 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
                  ns per packet of the whole path without a program"
             )),
         );
-        // The TCX variant runs the same program as the one-rule case: no comparison of its own.
-        if !v.suffix.is_empty() && !v.tcx {
+        // The clsact variant runs the same program as the one-rule case: no comparison of its
+        // own.
+        if !v.suffix.is_empty() && v.attach.is_none() {
             let r = paired_ratios(&t.prog_ns, &one.prog_ns);
             // No goal: these rules accept every UDP packet, so each packet is parsed and looked
             // up, while the one-rule case lets it go at the header check (issue 11 asks only to
@@ -660,7 +671,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
                 )),
             );
         }
-        if let Some(m) = t.memlock.filter(|_| !v.tcx) {
+        if let Some(m) = t.memlock.filter(|_| v.attach.is_none()) {
             let kib = m as f64 / 1024.0;
             let name = format!("net.bpf_map_memlock_kib{suffix}");
             let note = format!(
@@ -679,9 +690,8 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
 
 /// The floor rows: the do-nothing program against no program, and ours (one rule, `one`, the
 /// same rounds) against the do-nothing program, per packet.
-/// `tcx`: both attached as TCX links (rows named `.tcx`), else as clsact filters.
-fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64, tcx: bool) {
-    let sfx = if tcx { ".tcx" } else { "" };
+/// `tcx`: both attached as TCX links, else as clsact filters; `sfx` ends the rows' names.
+fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64, tcx: bool, sfx: &str) {
     let ratios = paired_ratios(&floor.armed_pps, &floor.baseline_pps);
     let base_pps = median(&floor.baseline_pps);
     let one_ratio = median(&paired_ratios(&one.armed_pps, &one.baseline_pps));
@@ -1030,7 +1040,8 @@ fn arm_latency(b: &mut Bench) -> Result<()> {
             Readiness::Loaded { tcx: false } => (
                 "",
                 "the program loaded (a fault on another interface), none on this one (arming \
-                 attaches it as a clsact filter, recovering detaches it)",
+                 attaches it as a clsact filter, then hands it over to a TCX link where the \
+                 kernel has both; recovering detaches it)",
             ),
             Readiness::Loaded { tcx: true } => (
                 ".tcx",

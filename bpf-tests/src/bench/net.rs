@@ -7,21 +7,21 @@
 //!   none of the packets, against no program at all; variants one rule (attached the default
 //!   way: a clsact filter handed over to a TCX link where the kernel has both), the same rule
 //!   kept on its clsact filter (`.clsact`), every rule slot ([`MAX_NET_RULES`]), one rule with
-//!   10,000 destination prefixes, one rule with 1,000 cgroups. Paired trials, each
-//!   after a `sync` and a pause: no program then armed in even rounds, armed then no program in
-//!   odd ones.
+//!   10,000 destination prefixes, one rule with 1,000 cgroups. Measured on two twin worlds
+//!   ([`Paths`]): bursts of 10,000 datagrams alternate between the world with the rules and the
+//!   one without, every ~50 ms; the rules go on the other world each round, and the ratio is
+//!   the geometric mean of the two worlds' median pair ratios.
 //! * `net.nonmatching_floor_pps_ratio`, `net.nonmatching_floor_ns_per_packet`: the same with a
 //!   program that does nothing ([`NoopTc`]) in place of ours, measured in the same rounds: what
 //!   attaching any TC program costs, attached as ours ends up by default and (`.clsact`) as a
 //!   clsact filter. `net.nonmatching_ns_per_packet_vs_floor[.clsact]`: ours (one rule) per
-//!   packet against that
-//!   floor, both derived from throughput.
+//!   packet against that floor, both derived from throughput.
 //! * `net.prog_ns_per_packet[.variant]`: the program's own time per packet (BPF run-time
 //!   statistics), against the time per packet of the whole path without a program.
 //! * `net.prog_cost_vs_1_rule.variant`: the program's time per packet against one rule's.
 //! * `net.bpf_map_memlock_kib[.variant]`: memory of the maps our program uses.
 //! * `net.loss_abs_error`: |measured - asked| loss over 100,000 datagrams.
-//! * `net.arm_latency_p99_ms`, `net.disarm_latency_p99_ms` (and `.first_fault`, `.warm`): from
+//! * `net.arm_latency_p99_ms`, `net.disarm_latency_p99_ms` (and `.first_fault`, `.tcx`, `.warm`): from
 //!   the library call to the first packet dropped / the last one, seen in a paced stream.
 //!
 //! In a VM (fq and netem present):
@@ -51,11 +51,11 @@ use libbpf_rs::libbpf_sys;
 use super::{
     Bench, Faults, Goal, Place, Row,
     bpf::{self, RunStats, RunTotals},
-    proc::{CpuThief, KernelCpu},
+    proc::{self, CpuThief, KernelCpu},
     stats::{self, Spread, median, paired_ratios, percentile},
 };
 use crate::{
-    TwoHosts, UdpEcho, UdpProbeSink, UdpSink, udp_blast,
+    TwoHosts, UdpEcho, UdpProbeSink, UdpSink,
     world::{
         TestCgroup,
         measure::{self, payload, snmp, udp_send_seq},
@@ -137,8 +137,13 @@ struct Variant {
 /// What one variant measured, one entry per round.
 #[derive(Default)]
 struct Trials {
+    /// Per pair of bursts: packets/s through the world without a program.
     baseline_pps: Vec<f64>,
+    /// Per pair: packets/s through the world with the program.
     armed_pps: Vec<f64>,
+    /// Per pair: which world had the program.
+    world: Vec<usize>,
+    /// Per round: the program's run time per packet.
     prog_ns: Vec<f64>,
     memlock: Option<u64>,
     armed_rules: usize,
@@ -456,111 +461,231 @@ fn added_ns(armed: &[f64], baseline: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Packets per second from A to B through the veth: `count` datagrams sent as fast as the
-/// sender can, divided by the time it took; counted at B's socket.
-fn pps(w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
-    sink.reset();
-    let start = Instant::now();
-    let sent = udp_blast(&w.a.ns, w.b.v4(), PORT, count, PPS_PAYLOAD)?;
-    let secs = start.elapsed().as_secs_f64();
-    let got = sink.count();
-    ensure!(sent == count, "the sender sent {sent} of {count}");
-    Ok(got as f64 / secs)
+/// Two identical worlds (veth pairs between namespaces), one sender thread with a socket in
+/// each A, and a sink in each B: trials alternate between the worlds every few milliseconds,
+/// one of them with a program attached, so that both see the same machine.
+///
+/// This machine's packet rate moves by about 9 % from one 50 ms stretch to the next (dips when
+/// the host takes the CPU) and drifts by several % over seconds; trials a second long, each
+/// after arming or disarming, could not tell 0.97 from 1.00 in 15 pairs. Pairs 50 ms apart on
+/// two paths that differ only by the program, many of them, and the program alternating
+/// between the worlds by round (so a difference between the two paths cancels) can.
+struct Paths {
+    worlds: [TwoHosts; 2],
+    sinks: [UdpSink; 2],
+    /// The sender's socket in each world's A, once [`Paths::connect`] made them.
+    sockets: Vec<UdpSocket>,
+}
+
+impl Paths {
+    /// Builds the worlds, with the sinks' threads on one CPU and the sender (the calling
+    /// thread, which also carries each packet through the veth and the stack in softirq) on
+    /// another: left to the scheduler, they shared a CPU in some trials and not in others.
+    fn new() -> Result<Paths> {
+        let worlds = [TwoHosts::new()?, TwoHosts::new()?];
+        let cpus = proc::allowed_cpus()?;
+        let receive_cpu = *cpus.last().context("no CPU to run on")?;
+        let sinks = {
+            let _receiver = proc::Pinned::to(receive_cpu)?;
+            [
+                UdpSink::bind(&worlds[0].b.ns, worlds[0].b.v4(), PORT)?,
+                UdpSink::bind(&worlds[1].b.ns, worlds[1].b.v4(), PORT)?,
+            ]
+        };
+        Ok(Paths {
+            worlds,
+            sinks,
+            sockets: Vec::new(),
+        })
+    }
+
+    /// Makes the sender's sockets, in the calling thread's cgroup (the one a `--cgroup` rule
+    /// checks for the packets).
+    fn connect(&mut self) -> Result<()> {
+        self.sockets.clear();
+        for w in &self.worlds {
+            let s = w.a.ns.run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))?;
+            s.connect((w.b.v4(), PORT))?;
+            self.sockets.push(s);
+        }
+        Ok(())
+    }
+
+    /// Sends `count` datagrams from world `i`'s A to its B as fast as the socket takes them;
+    /// packets/s.
+    fn burst(&self, i: usize, count: u64) -> Result<f64> {
+        let payload = [0x5au8; PPS_PAYLOAD];
+        let start = Instant::now();
+        for _ in 0..count {
+            let mut tries = 0;
+            while let Err(e) = self.sockets[i].send(&payload) {
+                ensure!(
+                    tries < 1000 && e.raw_os_error() == Some(libc::ENOBUFS),
+                    "sending through world {i}: {e}"
+                );
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(count as f64 / start.elapsed().as_secs_f64())
+    }
+
+    /// `pairs` pairs of bursts of `count`, one through world `armed` and one through the other,
+    /// back to back (which goes first alternates); (armed, other) packets/s per pair. Every
+    /// datagram must arrive: the rules match none.
+    fn pairs(&self, armed: usize, pairs: usize, count: u64) -> Result<(Vec<f64>, Vec<f64>)> {
+        for sink in &self.sinks {
+            sink.reset();
+        }
+        let (mut on, mut off) = (Vec::with_capacity(pairs), Vec::with_capacity(pairs));
+        for k in 0..pairs {
+            if k % 2 == 0 {
+                on.push(self.burst(armed, count)?);
+                off.push(self.burst(1 - armed, count)?);
+            } else {
+                off.push(self.burst(1 - armed, count)?);
+                on.push(self.burst(armed, count)?);
+            }
+        }
+        let expected = pairs as u64 * count;
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let got = sink.count();
+            ensure!(
+                got == expected,
+                "world {i} received {got} of {expected} datagrams: a rule matched, or the \
+                 receiver fell behind"
+            );
+        }
+        Ok((on, off))
+    }
+}
+
+/// The medians of `f(x, y)` over the pairs made with the program on world 0 and on world 1.
+fn world_medians(x: &[f64], y: &[f64], world: &[usize], f: impl Fn(f64, f64) -> f64) -> [f64; 2] {
+    let mut by = [Vec::new(), Vec::new()];
+    for ((&a, &b), &w) in x.iter().zip(y).zip(world) {
+        by[w].push(f(a, b));
+    }
+    [median(&by[0]), median(&by[1])]
+}
+
+/// Combines the two worlds' medians with `mean`; one world without pairs gives the other's.
+fn balanced(m: [f64; 2], mean: impl Fn(f64, f64) -> f64) -> f64 {
+    match (m[0].is_finite(), m[1].is_finite()) {
+        (true, true) => mean(m[0], m[1]),
+        (true, false) => m[0],
+        _ => m[1],
+    }
+}
+
+/// `x / y` per pair, as the geometric mean of the two worlds' medians: a difference between
+/// the two paths (about 1 % here) counts once for and once against, and cancels.
+fn balanced_ratio(x: &[f64], y: &[f64], world: &[usize]) -> f64 {
+    balanced(world_medians(x, y, world, |a, b| a / b), |a, b| {
+        (a * b).sqrt()
+    })
+}
+
+/// `1e9/x - 1e9/y` (ns per packet that `x` adds to `y`) per pair, as the mean of the two
+/// worlds' medians.
+fn balanced_added_ns(x: &[f64], y: &[f64], world: &[usize]) -> f64 {
+    balanced(
+        world_medians(x, y, world, |a, b| 1e9 / a - 1e9 / b),
+        |a, b| (a + b) / 2.0,
+    )
 }
 
 /// Lets what the last step left behind settle before a trial: dirty pages written out (arming
 /// and recovering write the state store) and a pause for the writeback and RCU work they set
-/// off, which would otherwise land in the next trial, always the same one of a pair.
+/// off, which would otherwise land in the trial.
 fn settle_before_trial() {
     // SAFETY: no arguments; sync(2) cannot fail.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_millis(150));
 }
 
-/// A baseline trial: nothing of ours may be attached to A's interface.
-fn baseline_pps(b: &Bench, w: &TwoHosts, sink: &UdpSink, count: u64) -> Result<f64> {
+/// One round of a configuration, with `progs` attached to world `armed`: interleaved pairs,
+/// then the programs' run time per packet over one more burst with BPF statistics on (they
+/// slow every run, so not during the pairs). Returns the round's summary.
+fn round_trial(
+    b: &Bench,
+    paths: &Paths,
+    armed: usize,
+    progs: &[u32],
+    t: &mut Trials,
+) -> Result<String> {
     b.check()?;
+    let w = &paths.worlds[1 - armed];
     ensure!(
         bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?.is_empty(),
-        "a program of ours is still attached to {} before a baseline trial",
-        w.a.ifname
+        "a program of ours is attached to the world meant to have none"
     );
     settle_before_trial();
-    pps(w, sink, count)
-}
-
-/// A trial with `progs` attached: packets/s, then the programs' run time per packet over a
-/// quarter as many packets with BPF statistics on (they slow every run, so not during the
-/// throughput trial).
-fn armed_trial(
-    w: &TwoHosts,
-    sink: &UdpSink,
-    count: u64,
-    progs: &[u32],
-) -> Result<(f64, Option<f64>)> {
-    settle_before_trial();
-    let armed = pps(w, sink, count)?;
+    let (pairs, count) = b.config().pick((PAIRS_QUICK, BURST), (PAIRS_FULL, BURST));
+    let (on, off) = paths.pairs(armed, pairs, count)?;
     let _stats = RunStats::enable()?;
     let before = RunTotals::read(progs)?;
-    pps(w, sink, count / 4)?;
-    Ok((armed, RunTotals::read(progs)?.ns_per_run_since(&before)))
+    paths.burst(armed, count)?;
+    let ns = RunTotals::read(progs)?.ns_per_run_since(&before);
+    let summary = format!(
+        "{:.0} pkt/s without a program, {:.0} with (median of {pairs} pairs {:.4}), program {} \
+         ns/packet",
+        median(&off),
+        median(&on),
+        median(&paired_ratios(&on, &off)),
+        ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
+    );
+    t.world.extend(std::iter::repeat_n(armed, on.len()));
+    t.armed_pps.extend(on);
+    t.baseline_pps.extend(off);
+    t.prog_ns.push(ns.unwrap_or(f64::NAN));
+    Ok(summary)
 }
 
+/// Datagrams per burst: about 55 ms at this machine's rate.
+const BURST: u64 = 10_000;
+/// Pairs of bursts per round.
+const PAIRS_QUICK: usize = 30;
+const PAIRS_FULL: usize = 60;
+
 fn nonmatching(b: &mut Bench) -> Result<()> {
-    let (rounds, count) = b.config().pick((15, 150_000u64), (40, 300_000));
+    let rounds = b.config().pick(10, 20);
     let inj = injector()?;
-    let w = TwoHosts::new()?;
-    let sink = UdpSink::bind(&w.b.ns, w.b.v4(), PORT)?;
-    let variants = variants(&w)?;
+    let mut paths = Paths::new()?;
+    let cpus = proc::allowed_cpus()?;
+    let _sender_cpu = proc::Pinned::to(cpus[0])?;
+    let variants = [variants(&paths.worlds[0])?, variants(&paths.worlds[1])?];
     // The sender's sockets are made while the bench is in this cgroup.
     let _sender = SenderCgroup::enter(SENDER_DEPTH)?;
-    let mut trials: Vec<Trials> = variants.iter().map(|_| Trials::default()).collect();
+    paths.connect()?;
+    let mut trials: Vec<Trials> = variants[0].iter().map(|_| Trials::default()).collect();
     let noop = NoopTc::load()?;
     // The floor as ours ends up attached by default (a TCX link after the handover, where the
     // kernel has TCX), then as a clsact filter, for the `.clsact` variant.
-    let default_tcx = default_ends_on_tcx(&inj, &w)?;
+    let default_tcx = default_ends_on_tcx(&inj, &paths.worlds[0])?;
     let mut floors = [(default_tcx, Trials::default()), (false, Trials::default())];
-    // Warm-up: the first trial after a world is built is slower (caches, neighbour entries).
-    pps(&w, &sink, count / 4)?;
+    // Warm-up: the first bursts after a world is built are slower (caches, neighbour entries).
+    paths.pairs(0, 4, BURST)?;
     for round in 0..rounds {
-        // Odd rounds measure the armed trial first: whatever favours one position in a pair
-        // (the writes arming leaves behind, a drift of the machine) then cancels out.
-        let armed_first = round % 2 == 1;
-        // The floors, just before the one-rule variants: no program, the do-nothing program.
+        // The program goes on world 0 in even rounds, world 1 in odd ones.
+        let armed = round % 2;
+        let w = &paths.worlds[armed];
         for (tcx, floor) in &mut floors {
-            let early = (!armed_first)
-                .then(|| baseline_pps(b, &w, &sink, count))
-                .transpose()?;
-            let (armed, ns) = {
-                let _link = noop.attach(&w, *tcx)?;
-                let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
-                ensure!(
-                    progs.len() == 1,
-                    "{} runs {progs:?} of ours, not just the do-nothing program",
-                    w.a.ifname
-                );
-                armed_trial(&w, &sink, count, &progs)?
-            };
-            let base = match early {
-                Some(base) => base,
-                None => baseline_pps(b, &w, &sink, count)?,
-            };
-            println!(
-                "  round {round} do-nothing program{}: {base:.0} pkt/s without a program, \
-                 {armed:.0} with it ({:.4}), program {} ns/packet",
-                if *tcx { " (TCX)" } else { "" },
-                armed / base,
-                ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
+            let _link = noop.attach(w, *tcx)?;
+            let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
+            ensure!(
+                progs.len() == 1,
+                "{} runs {progs:?} of ours, not just the do-nothing program",
+                w.a.ifname
             );
-            floor.baseline_pps.push(base);
-            floor.armed_pps.push(armed);
-            floor.prog_ns.push(ns.unwrap_or(f64::NAN));
+            let summary = round_trial(b, &paths, armed, &progs, floor)?;
+            println!(
+                "  round {round} do-nothing program{}: {summary}",
+                if *tcx { " (TCX)" } else { " (clsact)" },
+            );
         }
-        for (v, t) in variants.iter().zip(trials.iter_mut()) {
+        for (v, t) in variants[armed].iter().zip(trials.iter_mut()) {
             let _attach = v.attach.map(|mode| EnvGuard::set(TC_ATTACH_ENV, mode));
-            let early = (!armed_first)
-                .then(|| baseline_pps(b, &w, &sink, count))
-                .transpose()?;
             let mut faults = Faults::new(&inj);
             for (i, s) in v.specs.iter().enumerate() {
                 if let Err(e) = faults.arm(s) {
@@ -573,27 +698,16 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
             t.armed_rules = faults.ids().len();
             let progs = bpf::our_tc_programs(&w.a.ns, &w.a.ifname, true)?;
             ensure!(!progs.is_empty(), "no program of ours on {}", w.a.ifname);
-            let (armed, ns) = armed_trial(&w, &sink, count, &progs)?;
+            let summary = round_trial(b, &paths, armed, &progs, t)?;
             if t.memlock.is_none() {
                 t.memlock = Some(bpf::maps_memlock(&progs)?);
             }
             faults.recover_all()?;
-            let base = match early {
-                Some(base) => base,
-                None => baseline_pps(b, &w, &sink, count)?,
-            };
-            println!(
-                "  round {round} {}: {base:.0} pkt/s without a program, {armed:.0} armed ({:.4}), \
-                 program {} ns/packet",
-                v.what,
-                armed / base,
-                ns.map_or("-".to_owned(), |n| format!("{n:.1}"))
-            );
-            t.baseline_pps.push(base);
-            t.armed_pps.push(armed);
-            t.prog_ns.push(ns.unwrap_or(f64::NAN));
+            println!("  round {round} {}: {summary}", v.what);
         }
     }
+    let count = BURST;
+    let variants = &variants[0];
 
     let one = &trials[0];
     for (((tcx, floor), one), sfx) in floors.iter().zip(&trials).zip(["", ".clsact"]) {
@@ -624,12 +738,13 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
             median(&t.armed_pps),
             base_pps,
         )
-        .with_ratio(median(&ratios))
+        .with_ratio(balanced_ratio(&t.armed_pps, &t.baseline_pps, &t.world))
         .spread(Spread::of(&ratios))
         .note(format!(
-            "{what}, none matching, vs no program; {PPS_PAYLOAD}-byte UDP, {count} per trial, \
-             ratio = median of paired trials; the program's time per packet predicts \
-             {predicted:.3}"
+            "{what}, none matching, vs no program; {PPS_PAYLOAD}-byte UDP, bursts of {count} \
+             alternating with a twin world without a program; ratio = geometric mean of the \
+             median pair ratio with the program on each world; the program's time per packet \
+             predicts {predicted:.3}"
         ));
         if v.suffix.is_empty() {
             row = row.goal(Goal::ratio_at_least(0.97));
@@ -694,7 +809,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
 fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64, tcx: bool, sfx: &str) {
     let ratios = paired_ratios(&floor.armed_pps, &floor.baseline_pps);
     let base_pps = median(&floor.baseline_pps);
-    let one_ratio = median(&paired_ratios(&one.armed_pps, &one.baseline_pps));
+    let one_ratio = balanced_ratio(&one.armed_pps, &one.baseline_pps, &one.world);
     b.row(
         Row::cost(
             &format!("net.nonmatching_floor_pps_ratio{sfx}"),
@@ -702,12 +817,16 @@ fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64, tcx: bool
             median(&floor.armed_pps),
             base_pps,
         )
-        .with_ratio(median(&ratios))
+        .with_ratio(balanced_ratio(
+            &floor.armed_pps,
+            &floor.baseline_pps,
+            &floor.world,
+        ))
         .spread(Spread::of(&ratios))
         .note(format!(
             "a TC program that does nothing (r0 = -1; exit), attached like ours ({}, A's \
-             egress), vs no program; {PPS_PAYLOAD}-byte UDP, {count} per trial, paired trials \
-             in the same rounds as 1 rule of ours (ratio {one_ratio:.4} in them)",
+             egress), vs no program; {PPS_PAYLOAD}-byte UDP, bursts of {count} paired with a \
+             twin world's, in the same rounds as 1 rule of ours (ratio {one_ratio:.4} in them)",
             if tcx { "a TCX link" } else { "a clsact filter" }
         )),
     );
@@ -717,34 +836,34 @@ fn floor_rows(b: &mut Bench, floor: &Trials, one: &Trials, count: u64, tcx: bool
         Row::cost(
             &format!("net.nonmatching_floor_ns_per_packet{sfx}"),
             "ns",
-            median(&floor_ns),
+            balanced_added_ns(&floor.armed_pps, &floor.baseline_pps, &floor.world),
             1e9 / base_pps,
         )
         .spread(Spread::of(&floor_ns))
         .note(format!(
-            "1e9/pps with the do-nothing program - 1e9/pps without, per round (median); its own \
+            "1e9/pps with the do-nothing program - 1e9/pps without, per pair (mean of the two \
+             worlds' medians); its own \
              run time (BPF statistics) {:.1} ns/packet; baseline: ns per packet of the whole \
              path without a program",
             median(&floor.prog_ns)
         )),
     );
-    // Ours and the floor against each other directly, trial by trial within a round. Beside,
-    // not a ratio: the floor's figure is near zero and, on a busy machine, can be negative.
-    let over = added_ns(&one.armed_pps, &floor.armed_pps);
+    // Ours and the floor against each other directly, pair by pair within a round (the same
+    // world). Beside, not a ratio: the floor's figure is near zero and can be negative.
+    let over = balanced_added_ns(&one.armed_pps, &floor.armed_pps, &one.world);
     b.row(
         Row::beside(
             &format!("net.nonmatching_ns_per_packet_vs_floor{sfx}"),
             "ns",
-            median(&one_ns),
-            median(&floor_ns),
+            balanced_added_ns(&one.armed_pps, &one.baseline_pps, &one.world),
+            balanced_added_ns(&floor.armed_pps, &floor.baseline_pps, &floor.world),
         )
         .spread(Spread::of(&one_ns))
         .note(format!(
-            "1 rule of ours: 1e9/pps armed - 1e9/pps without a program, per round (median), vs \
-             the same for the do-nothing program (baseline); 1e9/pps of ours - 1e9/pps of the \
-             do-nothing program, per round: {:.1} ns; program run times (BPF statistics) {:.1} \
-             vs {:.1} ns",
-            median(&over),
+            "1 rule of ours: 1e9/pps armed - 1e9/pps without a program, per pair (mean of the \
+             two worlds' medians), vs the same for the do-nothing program (baseline); 1e9/pps of \
+             ours - 1e9/pps of the do-nothing program, pair by pair: {over:.1} ns; program run \
+             times (BPF statistics) {:.1} vs {:.1} ns",
             median(&one.prog_ns),
             median(&floor.prog_ns)
         )),

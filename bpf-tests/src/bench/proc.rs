@@ -158,6 +158,68 @@ fn parse_stat(text: &str) -> Option<KernelCpu> {
     })
 }
 
+/// The calling thread's allowed CPUs.
+fn affinity() -> io::Result<libc::cpu_set_t> {
+    // SAFETY: zero is a valid cpu_set_t; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a cpu_set_t of the size given; 0 is the calling thread.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(set)
+}
+
+/// Restricts the calling thread to `set`.
+fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: `set` is a cpu_set_t of the size given; 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A CPU set of `cpus` (each below `CPU_SETSIZE`).
+fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: zero is a valid cpu_set_t; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: the caller keeps `cpu` below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    set
+}
+
+/// The CPUs the calling thread may run on.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let set = affinity()?;
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// The calling thread pinned to one CPU until dropped, when its former CPUs are restored.
+/// Threads it spawns meanwhile inherit the pin.
+pub struct Pinned {
+    before: libc::cpu_set_t,
+}
+
+impl Pinned {
+    /// Pins the calling thread to `cpu` (one of [`allowed_cpus`]).
+    pub fn to(cpu: usize) -> io::Result<Pinned> {
+        let before = affinity()?;
+        set_affinity(&cpu_set(&[cpu]))?;
+        Ok(Pinned { before })
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = set_affinity(&self.before);
+    }
+}
+
 /// Measures the CPU time everything else on the machine uses, by what it takes away from
 /// busy loops of the lowest priority (`SCHED_IDLE`), one pinned to each CPU: they run only when
 /// nothing else wants the CPU, so their lost iterations count every context alike (processes,
@@ -172,21 +234,7 @@ pub struct CpuThief {
 impl CpuThief {
     /// Starts one idle-priority busy loop per CPU this process may run on.
     pub fn start() -> io::Result<CpuThief> {
-        let cpus: Vec<usize> = {
-            // SAFETY: zero is a valid cpu_set_t; sched_getaffinity fills it.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `set` is a cpu_set_t of the size given.
-            let r = unsafe {
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
-            };
-            if r != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            (0..libc::CPU_SETSIZE as usize)
-                // SAFETY: `cpu` is below CPU_SETSIZE.
-                .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-                .collect()
-        };
+        let cpus = allowed_cpus()?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut thief = CpuThief {
             stop: stop.clone(),
@@ -217,15 +265,7 @@ impl CpuThief {
 
     /// Pins the calling thread to `cpu` and gives it the idle scheduling policy.
     fn demote(cpu: usize) -> io::Result<()> {
-        // SAFETY: zero is a valid cpu_set_t; CPU_SET writes within it.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpu` is below CPU_SETSIZE (it came from sched_getaffinity).
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        // SAFETY: `set` is a cpu_set_t of the size given; 0 is the calling thread.
-        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+        set_affinity(&cpu_set(&[cpu]))?;
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: 0 is the calling thread; `param` is valid for SCHED_IDLE.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {

@@ -28,7 +28,7 @@ use crate::{
     probe::{self, Report as ProbeReport},
     spec::FaultSpec,
     store::{BlockArmed, FaultRecord, FaultState, Store},
-    strategy::{self, Attach, IoStrategy, NetStrategy, Strategy, SyscallStrategy},
+    strategy::{self, IoStrategy, Strategy, SyscallStrategy},
 };
 
 /// Arms and recovers faults, and runs drills.
@@ -183,9 +183,29 @@ impl Injector {
     ///
     /// [`FaultGuard::keep`] lets the fault run to its deadline instead, as
     /// [`Injector::arm`] does.
+    ///
+    /// It returns once the fault's attachments are handed over ([`Injector::hand_over`]).
     pub fn inject(&self, spec: impl Borrow<FaultSpec>) -> Result<FaultGuard> {
         let armed = self.arm(spec.borrow())?;
-        Ok(FaultGuard::new(self.clone(), armed))
+        let guard = FaultGuard::new(self.clone(), armed);
+        if let Err(e) = self.hand_over() {
+            tracing::warn!("the fault stays on its clsact filters: {e}");
+        }
+        Ok(guard)
+    }
+
+    /// Moves the network attachments that faults were armed through as clsact filters
+    /// (strategy `clsact-tcx-bpf`) to TCX links, whose per-packet path costs about half as
+    /// much. [`Injector::arm`] returns as soon as the fault acts, before this step: a TCX link
+    /// waits for an RCU grace period (tens of ms), and the first one per direction also
+    /// verifies the program copy it runs. So call it after arming: `chaos inject` does before
+    /// it exits, the daemon right after it answers, a drill once the fault is armed. An
+    /// attachment left waiting is moved by the next call, whoever makes it; one that cannot
+    /// move stays on its filter, which serves as well (the log says why). Err only when the
+    /// store cannot be read.
+    pub fn hand_over(&self) -> Result<()> {
+        let _lock = self.store.lock()?;
+        net::hand_over(&self.store)
     }
 
     /// Validates, plans and arms `spec`, which then lasts until its in-kernel deadline (or
@@ -252,16 +272,6 @@ impl Injector {
             let _ = self.recover_locked(&record);
             let _ = self.cleanup_unused_locked();
             return Err(e);
-        }
-        if let Strategy::Net(NetStrategy {
-            attach: Attach::ClsactThenTcx,
-            ..
-        }) = strategy
-        {
-            // The fault acts already, through clsact filters; its new attachments now move to
-            // TCX links, whose per-packet path is cheaper. One that cannot move stays on its
-            // filter, which serves as well (`hand_over` says why in the log).
-            let _ = net::hand_over(&self.store);
         }
         Ok(Armed {
             id: record.id,

@@ -450,10 +450,12 @@ impl<'a> Faults<'a> {
         }
     }
 
-    /// Arms `spec` and keeps its id.
+    /// Arms `spec` and keeps its id, then hands its attachments over as `chaos inject` does
+    /// after reporting the fault armed ([`Injector::hand_over`]).
     pub fn arm(&mut self, spec: &FaultSpec) -> Result<Armed> {
         let armed = patient(|| self.injector.arm(spec))?;
         self.ids.push(armed.id.clone());
+        self.injector.hand_over()?;
         Ok(armed)
     }
 

@@ -863,9 +863,8 @@ fn attach_tc(
 /// the fault acts all along, and no packet is judged twice.
 ///
 /// An attachment whose handover fails stays on its filter, which serves it as well, and is not
-/// tried again; the first error is returned once every attachment was tried.
+/// tried again (the log says why). Err only when the store cannot be read.
 pub(crate) fn hand_over(store: &Store) -> Result<()> {
-    let mut first_err = None;
     for a in store.attachments()? {
         let AttachLink::Clsact {
             hand_over: true,
@@ -882,33 +881,20 @@ pub(crate) fn hand_over(store: &Store) -> Result<()> {
                     attachment = a.id,
                     "kept on its clsact filter, not handed over to a tcx link: {e}"
                 );
-                first_err.get_or_insert(e);
-                let AttachLink::Clsact {
-                    priority,
-                    handle,
-                    created_qdisc,
-                    shared,
-                    ..
-                } = a.link
-                else {
-                    unreachable!("matched above")
-                };
-                AttachLink::Clsact {
-                    priority,
-                    handle,
-                    created_qdisc,
-                    shared,
-                    hand_over: false,
+                let mut link = a.link.clone();
+                if let AttachLink::Clsact { hand_over, .. } = &mut link {
+                    *hand_over = false;
                 }
+                link
             }
         };
         // If this write fails the record still says clsact, and detaching it removes the link
-        // as well (see `detach_clsact`).
+        // as well (see `detach_clsact`); the next call tries again.
         if let Err(e) = store.put_attachment(&Attachment { link, ..a }) {
-            first_err.get_or_insert(e);
+            tracing::warn!(attachment = a.id, "recording a handover: {e}");
         }
     }
-    first_err.map_or(Ok(()), Err)
+    Ok(())
 }
 
 /// One attachment's handover: the TCX copy is linked (it passes every packet on while the

@@ -207,6 +207,13 @@ pub async fn create_fault(
     })?;
     let spec = spec::from_json(text)?;
     let armed = blocking(&injector, move |i| i.arm(&spec)).await?;
+    // The fault acts already: answer now, and move its packets to the cheaper TCX path after.
+    let later = injector.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = later.hand_over() {
+            tracing::warn!("the fault stays on its clsact filters: {e}");
+        }
+    });
     Ok((StatusCode::CREATED, Json(armed)).into_response())
 }
 

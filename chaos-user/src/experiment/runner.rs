@@ -589,6 +589,14 @@ impl Drill<'_> {
                     f.strategy = Some(armed.strategy.to_string());
                     f.armed_ms = Some(at);
                     f.live = true;
+                    // The fault acts already; its packets move to the cheaper TCX path beside
+                    // the drill (the store's lock orders it with a recovery).
+                    let injector = self.injector.clone();
+                    std::thread::spawn(move || {
+                        if let Err(e) = injector.hand_over() {
+                            tracing::warn!("the fault stays on its clsact filters: {e}");
+                        }
+                    });
                     f.deadline_ms = Some(
                         armed
                             .deadline_unix_ms

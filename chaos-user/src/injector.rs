@@ -188,9 +188,7 @@ impl Injector {
     pub fn inject(&self, spec: impl Borrow<FaultSpec>) -> Result<FaultGuard> {
         let armed = self.arm(spec.borrow())?;
         let guard = FaultGuard::new(self.clone(), armed);
-        if let Err(e) = self.hand_over() {
-            tracing::warn!("the fault stays on its clsact filters: {e}");
-        }
+        self.hand_over_or_log();
         Ok(guard)
     }
 
@@ -206,6 +204,14 @@ impl Injector {
     pub fn hand_over(&self) -> Result<()> {
         let _lock = self.store.lock()?;
         net::hand_over(&self.store)
+    }
+
+    /// [`Injector::hand_over`], its failure logged rather than returned: the faults stand
+    /// either way, on their clsact filters.
+    pub fn hand_over_or_log(&self) {
+        if let Err(e) = self.hand_over() {
+            tracing::warn!("the faults stay on their clsact filters: {e}");
+        }
     }
 
     /// Validates, plans and arms `spec`, which then lasts until its in-kernel deadline (or
@@ -566,6 +572,21 @@ impl Injector {
                 .filter_map(|f| f.syscall.as_ref())
                 .collect();
             syscall::disarm(x, &remaining)?;
+        } else if record.state == FaultState::Arming
+            && let Ok(plan::Plan {
+                fault: PlannedFault::Syscall(p),
+                ..
+            }) = plan::plan(&record.spec)
+        {
+            // Killed while arming: its rule may have gone live, and stopped its target, before
+            // the record said so.
+            let others = self.store.faults()?;
+            let remaining: Vec<_> = others
+                .iter()
+                .filter(|f| f.id != record.id)
+                .filter_map(|f| f.syscall.as_ref())
+                .collect();
+            syscall::disarm_unrecorded(&p, &remaining)?;
         }
         if let Some(b) = &record.block {
             let others = self.store.faults()?;

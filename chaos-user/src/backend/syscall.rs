@@ -284,12 +284,7 @@ pub(crate) fn arm(
             _ => Vec::new(),
         },
         target: plan.target.clone(),
-        // What a delay stopped, recovery continues, as for a stop.
-        signal: match plan.effect {
-            SyscallEffect::Signal { signal } => Some(signal),
-            SyscallEffect::Delay { .. } => Some(libc::SIGSTOP),
-            SyscallEffect::Fail { .. } => None,
-        },
+        signal: signal_of(plan),
         paths: match &plan.path_prefix {
             Some(_) if rule.via == via::SYSCTL => Vec::new(),
             Some(prefix) => path_keys(prefix)?
@@ -345,6 +340,30 @@ pub(crate) fn arm(
             Err(e)
         }
     }
+}
+
+/// The signal `plan`'s rule sends: what a delay stopped, recovery continues, as for a stop.
+fn signal_of(plan: &SyscallPlan) -> Option<i32> {
+    match plan.effect {
+        SyscallEffect::Signal { signal } => Some(signal),
+        SyscallEffect::Delay { .. } => Some(libc::SIGSTOP),
+        SyscallEffect::Fail { .. } => None,
+    }
+}
+
+/// Undoes what fault `plan` may have done when its record never got its armed part (the arming
+/// process died after the rule went live, before recording it): the shared maps are
+/// resynchronised from the faults that remain, which leaves the unrecorded slot named by no
+/// call, and a fault that stops its target (`stop`, `delay`) then continues it.
+pub(crate) fn disarm_unrecorded(plan: &SyscallPlan, remaining: &[&SysArmed]) -> Result<()> {
+    if let Some(mut maps) = open_maps()? {
+        sync(&mut maps, remaining)?;
+    }
+    if signal_of(plan) == Some(libc::SIGSTOP) {
+        wait_for_programs_in_flight();
+        continue_stopped(&plan.target, &[]);
+    }
+    Ok(())
 }
 
 /// Takes a rule out of service: the shared maps first, then its slot; then whatever a `stop`

@@ -718,9 +718,7 @@ fn run_local(
     let armed = injector.arm(&spec)?;
     print_armed(args.json, &spec, &armed)?;
     // The fault acts already; its packets now move to the cheaper TCX path before we exit.
-    if let Err(e) = injector.hand_over() {
-        tracing::warn!("the fault stays on its clsact filters: {e}");
-    }
+    injector.hand_over_or_log();
     if !args.foreground {
         return Ok(ExitCode::SUCCESS);
     }

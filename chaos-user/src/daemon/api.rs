@@ -209,11 +209,7 @@ pub async fn create_fault(
     let armed = blocking(&injector, move |i| i.arm(&spec)).await?;
     // The fault acts already: answer now, and move its packets to the cheaper TCX path after.
     let later = injector.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = later.hand_over() {
-            tracing::warn!("the fault stays on its clsact filters: {e}");
-        }
-    });
+    tokio::task::spawn_blocking(move || later.hand_over_or_log());
     Ok((StatusCode::CREATED, Json(armed)).into_response())
 }
 

@@ -592,11 +592,7 @@ impl Drill<'_> {
                     // The fault acts already; its packets move to the cheaper TCX path beside
                     // the drill (the store's lock orders it with a recovery).
                     let injector = self.injector.clone();
-                    std::thread::spawn(move || {
-                        if let Err(e) = injector.hand_over() {
-                            tracing::warn!("the fault stays on its clsact filters: {e}");
-                        }
-                    });
+                    std::thread::spawn(move || injector.hand_over_or_log());
                     f.deadline_ms = Some(
                         armed
                             .deadline_unix_ms

@@ -27,7 +27,7 @@ use crate::{
     privilege,
     probe::{self, Report as ProbeReport},
     spec::FaultSpec,
-    store::{BlockArmed, FaultRecord, FaultState, Store},
+    store::{BlockArmed, FaultRecord, FaultState, Store, SysArmed},
     strategy::{self, IoStrategy, Strategy, SyscallStrategy},
 };
 
@@ -118,6 +118,15 @@ fn other_throttles<'a>(faults: &'a [FaultRecord], id: &str) -> Vec<&'a throttle:
     throttle::throttles(id, faults)
         .into_iter()
         .map(|(_, t)| t)
+        .collect()
+}
+
+/// The armed syscall rules of `faults` other than fault `id`'s.
+fn other_syscalls<'a>(faults: &'a [FaultRecord], id: &str) -> Vec<&'a SysArmed> {
+    faults
+        .iter()
+        .filter(|f| f.id != id)
+        .filter_map(|f| f.syscall.as_ref())
         .collect()
 }
 
@@ -566,12 +575,7 @@ impl Injector {
         }
         if let Some(x) = &record.syscall {
             let others = self.store.faults()?;
-            let remaining: Vec<_> = others
-                .iter()
-                .filter(|f| f.id != record.id)
-                .filter_map(|f| f.syscall.as_ref())
-                .collect();
-            syscall::disarm(x, &remaining)?;
+            syscall::disarm(x, &other_syscalls(&others, &record.id))?;
         } else if record.state == FaultState::Arming
             && let Ok(plan::Plan {
                 fault: PlannedFault::Syscall(p),
@@ -581,12 +585,7 @@ impl Injector {
             // Killed while arming: its rule may have gone live, and stopped its target, before
             // the record said so.
             let others = self.store.faults()?;
-            let remaining: Vec<_> = others
-                .iter()
-                .filter(|f| f.id != record.id)
-                .filter_map(|f| f.syscall.as_ref())
-                .collect();
-            syscall::disarm_unrecorded(&p, &remaining)?;
+            syscall::disarm_unrecorded(&p, &other_syscalls(&others, &record.id))?;
         }
         if let Some(b) = &record.block {
             let others = self.store.faults()?;

@@ -5,7 +5,11 @@
 //! line. A test that prints a line starting with `CHAOS-SKIP ` (the bpf-tests convention:
 //! `CHAOS-SKIP <test name>: <reason>`) while it runs, and then passes, is counted as skipped, not
 //! passed: it returned early because the kernel lacks something. `ignored` tests count as skipped.
-use std::{collections::BTreeSet, fmt, ops::AddAssign};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    fmt,
+    ops::AddAssign,
+};
 
 /// The marker a test prints when it skips itself.
 pub const SKIP_MARKER: &str = "CHAOS-SKIP ";
@@ -19,12 +23,26 @@ pub struct Counts {
     pub failures: Vec<String>,
     /// `name: reason` of skipped tests.
     pub skips: Vec<String>,
+    /// The last lines each failed test printed (its panic message among them, backtraces left
+    /// out), by name: the summary repeats them, since a CI log may keep only its tail.
+    pub failure_output: Vec<(String, Vec<String>)>,
 }
 
 impl Counts {
     pub fn fail(&mut self, what: impl Into<String>) {
         self.failed += 1;
         self.failures.push(what.into());
+    }
+
+    /// Prints what each failed test last printed. Called after the summary table, since a CI
+    /// log may keep only its tail.
+    pub fn print_failure_output(&self) {
+        for (name, tail) in &self.failure_output {
+            println!("\n==> the last lines of failed test {name}");
+            for line in tail {
+                println!("  | {line}");
+            }
+        }
     }
 }
 
@@ -35,6 +53,8 @@ impl AddAssign<&Counts> for Counts {
         self.skipped += rhs.skipped;
         self.failures.extend(rhs.failures.iter().cloned());
         self.skips.extend(rhs.skips.iter().cloned());
+        self.failure_output
+            .extend(rhs.failure_output.iter().cloned());
     }
 }
 
@@ -86,11 +106,18 @@ pub struct LibtestParser {
     failed_before_binary: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Pending {
     name: String,
     skip_reason: Option<String>,
+    /// Its last [`TAIL_LINES`] lines of output.
+    tail: VecDeque<String>,
+    /// Whether the lines now are a backtrace's frames (not kept).
+    in_backtrace: bool,
 }
+
+/// Lines of a failed test's output the summary repeats.
+pub const TAIL_LINES: usize = 40;
 
 impl LibtestParser {
     pub fn new() -> Self {
@@ -119,7 +146,7 @@ impl LibtestParser {
             let (output, outcome) = split_outcome(after);
             let mut pending = Pending {
                 name,
-                skip_reason: None,
+                ..Pending::default()
             };
             if let Some(output) = output {
                 pending.note_output(output);
@@ -167,7 +194,11 @@ impl LibtestParser {
 
     fn crash_pending(&mut self, why: &str) {
         if let Some(p) = self.pending.take() {
-            self.counts.fail(format!("{} ({why})", p.name));
+            let name = format!("{} ({why})", p.name);
+            self.counts
+                .failure_output
+                .push((name.clone(), p.tail.into()));
+            self.counts.fail(name);
         }
     }
 
@@ -181,7 +212,12 @@ impl LibtestParser {
         let marked = pending.skip_reason.is_some()
             || self.marked.iter().any(|n| names_match(n, &pending.name));
         match outcome {
-            Outcome::Failed => self.counts.fail(pending.name),
+            Outcome::Failed => {
+                self.counts
+                    .failure_output
+                    .push((pending.name.clone(), pending.tail.into()));
+                self.counts.fail(pending.name);
+            }
             Outcome::Ignored => {
                 self.counts.skipped += 1;
                 self.counts.skips.push(format!("{}: ignored", pending.name));
@@ -220,6 +256,19 @@ impl Pending {
         if let Some((_, reason)) = parse_marker(output.trim_start()) {
             self.skip_reason = Some(reason);
         }
+        // `RUST_BACKTRACE=1` frames are indented ("  0: f", "     at file"); `note:` ends them.
+        if output.starts_with("stack backtrace:") {
+            self.in_backtrace = true;
+            return;
+        }
+        if self.in_backtrace && (output.starts_with(' ') || output.starts_with("note: ")) {
+            return;
+        }
+        self.in_backtrace = false;
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(output.to_owned());
     }
 }
 
@@ -266,6 +315,38 @@ mod tests {
             p.feed(l);
         }
         p.finish()
+    }
+
+    #[test]
+    fn a_failed_test_keeps_its_last_lines_without_the_backtrace() {
+        let mut text = String::from("running 2 tests\ntest a ... ok\ntest b ... \n");
+        for i in 0..TAIL_LINES {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str(
+            "thread 'b' panicked at tests/b.rs:3:5:\n\
+             expected 2, got 3\n\
+             stack backtrace:\n\
+             \x20  0: std::panicking::begin_panic\n\
+             \x20            at /rustc/library/std/src/panicking.rs:1:1\n\
+             note: Some details are omitted\n\
+             FAILED\n\
+             test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n",
+        );
+        let c = parse(&text);
+        let [(name, tail)] = &c.failure_output[..] else {
+            panic!("one failed test: {:?}", c.failure_output);
+        };
+        assert_eq!(name, "b");
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail[TAIL_LINES - 3], format!("line {}", TAIL_LINES - 1));
+        assert_eq!(
+            tail[TAIL_LINES - 2..],
+            [
+                "thread 'b' panicked at tests/b.rs:3:5:",
+                "expected 2, got 3"
+            ]
+        );
     }
 
     #[test]

@@ -305,6 +305,7 @@ fn report(stages: &[Stage], elapsed: Duration) -> ExitCode {
     }
     let failed = stages.iter().any(Stage::failed);
     println!("{total}");
+    total.print_failure_output();
     if failed {
         ExitCode::FAILURE
     } else {

@@ -59,6 +59,7 @@ use crate::{
     world::{
         TestCgroup,
         measure::{self, payload, snmp, udp_send_seq},
+        send_retrying,
     },
 };
 
@@ -475,6 +476,8 @@ struct Paths {
     sinks: [UdpSink; 2],
     /// The sender's socket in each world's A, once [`Paths::connect`] made them.
     sockets: Vec<UdpSocket>,
+    /// The CPU for the sender: not the sinks' one, when there are two.
+    send_cpu: usize,
 }
 
 impl Paths {
@@ -496,6 +499,7 @@ impl Paths {
             worlds,
             sinks,
             sockets: Vec::new(),
+            send_cpu: cpus[0],
         })
     }
 
@@ -517,15 +521,8 @@ impl Paths {
         let payload = [0x5au8; PPS_PAYLOAD];
         let start = Instant::now();
         for _ in 0..count {
-            let mut tries = 0;
-            while let Err(e) = self.sockets[i].send(&payload) {
-                ensure!(
-                    tries < 1000 && e.raw_os_error() == Some(libc::ENOBUFS),
-                    "sending through world {i}: {e}"
-                );
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            send_retrying(|| self.sockets[i].send(&payload))
+                .with_context(|| format!("sending through world {i}"))?;
         }
         Ok(count as f64 / start.elapsed().as_secs_f64())
     }
@@ -652,8 +649,7 @@ fn nonmatching(b: &mut Bench) -> Result<()> {
     let rounds = b.config().pick(10, 20);
     let inj = injector()?;
     let mut paths = Paths::new()?;
-    let cpus = proc::allowed_cpus()?;
-    let _sender_cpu = proc::Pinned::to(cpus[0])?;
+    let _sender_cpu = proc::Pinned::to(paths.send_cpu)?;
     let variants = [variants(&paths.worlds[0])?, variants(&paths.worlds[1])?];
     // The sender's sockets are made while the bench is in this cgroup.
     let _sender = SenderCgroup::enter(SENDER_DEPTH)?;

@@ -25,7 +25,8 @@ pub use netns::{NETNS_RUN_DIR, NetNs, NetNsGuard, command_in_netns};
 pub use process::ChildProcess;
 pub use sweep::sweep_stale;
 pub use traffic::{
-    DRAIN_QUIET, SOCKET_BUFFER, TcpEcho, UdpSink, big_receive_buffer, tcp_check, udp_blast,
+    DRAIN_QUIET, SOCKET_BUFFER, TcpEcho, UdpSink, big_receive_buffer, send_retrying, tcp_check,
+    udp_blast,
 };
 pub use veth::{Host, TwoHosts, VethPair};
 

@@ -250,28 +250,34 @@ pub fn udp_blast(
             if payload_len >= 8 {
                 payload[..8].copy_from_slice(&seq.to_be_bytes());
             }
-            let mut tries = 0;
-            loop {
-                match socket.send_to(&payload, dest) {
-                    Ok(_) => {
-                        sent += 1;
-                        break;
-                    }
-                    Err(e)
-                        if tries < 1000
-                            && (e.raw_os_error() == Some(libc::ENOBUFS)
-                                || e.kind() == io::ErrorKind::WouldBlock
-                                || e.kind() == io::ErrorKind::Interrupted) =>
-                    {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(e) => return Err(io::Error::new(e.kind(), format!("send to {dest}: {e}"))),
-                }
-            }
+            send_retrying(|| socket.send_to(&payload, dest))
+                .map_err(|e| io::Error::new(e.kind(), format!("send to {dest}: {e}")))?;
+            sent += 1;
         }
         Ok(sent)
     })
+}
+
+/// Sends one datagram with `send`, retrying after 1 ms (up to 1000 times) while the kernel has
+/// no buffer space for it (`ENOBUFS`, `EAGAIN`) or the call was interrupted, so a sender that
+/// outruns its device loses nothing itself.
+pub fn send_retrying(mut send: impl FnMut() -> io::Result<usize>) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match send() {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if tries < 1000
+                    && (e.raw_os_error() == Some(libc::ENOBUFS)
+                        || e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted) =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A TCP echo server inside a namespace: every connection gets back what it sends.

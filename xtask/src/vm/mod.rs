@@ -144,6 +144,9 @@ pub fn print_runs(runs: &[KernelRun]) {
             println!("    FAILED {f}");
         }
     }
+    for r in runs {
+        r.counts.print_failure_output();
+    }
 }
 
 fn out_dir() -> PathBuf {

@@ -456,6 +456,13 @@ fn the_demo_passes_and_leaves_nothing() {
     let report: Value =
         serde_json::from_slice(&std::fs::read(dir.0.join("report.json")).expect("report.json"))
             .expect("report.json is JSON");
+    // Every expectation's margin, so a run that passes narrowly shows it too.
+    for e in report["expectations"].as_array().into_iter().flatten() {
+        eprintln!(
+            "expectation {}: measured {} -> {} {}",
+            e["name"], e["measured"], e["verdict"], e["detail"]
+        );
+    }
     if out.status.code() != Some(0) {
         // What the failing expectations measured, second by second, to tell why.
         for f in report["faults"].as_array().into_iter().flatten() {

@@ -25,7 +25,7 @@ use std::{
     fs::{self, File},
     path::{Path, PathBuf},
     sync::{
-        OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU8, Ordering},
     },
     time::Duration,
@@ -375,6 +375,18 @@ pub enum AttachLink {
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The connection last made, shared by clones: opening one (file, pragmas, schema) costs
+    /// more than most of the statements run on it, and arming runs a dozen.
+    cached: Arc<Mutex<Option<Cached>>>,
+}
+
+/// A connection, with the identity of the database file it was opened on: the file may be
+/// removed (the last fault recovered) or moved aside between two calls, and a connection to
+/// the old file must not go on.
+#[derive(Debug)]
+struct Cached {
+    conn: Connection,
+    file: (u64, u64),
 }
 
 /// Held while a process changes state; dropping it unlocks.
@@ -416,7 +428,10 @@ impl Store {
     /// The store at `dir`. The directory and database are made when first written, and
     /// removed again by [`Store::remove_if_empty`].
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store> {
-        Ok(Store { dir: dir.into() })
+        Ok(Store {
+            dir: dir.into(),
+            cached: Arc::default(),
+        })
     }
 
     /// The directory.
@@ -468,9 +483,44 @@ impl Store {
         }
     }
 
-    /// A connection to the database; `None` when there is none (nothing recorded) and `create`
-    /// is false. Each call opens its own: the database may be removed between two calls
-    /// (the last fault recovered), and a kept connection would go on with the removed file.
+    /// Runs `f` on a connection to the database; `None` when there is none (nothing recorded)
+    /// and `create` is false. The connection is kept for the next call while the database file
+    /// stays the same one (same device and inode: were it removed, or moved aside, and made
+    /// again, the kept connection would go on with the old file).
+    fn with_conn<R>(
+        &self,
+        create: bool,
+        f: impl FnOnce(&Connection) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.db_path();
+        let now = file_id(&path);
+        if !cached.as_ref().is_some_and(|c| Some(c.file) == now) {
+            *cached = None;
+            // The identity before and after opening must agree, so that it is the opened file's.
+            loop {
+                let before = file_id(&path);
+                let Some(conn) = self.connect(create)? else {
+                    return Ok(None);
+                };
+                let after = file_id(&path);
+                if let Some(file) = after.filter(|_| before == after) {
+                    *cached = Some(Cached { conn, file });
+                    break;
+                }
+            }
+        }
+        let c = cached.as_ref().expect("made above");
+        f(&c.conn).map(Some)
+    }
+
+    /// Drops the kept connection: before the database file is removed or moved aside.
+    fn forget_connection(&self) {
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// A new connection to the database; `None` when there is none (nothing recorded) and
+    /// `create` is false.
     fn connect(&self, create: bool) -> Result<Option<Connection>> {
         let path = self.db_path();
         if create {
@@ -539,10 +589,9 @@ impl Store {
 
     /// The `record` column of the rows of `sql` (which selects `id, record`), decoded.
     fn query<T: DeserializeOwned>(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<T>> {
-        let Some(conn) = self.connect(false)? else {
+        let Some(rows) = self.with_conn(false, |conn| self.rows(conn, sql, args))? else {
             return Ok(Vec::new());
         };
-        let rows = self.rows(&conn, sql, args)?;
         rows.into_iter()
             .map(|(id, json)| {
                 serde_json::from_str(&json).map_err(|e| self.db_err(format!("record {id}: {e}")))
@@ -557,7 +606,7 @@ impl Store {
         sql: &str,
         args: impl rusqlite::Params,
     ) -> Result<Vec<(String, String)>> {
-        let mut stmt = conn.prepare(sql).map_err(|e| self.db_err(e))?;
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.db_err(e))?;
         let rows = stmt
             .query_map(args, |r| {
                 let id: rusqlite::types::Value = r.get(0)?;
@@ -578,18 +627,22 @@ impl Store {
     }
 
     fn execute(&self, sql: &str, args: impl rusqlite::Params) -> Result<()> {
-        let conn = self.connect(true)?.expect("made when asked to create");
-        conn.execute(sql, args).map_err(|e| self.db_err(e))?;
+        self.with_conn(true, |conn| {
+            let mut stmt = conn.prepare_cached(sql).map_err(|e| self.db_err(e))?;
+            stmt.execute(args).map_err(|e| self.db_err(e))
+        })?
+        .expect("made when asked to create");
         Ok(())
     }
 
     /// Deletes by id; nothing to do without a database.
     fn delete(&self, table: &str, id: &dyn rusqlite::ToSql) -> Result<()> {
-        let Some(conn) = self.connect(false)? else {
-            return Ok(());
-        };
-        conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [id])
-            .map_err(|e| self.db_err(e))?;
+        self.with_conn(false, |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
+                .map_err(|e| self.db_err(e))?;
+            stmt.execute([id]).map_err(|e| self.db_err(e))
+        })?;
         Ok(())
     }
 
@@ -711,6 +764,8 @@ impl Store {
     /// first, with the lock held, so that nothing unreadable stops the recovery of everything
     /// else; what the lost records named is found by its sweep of the kernel's state.
     pub fn purge_unreadable(&self) -> Result<Vec<String>> {
+        // Checked on a connection of its own, which the file may be moved aside under.
+        self.forget_connection();
         let mut purged = Vec::new();
         let checked = self.connect(false).and_then(|conn| match conn {
             Some(conn) => {
@@ -816,6 +871,7 @@ impl Store {
         {
             return Ok(false);
         }
+        self.forget_connection();
         let db = self.db_path();
         for f in [db.clone(), journal_of(&db)] {
             match fs::remove_file(&f) {
@@ -841,6 +897,12 @@ impl Store {
         }
         self.remove_if_empty().map(drop)
     }
+}
+
+/// The (device, inode) of the file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The rollback journal SQLite keeps beside `db` during a write.
@@ -970,6 +1032,41 @@ mod tests {
         store.remove_fault("f-1").unwrap();
         assert!(store.remove_if_empty().unwrap());
         assert!(!dir.exists());
+    }
+
+    /// A store's kept connection does not outlive the file it was opened on: another
+    /// process (here another `Store`, with a cache of its own) that removes the database, or
+    /// moves it aside, is seen at the next call.
+    #[test]
+    fn a_kept_connection_follows_the_file() {
+        let dir = test_dir("kept-connection");
+        let (a, b) = (Store::open(&dir).unwrap(), Store::open(&dir).unwrap());
+        a.put_fault(&record("f-1")).unwrap();
+        assert_eq!(b.faults().unwrap().len(), 1);
+        b.remove_fault("f-1").unwrap();
+        assert!(b.remove_if_empty().unwrap());
+        assert!(
+            a.faults().unwrap().is_empty(),
+            "nothing read from the removed file"
+        );
+        assert!(!dir.exists(), "a read after the removal makes nothing");
+        a.put_fault(&record("f-2")).unwrap();
+        let ids = |s: &Store| {
+            s.faults()
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&b), ["f-2"], "the new file, through a new connection");
+        // Moved aside and made again under the same name.
+        fs::rename(a.db_path(), dir.join("aside.db")).unwrap();
+        b.put_fault(&record("f-3")).unwrap();
+        assert_eq!(ids(&a), ["f-3"]);
+        let clone = a.clone();
+        clone.remove_fault("f-3").unwrap();
+        assert!(a.faults().unwrap().is_empty(), "clones share what they see");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// A recovered fault stays, marked, out of the live list; a library's history does not keep

@@ -495,7 +495,7 @@ impl Store {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.db_path();
         let now = file_id(&path);
-        if !cached.as_ref().is_some_and(|c| Some(c.file) == now) {
+        if cached.as_ref().is_none_or(|c| Some(c.file) != now) {
             *cached = None;
             // The identity before and after opening must agree, so that it is the opened file's.
             loop {

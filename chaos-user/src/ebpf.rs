@@ -195,6 +195,67 @@ where
         .transpose()
 }
 
+/// Every slot of an array map, in order. One `BPF_MAP_LOOKUP_BATCH` call where the kernel has
+/// it (5.6 on), which reads a 256-slot table in one system call instead of 256; slot by slot
+/// otherwise.
+pub fn read_array<T: aya::Pod>(table: &aya::maps::Array<MapData, T>) -> Result<Vec<T>> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+
+    use aya::maps::IterableMap as _;
+    let len = table.len() as usize;
+    let size = std::mem::size_of::<T>();
+    let fd = table.map().fd().as_fd().as_raw_fd();
+    let mut keys = vec![0u32; len];
+    let mut bytes = vec![0u8; len * size];
+    let (mut done, mut token) = (0usize, 0u32);
+    while done < len {
+        let mut count = (len - done) as u32;
+        // SAFETY: the buffers hold `count` more keys and values from `done` on (a value of
+        // an array map is `size` bytes, checked when `table` was made), and the batch tokens
+        // are u32 slot numbers for an array.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_lookup_batch(
+                fd,
+                if done == 0 {
+                    std::ptr::null_mut()
+                } else {
+                    (&raw mut token).cast()
+                },
+                (&raw mut token).cast(),
+                keys[done..].as_mut_ptr().cast(),
+                bytes[done * size..].as_mut_ptr().cast(),
+                &mut count,
+                std::ptr::null(),
+            )
+        };
+        done += count as usize;
+        if rc == 0 {
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            // The end of the map: `count` says how many came with it.
+            Some(libc::ENOENT) if done == len => break,
+            // No batch operations on this kernel (ENOTSUPP, 524, is the kernel's own): slot by
+            // slot.
+            Some(libc::EINVAL | libc::EOPNOTSUPP | 524) if done == 0 => {
+                return table
+                    .iter()
+                    .collect::<std::result::Result<Vec<T>, _>>()
+                    .map_err(|e| Error::bpf("reading an array map", e));
+            }
+            _ => return Err(Error::io("reading an array map in a batch", e)),
+        }
+    }
+    // Slot i's value is at i * size: the keys of an array come in order.
+    debug_assert!(keys.iter().enumerate().all(|(i, &k)| k as usize == i));
+    Ok(bytes
+        .chunks_exact(size)
+        // SAFETY: T is Pod (any bytes are a valid T) and the chunk is size_of::<T>() long.
+        .map(|chunk| unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<T>()) })
+        .collect())
+}
+
 /// Path of the pin for program `name` as this build's object has it: the name carries a hash of
 /// the object, so a program another version of chaos pinned is never taken for ours.
 pub fn prog_pin(name: &str) -> PathBuf {

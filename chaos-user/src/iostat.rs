@@ -464,10 +464,7 @@ fn stats_table() -> Result<Option<Array<MapData, KernelRow>>> {
 
 /// Every slot of an array map.
 fn read_slots<T: aya::Pod>(table: &Array<MapData, T>) -> Result<Vec<T>> {
-    table
-        .iter()
-        .collect::<std::result::Result<Vec<T>, _>>()
-        .map_err(|e| Error::bpf("reading a measurement table", e))
+    crate::ebpf::read_array(table)
 }
 
 /// Frees the measurement rows of `devs`.

@@ -4,9 +4,18 @@
 //! One SQLite database, `chaos.db`, in the state directory (`/run/chaos`, or
 //! `$CHAOS_STATE_DIR`): a table per kind of record (faults, attachments, I/O measurement
 //! watches), each row the record as JSON beside the columns it is looked up by. The database
-//! uses a rollback journal (`journal_mode=DELETE`) with `synchronous=FULL`: a write is on disk
-//! when it returns, and a writer killed mid-transaction leaves a hot journal that the next
-//! reader rolls back, so a record is either wholly there or not at all. The schema is versioned
+//! uses a rollback journal (`journal_mode=DELETE`): a writer killed mid-transaction leaves a hot
+//! journal that the next reader rolls back, so a record is either wholly there or not at all.
+//! It never calls `fsync` (`synchronous=OFF`): the journal and the pages are in the kernel's
+//! page cache when a write returns, which every later process reads, and that is what a killed
+//! `chaos` needs. A sync would only carry the records past a power loss or a kernel crash, but
+//! what they describe (programs, maps, qdiscs, cgroup limits) dies with the boot, and `/run` is
+//! a tmpfs on most hosts anyway. Not syncing also keeps `chaos` free of its own faults: an I/O
+//! hang on the disk under `/run`, or failed fsyncs, would otherwise stop the very writes that
+//! recover them. It saves a millisecond or more per write where `/run` is on a disk (four
+//! fsyncs per transaction). (A fill fault's files do outlive a reboot: after a power loss,
+//! delete the `.chaos-fill-*` files by hand if `recover --all` no longer knows them.) The
+//! schema is versioned
 //! (`PRAGMA user_version`); a database of an unknown version, or one that is not SQLite, is
 //! refused, and `recover --all` moves it aside (see [`Store::purge_unreadable`]).
 //!
@@ -542,7 +551,7 @@ impl Store {
         };
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.db_err(e))?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", "OFF")
             .map_err(|e| self.db_err(e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))

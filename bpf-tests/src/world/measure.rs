@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::traffic::{SO_RCVBUFFORCE, SO_SNDBUFFORCE, UdpReceiver, set_buffer};
+use super::traffic::{SO_RCVBUFFORCE, SO_SNDBUFFORCE, UdpReceiver, send_to_retrying, set_buffer};
 use super::{DRAIN_QUIET, NetNs, SOCKET_BUFFER};
 
 /// How long the background threads block in one `recv`/`accept` before checking for stop.
@@ -329,27 +329,6 @@ impl UdpProbeSink {
     }
 }
 
-/// Sends a datagram, retrying for up to ~1 s while the kernel lacks buffer space (`ENOBUFS`,
-/// `EAGAIN`), so the sender itself loses nothing.
-fn send_retrying(socket: &UdpSocket, data: &[u8], dest: SocketAddr) -> io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match socket.send_to(data, dest) {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if tries < 1000
-                    && (e.raw_os_error() == Some(libc::ENOBUFS)
-                        || e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted) =>
-            {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("send to {dest}: {e}"))),
-        }
-    }
-}
-
 /// Sends probe datagrams [`payload`]`(seq, len)` for `seq` in `0..count` from inside `from` to
 /// `to`, and returns how many the kernel accepted (all of them, or an error).
 ///
@@ -388,7 +367,7 @@ pub fn udp_send_seq(
                     std::thread::sleep(due - now);
                 }
             }
-            send_retrying(&socket, &payload(seq, len), to)?;
+            send_to_retrying(&socket, &payload(seq, len), to)?;
             sent += 1;
         }
         Ok(sent)
@@ -440,7 +419,7 @@ impl UdpEcho {
                     while !stop.load(Ordering::Relaxed) {
                         match socket.recv_from(&mut buf) {
                             Ok((n, peer)) => {
-                                if send_retrying(&socket, &buf[..n], peer).is_ok() {
+                                if send_to_retrying(&socket, &buf[..n], peer).is_ok() {
                                     echoed.fetch_add(1, Ordering::Relaxed);
                                 }
                             }

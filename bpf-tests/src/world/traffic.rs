@@ -250,8 +250,7 @@ pub fn udp_blast(
             if payload_len >= 8 {
                 payload[..8].copy_from_slice(&seq.to_be_bytes());
             }
-            send_retrying(|| socket.send_to(&payload, dest))
-                .map_err(|e| io::Error::new(e.kind(), format!("send to {dest}: {e}")))?;
+            send_to_retrying(&socket, &payload, dest)?;
             sent += 1;
         }
         Ok(sent)
@@ -278,6 +277,12 @@ pub fn send_retrying(mut send: impl FnMut() -> io::Result<usize>) -> io::Result<
             Err(e) => return Err(e),
         }
     }
+}
+
+/// [`send_retrying`] of `data` to `dest` on an unconnected socket; an error names `dest`.
+pub fn send_to_retrying(socket: &UdpSocket, data: &[u8], dest: SocketAddr) -> io::Result<()> {
+    send_retrying(|| socket.send_to(data, dest))
+        .map_err(|e| io::Error::new(e.kind(), format!("send to {dest}: {e}")))
 }
 
 /// A TCP echo server inside a namespace: every connection gets back what it sends.

@@ -14,10 +14,11 @@
 //! hang on the disk under `/run`, or failed fsyncs, would otherwise stop the very writes that
 //! recover them. It saves a millisecond or more per write where `/run` is on a disk (four
 //! fsyncs per transaction). (A fill fault's files do outlive a reboot: after a power loss,
-//! delete the `.chaos-fill-*` files by hand if `recover --all` no longer knows them.) The
-//! schema is versioned
-//! (`PRAGMA user_version`); a database of an unknown version, or one that is not SQLite, is
-//! refused, and `recover --all` moves it aside (see [`Store::purge_unreadable`]).
+//! delete the `.chaos-fill-*` files by hand if `recover --all` no longer knows them.)
+//!
+//! The schema is versioned (`PRAGMA user_version`); a database of an unknown version, or one
+//! that is not SQLite, is refused, and `recover --all` moves it aside (see
+//! [`Store::purge_unreadable`]).
 //!
 //! An exclusive `flock` on `.lock` still serialises every `chaos` process that changes state:
 //! arming is many steps (a record, maps, attachments, the record again) that must not
@@ -455,18 +456,32 @@ impl Store {
 
     /// Takes the exclusive lock.
     pub fn lock(&self) -> Result<StoreLock> {
+        Ok(self.lock_file(true)?.expect("made when asked to create"))
+    }
+
+    /// Takes the exclusive lock if the state directory exists; `None`, making nothing, when it
+    /// does not: for work that has nothing to do without state and must not leave a directory
+    /// behind (a handover that runs after the last fault was recovered).
+    pub fn lock_existing(&self) -> Result<Option<StoreLock>> {
+        self.lock_file(false)
+    }
+
+    fn lock_file(&self, create: bool) -> Result<Option<StoreLock>> {
         use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(".lock");
         loop {
-            fs::create_dir_all(&self.dir)
-                .ctx(|| format!("creating state directory {}", self.dir.display()))?;
+            if create {
+                fs::create_dir_all(&self.dir)
+                    .ctx(|| format!("creating state directory {}", self.dir.display()))?;
+            }
             let file = match File::options()
-                .create(true)
+                .create(create)
                 .truncate(false)
                 .write(true)
                 .open(&path)
             {
                 Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
                 // The directory was removed since (see below): make it again.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
@@ -480,7 +495,7 @@ impl Store {
                 .metadata()
                 .ctx(|| format!("looking at {}", path.display()))?;
             if fs::metadata(&path).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino()) {
-                return Ok(StoreLock { _lock: lock });
+                return Ok(Some(StoreLock { _lock: lock }));
             }
         }
     }
@@ -1040,6 +1055,29 @@ mod tests {
         store.remove_attachment(7).unwrap();
         store.remove_fault("f-1").unwrap();
         assert!(store.remove_if_empty().unwrap());
+        assert!(!dir.exists());
+    }
+
+    /// `lock_existing` makes nothing: without a state directory it returns `None`.
+    #[test]
+    fn lock_existing_leaves_no_directory() {
+        let dir = test_dir("lock-existing");
+        let store = Store::open(&dir).unwrap();
+        assert!(store.lock_existing().unwrap().is_none());
+        assert!(!dir.exists(), "no directory made");
+        {
+            let _lock = store.lock().unwrap();
+            store.put_fault(&record("f-1")).unwrap();
+        }
+        assert!(store.lock_existing().unwrap().is_some());
+        let _lock = store
+            .lock_existing()
+            .unwrap()
+            .expect("the directory exists");
+        store.remove_fault("f-1").unwrap();
+        assert!(store.remove_if_empty().unwrap());
+        drop(_lock);
+        assert!(store.lock_existing().unwrap().is_none());
         assert!(!dir.exists());
     }
 

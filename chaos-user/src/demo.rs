@@ -221,8 +221,12 @@ pub fn experiment(world: &World) -> ExperimentSpec {
     let server = world.server();
     let dst = format!("{}/32", world.server_addr());
     let cg = &world.cgroup;
+    // Whether 1 MiB can still be had. fallocate takes the space at once, so the probe's file
+    // exists for a moment only: written with `head`, on a loaded machine it existed for most of
+    // each second, and a fill that measured the free space then left that MiB free when the
+    // file went (the probe then never failed).
     let space = format!(
-        "head -c 1048576 /dev/zero > {data}/.space-probe; s=$?; rm -f {data}/.space-probe; exit $s"
+        "fallocate -l 1048576 {data}/.space-probe; s=$?; rm -f {data}/.space-probe; exit $s"
     );
     let spec = json!({
         "schema": "chaos.experiment/v1",

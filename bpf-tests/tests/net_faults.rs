@@ -15,7 +15,7 @@ use bpf_tests::{
     drill::{Drill, PORT},
     skip_on_err, skip_unless,
     world::{
-        CgroupVersion, TcpEcho, big_receive_buffer, cgroup2_mount, measure::within_binomial_999,
+        CgroupVersion, TcpEcho, big_receive_buffer, cgroup2_mount, measure::within_binomial,
         tcp_check,
     },
 };
@@ -54,7 +54,7 @@ fn loss_correlation_makes_bursts() {
     }
     // Without correlation: binomial; mean run 1/(1-p) = 1.43.
     assert!(
-        within_binomial_999(n, 0.30, (runs[0].0 * n as f64) as u64),
+        within_binomial(n, 0.30, (runs[0].0 * n as f64) as u64),
         "{:?}",
         runs[0]
     );
@@ -343,7 +343,7 @@ fn loss_by_cgroup_inbound_within_binomial_interval() {
     big_receive_buffer(&inside);
     let lost = n - inbound(&d, &inside, n, false);
     assert!(
-        within_binomial_999(n, 0.30, lost),
+        within_binomial(n, 0.30, lost),
         "lost {lost} of {n} for 30 %"
     );
     assert_eq!(outbound(&d, &inside, 200), 200, "egress untouched");
@@ -370,7 +370,7 @@ fn corrupt_rate_within_binomial_interval() {
         stats.lost(),
         status["counters"]["acted"]
     );
-    assert!(within_binomial_999(n, 0.05, hit), "{hit} of {n}");
+    assert!(within_binomial(n, 0.05, hit), "{hit} of {n}");
     assert_eq!(stats.duplicates, 0);
     d.assert_clean();
 }
@@ -401,7 +401,7 @@ fn duplicate_rate_within_binomial_interval() {
         stats.duplicates
     );
     assert!(
-        within_binomial_999(n, 0.05, stats.duplicates),
+        within_binomial(n, 0.05, stats.duplicates),
         "{}",
         stats.duplicates
     );

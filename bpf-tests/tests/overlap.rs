@@ -22,7 +22,7 @@ use bpf_tests::{
     world::{
         InsideCgroup, cgroup2_mount,
         io::{MIB, V1_FILES, mib_s},
-        measure::within_binomial_999,
+        measure::within_binomial,
     },
 };
 
@@ -267,7 +267,7 @@ fn net_loss_and_delay_both_act() {
         let dropped = 100.0 * both_lost;
         assert_delay("loss + delay", both, base, 60.0);
         assert!(
-            within_binomial_999(n as u64, 0.5, (both_lost * n as f64).round() as u64),
+            within_binomial(n as u64, 0.5, (both_lost * n as f64).round() as u64),
             "probes lost with loss + delay: {dropped:.1}%"
         );
         let (gone, kept) = if first_out == "loss" {
@@ -284,7 +284,7 @@ fn net_loss_and_delay_both_act() {
         } else {
             assert_delay("the loss alone", one, base, 0.0);
             assert!(
-                within_binomial_999(n as u64, 0.5, (one_lost * n as f64).round() as u64),
+                within_binomial(n as u64, 0.5, (one_lost * n as f64).round() as u64),
                 "probes lost with the loss alone: {one_dropped:.1}%"
             );
         }
@@ -539,7 +539,7 @@ fn syscall_two_faults_on_one_cgroup() {
         ];
         let both = sends(&cg, to, n).get(&libc::EIO).copied().unwrap_or(0);
         assert!(
-            within_binomial_999(n, 0.75, both),
+            within_binomial(n, 0.75, both),
             "{both} of {n} failed, expect 75%"
         );
         let [f0, f1] = faults;
@@ -554,7 +554,7 @@ fn syscall_two_faults_on_one_cgroup() {
         let one = sends(&cg, to, n).get(&libc::EIO).copied().unwrap_or(0);
         let (_, a1) = counters(&chaos, &kept.id);
         assert!(
-            within_binomial_999(n, 0.5, one),
+            within_binomial(n, 0.5, one),
             "{one} of {n} failed, expect 50%"
         );
         assert_eq!(

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bpf_tests::{chaos::Chaos, skip_on_err, skip_unless, world::measure::within_binomial_999};
+use bpf_tests::{chaos::Chaos, skip_on_err, skip_unless, world::measure::within_binomial};
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -242,7 +242,7 @@ fn percent_lands_in_the_binomial_interval() {
     assert_eq!(report["counters"]["matched"], n, "{report}");
     assert_eq!(report["counters"]["acted"], failed, "{report}");
     assert!(
-        within_binomial_999(n, 0.30, failed),
+        within_binomial(n, 0.30, failed),
         "{failed} of {n} opens failed at 30 %"
     );
     println!("percent 30: {failed} of {n} failed");

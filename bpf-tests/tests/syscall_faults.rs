@@ -14,7 +14,7 @@ use bpf_tests::{
     ChildProcess, Oracle, TestCgroup,
     chaos::Chaos,
     skip_on_err, skip_unless,
-    world::{InsideCgroup, cgroup2_mount, measure::within_binomial_999},
+    world::{InsideCgroup, cgroup2_mount, measure::within_binomial},
 };
 
 /// A fault recovered when the test ends, even by a panic.
@@ -394,7 +394,7 @@ fn fail_with_errno_at_the_asked_rate() {
     );
     assert_eq!(s["strategy"], "kprobe-override", "{s}");
     assert_eq!(s["counters"]["acted"].as_u64(), Some(failed), "{s}");
-    assert!(within_binomial_999(n, 0.30, failed), "{failed} of {n}");
+    assert!(within_binomial(n, 0.30, failed), "{failed} of {n}");
     drop(fault);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::fdatasync(fd) }, 0, "recovered");
@@ -699,18 +699,12 @@ fn file_calls_fail_under_a_path_for_the_target_cgroup() {
     println!("failed of {n}: openat {opened}, read {read}, write {written}, fsync {synced}");
     if file_fault.is_some() {
         for (call, failed) in [("openat", opened), ("read", read), ("write", written)] {
-            assert!(
-                within_binomial_999(n, 0.30, failed),
-                "{call}: {failed} of {n}"
-            );
+            assert!(within_binomial(n, 0.30, failed), "{call}: {failed} of {n}");
         }
         assert_eq!(strategy(&file_fault).unwrap(), "bpf-lsm");
     }
     if fsync_fault.is_some() {
-        assert!(
-            within_binomial_999(n, 0.30, synced),
-            "fsync: {synced} of {n}"
-        );
+        assert!(within_binomial(n, 0.30, synced), "fsync: {synced} of {n}");
         assert_eq!(strategy(&fsync_fault).unwrap(), "kprobe-override");
     }
     // A process outside the cgroup, on the same file, while the faults are armed.

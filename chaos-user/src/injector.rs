@@ -479,16 +479,9 @@ impl Injector {
         // An unknown id fails before the lock, which would create the state directory.
         self.store.fault(id)?;
         let _lock = self.store.lock()?;
-        let record = match self.store.fault(id) {
-            Ok(r) => r,
-            Err(e) => {
-                // Recovered meanwhile by another (the deadline keeper, at its deadline), which
-                // may have removed the state directory that taking the lock then made again:
-                // remove it once more if nothing is left.
-                let _ = self.cleanup_unused_locked();
-                return Err(e);
-            }
-        };
+        // Recovered meanwhile by another (the deadline keeper, at its deadline)? Then this is
+        // NotFound, and the directory the lock made again goes with the lock.
+        let record = self.store.fault(id)?;
         let mut out = self.recover_locked(&record)?;
         out.attachments += self.cleanup_unused_locked()?;
         Ok(out)

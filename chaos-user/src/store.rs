@@ -400,8 +400,33 @@ struct Cached {
 }
 
 /// Held while a process changes state; dropping it unlocks.
+///
+/// Taking the lock makes the state directory; dropping it removes the directory again when
+/// the lock file is all it holds. So a holder that found nothing to do (a fault another
+/// recovered meanwhile, a handover after the last recovery) leaves no trace, whatever it was.
 pub struct StoreLock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
+    dir: PathBuf,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.dir.join(".lock");
+        let only_the_lock = fs::read_dir(&self.dir)
+            .is_ok_and(|mut entries| entries.all(|e| e.is_ok_and(|e| e.file_name() == ".lock")));
+        if !only_the_lock {
+            return;
+        }
+        // Only our own file: after `remove_if_empty` another process may have made a new
+        // directory and lock while we still hold this one. Removed under the lock, a waiter on
+        // it sees that its file is gone and takes the current one (`lock_file`).
+        let ours = self.lock.metadata().ok().map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && file_id(&path) == ours {
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// The tables, each keyed by its record's id, with the record as JSON.
@@ -495,7 +520,10 @@ impl Store {
                 .metadata()
                 .ctx(|| format!("looking at {}", path.display()))?;
             if fs::metadata(&path).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino()) {
-                return Ok(Some(StoreLock { _lock: lock }));
+                return Ok(Some(StoreLock {
+                    lock,
+                    dir: self.dir.clone(),
+                }));
             }
         }
     }
@@ -1079,6 +1107,34 @@ mod tests {
         drop(_lock);
         assert!(store.lock_existing().unwrap().is_none());
         assert!(!dir.exists());
+    }
+
+    /// A lock that found nothing to do leaves no directory; one whose holder recorded
+    /// something leaves it, and the record.
+    #[test]
+    fn an_idle_lock_leaves_no_directory() {
+        let dir = test_dir("idle-lock");
+        let store = Store::open(&dir).unwrap();
+        drop(store.lock().unwrap());
+        assert!(!dir.exists(), "the lock alone went with it");
+        {
+            let _lock = store.lock().unwrap();
+            store.put_fault(&record("f-1")).unwrap();
+        }
+        assert!(store.db_path().exists(), "the database stays");
+        drop(store.lock().unwrap());
+        assert_eq!(store.faults().unwrap().len(), 1);
+        let _lock = store.lock().unwrap();
+        store.remove_fault("f-1").unwrap();
+        assert!(store.remove_if_empty().unwrap());
+        // Another process makes the directory and its lock again before ours is dropped:
+        // dropping ours leaves theirs alone.
+        fs::create_dir_all(&dir).unwrap();
+        File::create(dir.join(".lock")).unwrap();
+        drop(_lock);
+        assert!(dir.join(".lock").exists(), "not ours to remove");
+        fs::remove_file(dir.join(".lock")).unwrap();
+        fs::remove_dir(&dir).unwrap();
     }
 
     /// A store's kept connection does not outlive the file it was opened on: another

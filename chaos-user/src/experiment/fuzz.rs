@@ -168,3 +168,26 @@ proptest! {
         check(from_value(v));
     }
 }
+
+/// A name with a line break in it (found by `replaced_values_never_panic`): its own error
+/// says so, and the references it no longer matches do not offer it back, which broke their
+/// message across lines.
+#[test]
+fn an_invalid_name_is_not_offered_to_references() {
+    let spec = from_yaml(EXAMPLES[1]).unwrap();
+    let mut v = serde_json::to_value(&spec).unwrap();
+    v["faults"][1]["name"] = json!("a\nb");
+    v["probes"][0]["name"] = json!("a\nb");
+    let errors = from_value(v).unwrap().validate().unwrap_err();
+    well_formed(&errors);
+    let text = errors.to_string();
+    assert!(
+        text.contains("invalid faults[1].name: \"a\\nb\" is not a name"),
+        "{text}"
+    );
+    assert!(text.contains("name one of faults: partition"), "{text}");
+    assert!(
+        text.contains("name one of probes: replica-health"),
+        "{text}"
+    );
+}

@@ -170,6 +170,17 @@ pub fn parse_comparison(text: &str, measure: Measure) -> Result<Comparison, Stri
     Ok(Comparison { op, value })
 }
 
+/// Whether `name` is a name: letters, digits, `-`, `_`, `.`, at most 64 bytes, not starting
+/// with `-` or `.`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn non_negative(v: f64, text: &str) -> Result<f64, String> {
     if v < 0.0 {
         Err(format!("{text} is negative"))
@@ -282,15 +293,9 @@ impl Check {
         }
     }
 
-    /// A name: letters, digits, `-`, `_`, `.`, at most 64 bytes, not starting with `-` or `.`.
+    /// A name (see [`is_name`]).
     fn name(&mut self, field: &str, name: &str) {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && !name.starts_with(['-', '.'])
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !ok {
+        if !is_name(name) {
             self.fail(
                 field,
                 format!("{name:?} is not a name"),
@@ -319,14 +324,18 @@ impl Check {
 
     /// A reference to a name of `list`.
     fn refers(&mut self, field: &str, name: &str, list: &str, names: &[&str]) {
-        if !names.contains(&name) {
-            let fix = if names.is_empty() {
-                format!("define it under {list} first")
-            } else {
-                format!("name one of {list}: {}", names.join(", "))
-            };
-            self.fail(field, format!("no {list} entry is named {name:?}"), fix);
+        if names.contains(&name) {
+            return;
         }
+        // Only the valid names are offered: an invalid one has an error of its own, and may
+        // hold anything, a line break too.
+        let valid: Vec<&str> = names.iter().copied().filter(|n| is_name(n)).collect();
+        let fix = if valid.is_empty() {
+            format!("define it under {list} first")
+        } else {
+            format!("name one of {list}: {}", valid.join(", "))
+        };
+        self.fail(field, format!("no {list} entry is named {name:?}"), fix);
     }
 
     /// `HOST:PORT`.

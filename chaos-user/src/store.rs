@@ -411,7 +411,6 @@ pub struct StoreLock {
 
 impl Drop for StoreLock {
     fn drop(&mut self) {
-        use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(".lock");
         let only_the_lock = fs::read_dir(&self.dir)
             .is_ok_and(|mut entries| entries.all(|e| e.is_ok_and(|e| e.file_name() == ".lock")));
@@ -421,8 +420,7 @@ impl Drop for StoreLock {
         // Only our own file: after `remove_if_empty` another process may have made a new
         // directory and lock while we still hold this one. Removed under the lock, a waiter on
         // it sees that its file is gone and takes the current one (`lock_file`).
-        let ours = self.lock.metadata().ok().map(|m| (m.dev(), m.ino()));
-        if ours.is_some() && file_id(&path) == ours {
+        if is_file_at(&self.lock, &path).unwrap_or(false) {
             let _ = fs::remove_file(&path);
             let _ = fs::remove_dir(&self.dir);
         }
@@ -492,7 +490,6 @@ impl Store {
     }
 
     fn lock_file(&self, create: bool) -> Result<Option<StoreLock>> {
-        use std::os::unix::fs::MetadataExt;
         let path = self.dir.join(".lock");
         loop {
             if create {
@@ -516,10 +513,7 @@ impl Store {
             // The holder that recovered the last fault removed the lock file
             // (`remove_if_empty`) while we waited on it: a lock on a removed file excludes
             // nobody (the next caller creates a new one), so take the current file's instead.
-            let ours = lock
-                .metadata()
-                .ctx(|| format!("looking at {}", path.display()))?;
-            if fs::metadata(&path).is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino()) {
+            if is_file_at(&lock, &path).ctx(|| format!("looking at {}", path.display()))? {
                 return Ok(Some(StoreLock {
                     lock,
                     dir: self.dir.clone(),
@@ -955,6 +949,14 @@ impl Store {
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether the file at `path` is `file` (same device and inode), not one made since in its
+/// place, nor none.
+fn is_file_at(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    Ok(file_id(path) == Some((m.dev(), m.ino())))
 }
 
 /// The rollback journal SQLite keeps beside `db` during a write.
